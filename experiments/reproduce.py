@@ -25,7 +25,9 @@ flags.DEFINE_bool("smoke", False, "Run `smoke` presets instead of `small`.")
 flags.DEFINE_string("preset", None, "Preset to run (overrides --smoke): smoke, small or full.")
 flags.DEFINE_list("only", [], "Run only these experiments (folder names).")
 flags.DEFINE_string("out", "reports", "Parent directory for the timestamped report folder.")
-flags.DEFINE_integer("timeout", 3600, "Seconds before one experiment is stopped and recorded as failed.")
+flags.DEFINE_integer(
+    "timeout", 3600, "Seconds before one experiment is stopped and recorded as failed."
+)
 
 
 def run_one(exp: _registry.Experiment, preset: str, workdir: pathlib.Path, timeout: int) -> dict:
@@ -36,7 +38,9 @@ def run_one(exp: _registry.Experiment, preset: str, workdir: pathlib.Path, timeo
     env = os.environ | {"MPLBACKEND": "Agg"}
     try:
         with (workdir / "log.txt").open("w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env)
+            proc = subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env
+            )
         ok = proc.returncode == 0
         error = "" if ok else f"exit code {proc.returncode}"
     except subprocess.TimeoutExpired:
@@ -60,7 +64,9 @@ def main(argv: list[str]) -> None:
     known = {e.name for e in experiments}
     unknown = set(FLAGS.only) - known
     if unknown:
-        raise app.UsageError(f"--only: unknown experiments {sorted(unknown)}; known: {sorted(known)}")
+        raise app.UsageError(
+            f"--only: unknown experiments {sorted(unknown)}; known: {sorted(known)}"
+        )
     if FLAGS.only:
         experiments = [e for e in experiments if e.name in FLAGS.only]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -74,8 +80,10 @@ def main(argv: list[str]) -> None:
         run = run_one(exp, preset, out / exp.name, FLAGS.timeout)
         print(f"reproduce: {exp.name} {run['status']} in {run['seconds']:.0f} s", flush=True)
         runs.append(run)
-    header = [f"Preset `{preset}`, started {stamp}, {len(runs)} experiments, "
-              f"{sum(r['status'] == 'ok' for r in runs)} ok."]
+    header = [
+        f"Preset `{preset}`, started {stamp}, {len(runs)} experiments, "
+        f"{sum(r['status'] == 'ok' for r in runs)} ok."
+    ]
     _report.write_report(out, runs, header)
     print(f"reproduce: report written to {out / 'REPORT.md'}")
     failed = [r["name"] for r in runs if r["status"] != "ok"]

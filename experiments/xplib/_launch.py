@@ -21,7 +21,9 @@ def run_main(train_and_evaluate: Callable[[Any, str], Any]) -> None:
     """Define `--config` and `--workdir`, parse them, call `train_and_evaluate(config, workdir)`."""
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results, figures.")
     config_flags.DEFINE_config_file(
-        "config", None, "Config file and preset, e.g. experiments/chon/config.py:small.",
+        "config",
+        None,
+        "Config file and preset, e.g. experiments/chon/config.py:small.",
         lock_config=True,
     )
     flags.mark_flags_as_required(["config", "workdir"])

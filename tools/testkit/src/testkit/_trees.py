@@ -6,7 +6,9 @@ import jax
 import numpy as np
 
 
-def assert_trees_close(actual: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0) -> None:
+def assert_trees_close(
+    actual: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0
+) -> None:
     """Assert two pytrees have the same structure and numerically close leaves.
 
     Leaves are compared with ``np.testing.assert_allclose`` (NaNs in the same places compare
@@ -25,7 +27,10 @@ def assert_trees_close(actual: Any, expected: Any, *, rtol: float = 1e-6, atol: 
             raise AssertionError(f"leaf {name}: dtype {a.dtype} != expected {e.dtype}")
         if np.issubdtype(a.dtype, np.inexact):
             np.testing.assert_allclose(
-                a.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
+                a.astype(np.float64),
+                e.astype(np.float64),
+                rtol=rtol,
+                atol=atol,
                 err_msg=f"leaf {name}",
             )
         else:

@@ -1,0 +1,81 @@
+"""The workspace is what README.md, WORKSPACE.md and .ci/run say it is."""
+
+import ast
+import pathlib
+import re
+import tomllib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+# What a library may never import: another member of this repo, or launch-script tooling.
+FORBIDDEN = set(PACKAGES) | {"absl", "ml_collections", "xplib", "testkit"}
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- commands -->\s*```(?:bash|sh)?\n(.*?)```", text, re.S)
+    assert block, "README.md needs the fenced command block after <!-- commands -->"
+    return [
+        ln.strip() for ln in block.group(1).splitlines() if ln.strip() and not ln.startswith("#")
+    ]
+
+
+def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    main_job, tests = commands
+    assert "reproduce" in main_job and "test" in tests
+    ci = [
+        ln.strip()
+        for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd "))
+    ]
+    assert ci == [tests], f".ci/run must run exactly the README test command {tests!r}, runs {ci}"
+    assert tests in (ROOT / "WORKSPACE.md").read_text()
+    assert main_job in (ROOT / "WORKSPACE.md").read_text()
+
+
+def test_seven_packages_are_the_workspace_members():
+    assert PACKAGES == sorted(
+        [
+            "diffusion_serve_jax",
+            "fp4_quant",
+            "grad_compress",
+            "mri_sr_jax",
+            "safe_rl_jax",
+            "skel_gcn_jax",
+            "symreg_jax",
+        ]
+    )
+    workspace = (ROOT / "WORKSPACE.md").read_text()
+    for pkg in PACKAGES:
+        assert f"packages/{pkg}" in workspace, f"WORKSPACE.md does not map packages/{pkg}"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_package_layout(pkg):
+    base = ROOT / "packages" / pkg
+    for rel in ("pyproject.toml", "README.md", f"src/{pkg}/__init__.py", "tests"):
+        assert (base / rel).exists(), f"packages/{pkg}/{rel} is missing"
+    meta = tomllib.loads((base / "pyproject.toml").read_text())["project"]
+    assert meta["name"].replace("-", "_") == pkg
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_library_imports_no_other_member(pkg):
+    for path in (ROOT / "packages" / pkg / "src").rglob("*.py"):
+        bad = (_imports(path) & FORBIDDEN) - {pkg}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
