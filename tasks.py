@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
     python = setup()
     env = os.environ | {"MPLBACKEND": "Agg"}
     if command == "test":
-        cmd = [str(python), "-m", "pytest", *rest]
+        # Two workers for two cores: most test time is single-threaded tracing and compiling.
+        cmd = [str(python), "-m", "pytest", "-n", "2", "--durations=15", *rest]
     else:
         cmd = [str(python), "experiments/reproduce.py", *rest]
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
