@@ -1,0 +1,177 @@
+"""PowerSGD (Vogels et al. 2019): rank-r power iteration with warm start and error feedback.
+
+Per compressed matrix M = G + E (gradient plus the error-feedback memory), with Q from the
+previous step (warm start):
+
+    P = M Q;  P <- mean_dp(P);  P <- orthogonalize(P);  Q = M^T P;  Q <- mean_dp(Q)
+    mean gradient ~= P Q^T;     E <- M - P Q^T
+
+Both P and Q are linear in M, so they are all-reduced with `psum` (mean) inside `jax.shard_map`.
+Ranks may change between steps (EDGC): factors are stored with `max_rank` columns and columns
+beyond a tensor's current rank are masked to zero, so one compiled step serves every rank. A
+column that becomes active again restarts from a fixed random draw. Bytes are counted for the
+active columns only, r (n + m) x itemsize per tensor: the size of the sliced P and Q.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import _stats
+from ._base import Compressor, check_float_tree
+from ._policy import Policy, low_rank_policy, matrix_shape
+from ._types import Array, Flat, Float, Key, Matrix, PyTree, Ranks
+
+
+class PowerSGDState(NamedTuple):
+    """Per-device state: error memory (flat, (0,) if not compressed) and warm-start Q per leaf."""
+
+    error: tuple[Flat, ...]
+    q: tuple[Float[Array, "m r"], ...]
+    q_init: tuple[Float[Array, "m r"], ...]
+    step: jax.Array
+
+
+def orthogonalize(p: Matrix, *, eps: float = 1e-8) -> Matrix:
+    """Gram-Schmidt on the columns of `p`; (near-)zero columns stay zero (masked ranks)."""
+    cols = []
+    for j in range(p.shape[1]):
+        v = p[:, j]
+        for c in cols:
+            v = v - jnp.dot(c, v) * c
+        norm = jnp.linalg.norm(v)
+        cols.append(jnp.where(norm > eps, v / jnp.where(norm > eps, norm, 1.0), 0.0))
+    return jnp.stack(cols, axis=1)
+
+
+def low_rank_round(
+    m: Matrix, q: Float[Array, "m r"], rank, *, axis_name: str | None
+) -> tuple[Matrix, Float[Array, "m r"]]:
+    """One PowerSGD round on matrix `m` with warm start `q`; returns (P Q^T, new Q)."""
+    mask = (jnp.arange(q.shape[1]) < rank).astype(m.dtype)[None, :]
+    q = q * mask
+    p = _stats.pmean(m @ q, axis_name)
+    p = orthogonalize(p)
+    q_new = _stats.pmean(m.T @ p, axis_name)
+    return p @ q_new.T, q_new
+
+
+def powersgd(
+    rank: int = 1,
+    *,
+    max_rank: int | None = None,
+    start_step: int = 0,
+    policy: Policy | None = None,
+    error_feedback: bool = True,
+    seed: int = 0,
+) -> Compressor:
+    """PowerSGD compressor.
+
+    Args:
+      rank: the rank used when `update` gets no `ranks`.
+      max_rank: columns stored per factor (>= every rank passed to `update`); default `rank`.
+      start_step: steps before compression starts (full-precision mean, as torch's hook does).
+      policy: which tensors to compress; default PowerSGD's rule for `max_rank`.
+      error_feedback: keep the residual M - P Q^T and add it to the next gradient.
+      seed: seed of the fixed random initial Q (identical on every worker).
+
+    `update(grads, state, *, key=None, axis_name=None, ranks=None)`: `ranks` is an int array with
+    one rank per leaf of `grads` (ignored for leaves not compressed), each in [1, max_rank].
+    """
+    max_rank = rank if max_rank is None else max_rank
+    for name, v in (("rank", rank), ("max_rank", max_rank)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if rank > max_rank:
+        raise ValueError(f"rank: expected <= max_rank={max_rank}, got {rank}")
+    if not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(f"start_step: expected a non-negative int, got {start_step!r}")
+    policy = policy or low_rank_policy(max_rank)
+
+    def init(params: PyTree) -> PowerSGDState:
+        leaves = check_float_tree(params, "params")
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        errs, qs = [], []
+        for x, k in zip(leaves, keys, strict=True):
+            if policy(tuple(x.shape)):
+                _, m = matrix_shape(tuple(x.shape))
+                errs.append(jnp.zeros((x.size,), x.dtype))
+                qs.append(jax.random.normal(k, (m, max_rank), x.dtype))
+            else:
+                errs.append(jnp.zeros((0,), x.dtype))
+                qs.append(jnp.zeros((0, max_rank), x.dtype))
+        return PowerSGDState(tuple(errs), tuple(qs), tuple(qs), jnp.zeros((), jnp.int32))
+
+    def _check(leaves, state: PowerSGDState) -> None:
+        if len(leaves) != len(state.error):
+            raise ValueError(
+                f"grads: expected {len(state.error)} leaves (as given to init), got {len(leaves)}"
+            )
+        for i, (g, e) in enumerate(zip(leaves, state.error, strict=True)):
+            if e.shape[0] != (g.size if policy(tuple(g.shape)) else 0):
+                raise ValueError(
+                    f"grads: leaf {i} has shape {tuple(g.shape)}, which does not match the "
+                    "state built by init"
+                )
+
+    def _compressed(leaves, state: PowerSGDState, ranks: Ranks, axis_name):
+        outs, errs, qs, stats = [], [], [], _stats.CommStats.zeros()
+        for i, (g, e, q, q0) in enumerate(
+            zip(leaves, state.error, state.q, state.q_init, strict=True)
+        ):
+            if e.shape[0] == 0:
+                outs.append(_stats.pmean(g, axis_name))
+                errs.append(e)
+                qs.append(q)
+                stats = stats + _stats.allreduce_stats(_stats.payload_nbytes(g))
+                continue
+            n, m = matrix_shape(tuple(g.shape))
+            mat = g.reshape(n, m) + (e.reshape(n, m) if error_feedback else 0.0)
+            # Warm start; a column switched back on restarts from the fixed random draw.
+            dead = jnp.sum(q * q, axis=0, keepdims=True) == 0
+            q = jnp.where(dead, q0, q)
+            approx, q_new = low_rank_round(mat, q, ranks[i], axis_name=axis_name)
+            outs.append(approx.reshape(g.shape).astype(g.dtype))
+            errs.append((mat - approx).reshape(-1).astype(e.dtype) if error_feedback else e)
+            qs.append(q_new)
+            itemsize = jnp.dtype(g.dtype).itemsize
+            stats = stats + _stats.allreduce_stats(ranks[i] * (n + m) * itemsize, messages=2)
+        return outs, tuple(errs), tuple(qs), stats
+
+    def _uncompressed(leaves, state: PowerSGDState, ranks: Ranks, axis_name):
+        del ranks
+        outs = [_stats.pmean(g, axis_name) for g in leaves]
+        nbytes = sum(_stats.payload_nbytes(g) for g in leaves)
+        return outs, state.error, state.q, _stats.allreduce_stats(nbytes, messages=len(leaves))
+
+    def update(
+        grads: PyTree,
+        state: PowerSGDState,
+        *,
+        key: Key | None = None,
+        axis_name: str | None = None,
+        ranks: Ranks | None = None,
+    ):
+        del key
+        leaves, treedef = jax.tree.flatten(grads)
+        _check(leaves, state)
+        if ranks is None:
+            ranks = jnp.full((len(leaves),), rank, jnp.int32)
+        ranks = jnp.asarray(ranks)
+        if ranks.shape != (len(leaves),):
+            raise ValueError(f"ranks: expected shape ({len(leaves)},), got {ranks.shape}")
+        ranks = jnp.clip(ranks, 1, max_rank).astype(jnp.int32)
+        if start_step > 0:
+            outs, errs, qs, stats = lax.cond(
+                state.step < start_step,
+                lambda: _uncompressed(leaves, state, ranks, axis_name),
+                lambda: _compressed(leaves, state, ranks, axis_name),
+            )
+        else:
+            outs, errs, qs, stats = _compressed(leaves, state, ranks, axis_name)
+        new_state = PowerSGDState(errs, qs, state.q_init, state.step + 1)
+        return jax.tree.unflatten(treedef, outs), new_state, stats
+
+    return Compressor(init, update)
