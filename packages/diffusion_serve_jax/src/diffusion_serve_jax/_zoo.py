@@ -1,0 +1,229 @@
+"""The digits model zoo as servable models, and four workflows that share them.
+
+Models (each one `ModelSpec`, one shared instance): `encoder` (label -> condition vectors),
+`edge_adapter` (edge map -> control residuals), `denoiser` and `denoiser_ctrl` (DDIM sampling
+with guidance; the same DiT weights, with and without control), `upscaler` (8x8 -> 16x16),
+`classifier` (a safety-checker-style judge of the generated digit).
+
+Workflows: `t2i`, `t2i_upscale`, `t2i_checked`, `control_upscale`.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ._diffusion import DiffusionModels, Schedule, ddim_sample, make_schedule
+from ._models import NULL_LABEL, DigitClassifier, Upscaler
+from ._training import classifier_trainer, diffusion_trainer, fit, upscaler_trainer
+from ._workflow import Catalog, ModelSpec, TensorSpec, WorkflowBuilder
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooConfig:
+    width: int = 64
+    depth: int = 3
+    heads: int = 4
+    patch: int = 2
+    num_timesteps: int = 100
+    sample_steps: int = 20
+    guidance: float = 2.0
+
+
+@dataclasses.dataclass
+class Zoo:
+    """Trained (or freshly initialised) modules of the digits zoo."""
+
+    config: ZooConfig
+    diffusion: DiffusionModels
+    upscaler: Upscaler
+    classifier: DigitClassifier
+
+    @property
+    def schedule(self) -> Schedule:
+        return make_schedule(self.config.num_timesteps)
+
+
+def init_zoo(config: ZooConfig = ZooConfig(), *, key: jax.Array) -> Zoo:
+    k1, k2, k3 = jax.random.split(key, 3)
+    c = config
+    return Zoo(
+        config,
+        DiffusionModels(
+            width=c.width, depth=c.depth, heads=c.heads, patch=c.patch, rngs=nnx.Rngs(k1)
+        ),
+        Upscaler(rngs=nnx.Rngs(k2)),
+        DigitClassifier(rngs=nnx.Rngs(k3)),
+    )
+
+
+def sample_noise(seeds: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Per-request noise from an integer seed, so results do not depend on batching."""
+    return jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(jax.random.key(0), s), shape))(
+        seeds
+    )
+
+
+def zoo_model_specs(zoo: Zoo) -> list[ModelSpec]:
+    c, sched = zoo.config, zoo.schedule
+    w, tokens = c.width, zoo.diffusion.dit.num_tokens
+    d_gd, d_params = nnx.split(zoo.diffusion)
+    u_gd, u_params = nnx.split(zoo.upscaler)
+    k_gd, k_params = nnx.split(zoo.classifier)
+    enc_params = nnx.state(zoo.diffusion.encoder)
+    enc_gd = nnx.graphdef(zoo.diffusion.encoder)
+    ad_params = nnx.state(zoo.diffusion.adapter)
+    ad_gd = nnx.graphdef(zoo.diffusion.adapter)
+    dit_params = nnx.state(zoo.diffusion.dit)
+    dit_gd = nnx.graphdef(zoo.diffusion.dit)
+    del d_gd, d_params
+    vec, img = TensorSpec((w,)), TensorSpec((8, 8))
+
+    def encoder(p, x):
+        enc = nnx.merge(enc_gd, p)
+        return {"cond": enc(x["label"]), "uncond": enc(jnp.full_like(x["label"], NULL_LABEL))}
+
+    def adapter(p, x):
+        return {"control": nnx.merge(ad_gd, p)(x["edges"])}
+
+    def denoise(p, x, control=None):
+        dit = nnx.merge(dit_gd, p)
+        noise = sample_noise(x["seed"], (8, 8))
+        out = ddim_sample(
+            dit,
+            x["cond"],
+            x["uncond"],
+            noise,
+            schedule=sched,
+            steps=c.sample_steps,
+            guidance=c.guidance,
+            control=control,
+        )
+        return {"image": out}
+
+    def upscale(p, x):
+        return {"image": nnx.merge(u_gd, p)(x["image"])}
+
+    def classify(p, x):
+        return {"probs": jax.nn.softmax(nnx.merge(k_gd, p)(x["image"]), axis=-1)}
+
+    den_in = {"cond": vec, "uncond": vec, "seed": TensorSpec((), "int32")}
+    return [
+        ModelSpec(
+            "encoder",
+            {"label": TensorSpec((), "int32")},
+            {"cond": vec, "uncond": vec},
+            encoder,
+            enc_params,
+        ),
+        ModelSpec(
+            "edge_adapter", {"edges": img}, {"control": TensorSpec((tokens, w))}, adapter, ad_params
+        ),
+        ModelSpec("denoiser", den_in, {"image": img}, denoise, dit_params),
+        ModelSpec(
+            "denoiser_ctrl",
+            den_in | {"control": TensorSpec((tokens, w))},
+            {"image": img},
+            lambda p, x: denoise(p, x, x["control"]),
+            dit_params,
+        ),
+        ModelSpec("upscaler", {"image": img}, {"image": TensorSpec((16, 16))}, upscale, u_params),
+        ModelSpec("classifier", {"image": img}, {"probs": TensorSpec((10,))}, classify, k_params),
+    ]
+
+
+def zoo_workflows() -> list:
+    label, seed = TensorSpec((), "int32"), TensorSpec((), "int32")
+    t2i = (
+        WorkflowBuilder("t2i")
+        .input("label", label)
+        .input("seed", seed)
+        .node("enc", "encoder", label="input.label")
+        .node("gen", "denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+    )
+    up = (
+        WorkflowBuilder("t2i_upscale")
+        .input("label", label)
+        .input("seed", seed)
+        .node("enc", "encoder", label="input.label")
+        .node("gen", "denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+        .node("up", "upscaler", image="gen.image")
+        .output("image", "up.image")
+    )
+    chk = (
+        WorkflowBuilder("t2i_checked")
+        .input("label", label)
+        .input("seed", seed)
+        .node("enc", "encoder", label="input.label")
+        .node("gen", "denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+        .node("check", "classifier", image="gen.image")
+        .output("image", "gen.image")
+        .output("probs", "check.probs")
+    )
+    ctl = (
+        WorkflowBuilder("control_upscale")
+        .input("label", label)
+        .input("seed", seed)
+        .input("edges", TensorSpec((8, 8)))
+        .node("enc", "encoder", label="input.label")
+        .node("edge", "edge_adapter", edges="input.edges")
+        .node(
+            "gen",
+            "denoiser_ctrl",
+            cond="enc.cond",
+            uncond="enc.uncond",
+            seed="input.seed",
+            control="edge.control",
+        )
+        .node("up", "upscaler", image="gen.image")
+        .output("image", "up.image")
+    )
+    return [t2i.output("image", "gen.image").build(), up.build(), chk.build(), ctl.build()]
+
+
+def zoo_catalog(zoo: Zoo) -> Catalog:
+    cat = Catalog()
+    for spec in zoo_model_specs(zoo):
+        cat.register_model(spec)
+    for wf in zoo_workflows():
+        cat.register_workflow(wf)
+    return cat
+
+
+def train_zoo(
+    zoo: Zoo,
+    images: np.ndarray,
+    labels: np.ndarray,
+    edges: np.ndarray,
+    *,
+    key: jax.Array,
+    diffusion_steps: int,
+    aux_steps: int,
+    batch_size: int = 128,
+) -> dict[str, list[float]]:
+    """Train every zoo model in place from scratch; returns the loss curves."""
+    from ._data import downsample2
+
+    kd, kc, ku = jax.random.split(key, 3)
+    losses = {}
+    gd, params = nnx.split(zoo.diffusion)
+    tr = diffusion_trainer(gd, zoo.schedule, batch_size=batch_size)
+    data = {
+        "images": jnp.asarray(images),
+        "labels": jnp.asarray(labels),
+        "edges": jnp.asarray(edges),
+    }
+    state, losses["diffusion"] = fit(tr, tr.init(params), data, diffusion_steps, key=kd)
+    nnx.update(zoo.diffusion, state.params)
+    gd, params = nnx.split(zoo.classifier)
+    tr = classifier_trainer(gd)
+    state, losses["classifier"] = fit(tr, tr.init(params), data, aux_steps, key=kc)
+    nnx.update(zoo.classifier, state.params)
+    gd, params = nnx.split(zoo.upscaler)
+    tr = upscaler_trainer(gd)
+    up = {"low": jnp.asarray(downsample2(images)), "high": jnp.asarray(images)}
+    state, losses["upscaler"] = fit(tr, tr.init(params), up, aux_steps, key=ku)
+    nnx.update(zoo.upscaler, state.params)
+    return losses

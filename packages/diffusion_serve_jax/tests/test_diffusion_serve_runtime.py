@@ -1,0 +1,281 @@
+"""The serving runtime and its HTTP API on localhost: micro-serving and monolithic give the
+same answers as calling the models directly; errors are explicit, nothing is dropped."""
+
+import asyncio
+import time
+
+import aiohttp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffusion_serve_jax import (
+    Catalog,
+    ModelSpec,
+    NodeExecutor,
+    Overloaded,
+    ServingRuntime,
+    ShuttingDown,
+    TensorSpec,
+    WorkflowBuilder,
+    ZooConfig,
+    gamma_arrivals,
+    init_zoo,
+    on_off_arrivals,
+    run_open_loop,
+    serve,
+    slo_attainment,
+    synthetic_trace,
+    trace_to_workflow,
+    zoo_catalog,
+)
+
+CFG = ZooConfig(width=16, depth=1, heads=2, num_timesteps=10, sample_steps=2)
+
+
+@pytest.fixture(scope="module")
+def zoo_setup():
+    cat = zoo_catalog(init_zoo(CFG, key=jax.random.key(0)))
+    used = sorted({n.model for w in cat.workflows.values() for n in w.workflow.nodes})
+    execs = {m: NodeExecutor(cat.models[m], buckets=(4,)) for m in used}
+    return cat, execs
+
+
+def _inputs(wf, i):
+    x = {"label": i % 10, "seed": i}
+    if wf == "control_upscale":
+        x["edges"] = np.full((8, 8), 0.5).tolist()
+    return x
+
+
+def _direct(cat, wf_name, inputs):
+    """Reference: run the workflow's nodes one by one with plain jitted calls (batch 1)."""
+    cw = cat.workflows[wf_name]
+    vals = {
+        f"input.{k}": np.asarray(v, cw.workflow.inputs[k].dtype)[None] for k, v in inputs.items()
+    }
+    for name in cw.order:
+        node = cw.node(name)
+        spec = cat.models[node.model]
+        outs = jax.jit(spec.fn)(spec.params, {a: vals[s] for a, s in node.inputs.items()})
+        vals |= {f"{name}.{k}": np.asarray(v) for k, v in outs.items()}
+    return {k: vals[s][0] for k, s in cw.workflow.outputs.items()}
+
+
+@pytest.mark.parametrize("mode", ["micro", "monolithic"])
+def test_runtime_matches_direct_calls(zoo_setup, mode):
+    cat, execs = zoo_setup
+
+    async def main():
+        rt = ServingRuntime(cat, mode=mode, num_workers=4, executors=execs, max_batch=4)
+        await rt.start()
+        reqs = [rt.submit(w, _inputs(w, i)) for i, w in enumerate(sorted(cat.workflows) * 2)]
+        outs = await asyncio.gather(*(r.future for r in reqs))
+        await rt.stop()
+        return rt, reqs, outs
+
+    rt, reqs, outs = asyncio.run(main())
+    for r, out in zip(reqs, outs, strict=True):
+        want = _direct(cat, r.workflow.name, _inputs(r.workflow.name, reqs.index(r)))
+        for k in want:
+            np.testing.assert_allclose(out[k], want[k], rtol=1e-4, atol=1e-5)
+        assert r.status == "done" and r.latency > 0
+    assert sum(n for (w, s), n in rt.stats.requests.items() if s == "done") == len(reqs)
+    if mode == "micro":  # the shared denoiser batched requests of different workflows together
+        assert rt.stats.batches["denoiser"] < rt.stats.batch_rows["denoiser"]
+        assert (
+            rt.memory_bytes()
+            < ServingRuntime(cat, mode="monolithic", executors=execs, num_workers=4).memory_bytes()
+        )
+
+
+def test_http_round_trip(zoo_setup):
+    cat, execs = zoo_setup
+
+    async def main():
+        rt = ServingRuntime(cat, mode="micro", num_workers=2, executors=execs, max_batch=4)
+        h = await serve(rt)
+        async with aiohttp.ClientSession() as s:
+            body = {"workflow": "t2i_checked", "inputs": _inputs("t2i_checked", 3), "wait": True}
+            async with s.post(f"{h.url}/v1/requests", json=body) as r:
+                assert r.status == 200, await r.text()
+                done = await r.json()
+            assert done["status"] == "done"
+            np.testing.assert_allclose(np.asarray(done["outputs"]["probs"]).sum(), 1.0, rtol=1e-5)
+            want = _direct(cat, "t2i_checked", _inputs("t2i_checked", 3))
+            np.testing.assert_allclose(
+                done["outputs"]["image"], want["image"], rtol=1e-4, atol=1e-5
+            )
+            body = {"workflow": "control_upscale", "inputs": _inputs("control_upscale", 1)}
+            async with s.post(f"{h.url}/v1/requests", json=body) as r:
+                assert r.status == 202
+                rid = (await r.json())["id"]
+            async with s.get(f"{h.url}/v1/requests/{rid}/stream") as r:
+                events = [line for line in (await r.text()).splitlines() if line]
+            assert '"done"' in events[-1]
+            async with s.get(f"{h.url}/v1/requests/{rid}") as r:
+                polled = await r.json()
+            assert polled["status"] == "done"
+            assert np.asarray(polled["outputs"]["image"]).shape == (16, 16)
+            async with s.get(f"{h.url}/v1/workflows") as r:
+                assert set(await r.json()) == set(cat.workflows)
+            async with s.get(f"{h.url}/v1/models") as r:
+                models = await r.json()
+            assert len(models["denoiser"]["workflows"]) == 3  # one instance, three workflows
+            async with s.get(f"{h.url}/healthz") as r:
+                assert (await r.json())["status"] == "ok"
+            async with s.get(f"{h.url}/metrics") as r:
+                text = await r.text()
+            assert 'diffusion_requests_total{workflow="t2i_checked",status="done"} 1' in text
+            bad = [
+                ({"workflow": "nope", "inputs": {}}, 404, "unknown"),
+                ({"workflow": "t2i", "inputs": {"label": 1}}, 400, "missing ['seed']"),
+                (
+                    {"workflow": "t2i", "inputs": {"label": [1, 2], "seed": 0}},
+                    400,
+                    "inputs.label: expected shape",
+                ),
+                (
+                    {"workflow": "t2i", "inputs": {"label": 1, "seed": 0}, "slo_ms": -1},
+                    400,
+                    "slo_ms",
+                ),
+                ([1, 2], 400, "body: expected a JSON object"),
+            ]
+            for body, status, msg in bad:
+                async with s.post(f"{h.url}/v1/requests", json=body) as r:
+                    assert r.status == status
+                    assert msg in (await r.json())["error"]
+            async with s.get(f"{h.url}/v1/requests/unknown") as r:
+                assert r.status == 404
+        await h.close()
+
+    asyncio.run(main())
+
+
+def _slow_catalog(fail: bool = False):
+    def slow(p, x):
+        def sleep(v):
+            time.sleep(0.3)
+            if fail:
+                raise RuntimeError("boom")
+            return v
+
+        return {
+            "y": jax.pure_callback(sleep, jax.ShapeDtypeStruct(x["x"].shape, jnp.float32), x["x"])
+        }
+
+    cat = Catalog()
+    cat.register_model(ModelSpec("slow", {"x": TensorSpec(())}, {"y": TensorSpec(())}, slow))
+    cat.register_workflow(
+        WorkflowBuilder("w")
+        .input("x", TensorSpec(()))
+        .node("n", "slow", x="input.x")
+        .output("y", "n.y")
+        .build()
+    )
+    return cat
+
+
+def test_overload_gives_429_with_retry_hint_and_failures_are_explicit():
+    async def main():
+        rt = ServingRuntime(
+            _slow_catalog(), mode="micro", num_workers=1, queue_limit=1, max_batch=1, buckets=(1,)
+        )
+        h = await serve(rt)
+        async with aiohttp.ClientSession() as s:
+            first = rt.submit("w", {"x": 1.0})
+            await asyncio.sleep(0.05)  # the worker takes it; the queue is empty again
+            second = rt.submit("w", {"x": 2.0})  # queued: the queue is now full
+            with pytest.raises(Overloaded):
+                rt.submit("w", {"x": 3.0})
+            async with s.post(
+                f"{h.url}/v1/requests", json={"workflow": "w", "inputs": {"x": 4.0}}
+            ) as r:
+                assert r.status == 429
+                assert int(r.headers["Retry-After"]) >= 1
+            assert await first.future == {"y": 1.0}
+            assert await second.future == {"y": 2.0}
+        await h.close()
+        # a model that raises: the request fails explicitly (HTTP 500 with the message)
+        rt = ServingRuntime(_slow_catalog(fail=True), num_workers=1, buckets=(1,))
+        h = await serve(rt)
+        async with aiohttp.ClientSession() as s:
+            body = {"workflow": "w", "inputs": {"x": 1.0}, "wait": True}
+            async with s.post(f"{h.url}/v1/requests", json=body) as r:
+                assert r.status == 500
+                got = await r.json()
+            assert got["status"] == "failed" and "boom" in got["error"]
+        await h.close()
+        # stopping with work in flight fails every pending request with ShuttingDown
+        rt = ServingRuntime(_slow_catalog(), num_workers=1, buckets=(1,), max_batch=1)
+        await rt.start()
+        reqs = [rt.submit("w", {"x": float(i)}) for i in range(3)]
+        await asyncio.sleep(0.05)
+        await rt.stop()
+        for r in reqs:
+            assert r.status == "failed"
+            with pytest.raises(ShuttingDown):
+                r.future.result()
+        with pytest.raises(ShuttingDown):
+            rt.submit("w", {"x": 0.0})
+
+    asyncio.run(main())
+
+
+def test_runtime_config_errors(zoo_setup):
+    cat, execs = zoo_setup
+    with pytest.raises(ValueError, match="mode"):
+        ServingRuntime(cat, mode="lego", executors=execs)
+    with pytest.raises(ValueError, match="num_workers: monolithic serving needs"):
+        ServingRuntime(cat, mode="monolithic", num_workers=2, executors=execs)
+    with pytest.raises(ValueError, match="replicas: unknown model"):
+        ServingRuntime(cat, replicas={"vae": 2}, executors=execs)
+    with pytest.raises(ValueError, match="catalog"):
+        ServingRuntime(Catalog())
+
+
+def test_open_loop_client_and_slo(zoo_setup):
+    cat, execs = zoo_setup
+
+    async def main():
+        rt = ServingRuntime(cat, num_workers=2, executors=execs, max_batch=4)
+        h = await serve(rt)
+        times = np.linspace(0, 0.2, 6)
+        wfs = sorted(cat.workflows)
+        out = await run_open_loop(
+            h.url, times, lambda i: {"workflow": wfs[i % 4], "inputs": _inputs(wfs[i % 4], i)}
+        )
+        await h.close()
+        return out
+
+    out = asyncio.run(main())
+    assert [o.status for o in out] == [200] * 6
+    assert slo_attainment(out, 60.0) == 1.0 and slo_attainment(out, 1e-9) == 0.0
+
+
+def test_arrival_processes():
+    key = jax.random.key(0)
+    for cv in (0.5, 1.0, 3.0):
+        t = gamma_arrivals(200.0, cv, 50.0, key=key)
+        gaps = np.diff(t)
+        assert abs(len(t) / 50.0 - 200.0) / 200.0 < 0.15
+        assert abs(gaps.std() / gaps.mean() - cv) / cv < 0.2
+    b = on_off_arrivals(100.0, 40.0, burst_factor=8.0, period=2.0, key=key)
+    assert abs(len(b) / 40.0 - 100.0) / 100.0 < 0.15
+    on = ((b % 2.0) < 0.5).sum() / 0.5
+    off = ((b % 2.0) >= 0.5).sum() / 1.5
+    assert 5.0 < on / off < 12.0
+    rows = synthetic_trace(50.0, 4.0, key=key)
+    assert rows and all(r.base_model_id == "dit-digits" for r in rows)
+    assert {trace_to_workflow(r) for r in rows} <= {
+        "t2i",
+        "t2i_upscale",
+        "t2i_checked",
+        "control_upscale",
+    }
+    with pytest.raises(ValueError, match="rate"):
+        gamma_arrivals(-1.0, 1.0, 1.0, key=key)
+    with pytest.raises(ValueError, match="cv"):
+        gamma_arrivals(1.0, 0.0, 1.0, key=key)
