@@ -184,12 +184,18 @@ def codec_compressor(
         codecs = [make_codec(x.size) if policy(tuple(x.shape)) else None for x in leaves]
         check_key(key, any(c is not None and c.randomised for c in codecs))
         keys = list(jax.random.split(key, len(leaves))) if key is not None else [None] * len(leaves)
-        outs, errs, stats = [], [], _stats.CommStats.zeros()
-        for g, e, codec, k in zip(leaves, state.error, codecs, keys, strict=True):
+        outs, errs, stats = list(leaves), list(state.error), _stats.CommStats.zeros()
+        full = [i for i, c in enumerate(codecs) if c is None]
+        for i, mean in zip(
+            full, _stats.pmean_bucket([leaves[i] for i in full], axis_name), strict=True
+        ):
+            outs[i] = mean
+        if full:  # uncompressed tensors travel in one bucketed all-reduce
+            stats = stats + _stats.allreduce_stats(
+                sum(_stats.payload_nbytes(leaves[i]) for i in full)
+            )
+        for i, (g, e, codec, k) in enumerate(zip(leaves, state.error, codecs, keys, strict=True)):
             if codec is None:
-                outs.append(_stats.pmean(g, axis_name))
-                errs.append(e)
-                stats = stats + _stats.allreduce_stats(_stats.payload_nbytes(g))
                 continue
             x = g.reshape(-1) + e if error_feedback else g.reshape(-1)
             if k is not None and not codec.shared_key:
@@ -206,8 +212,8 @@ def codec_compressor(
                 decoded = jax.vmap(decode)(gathered)
                 mean = jnp.mean(decoded, axis=0)
                 stats = stats + _stats.allgather_stats(nbytes)
-            outs.append(mean.reshape(g.shape).astype(g.dtype))
-            errs.append((x - local).astype(e.dtype) if error_feedback else e)
+            outs[i] = mean.reshape(g.shape).astype(g.dtype)
+            errs[i] = (x - local).astype(e.dtype) if error_feedback else e
         new_state = EFState(tuple(errs), state.step + 1)
         return jax.tree.unflatten(treedef, outs), new_state, stats
 
@@ -253,7 +259,8 @@ def no_compression() -> Compressor:
                 f"grads: expected {len(state.error)} leaves (as given to init), got {len(leaves)}"
             )
         nbytes = sum(_stats.payload_nbytes(x) for x in leaves)
-        stats = _stats.allreduce_stats(nbytes, messages=len(leaves))
-        return _stats.pmean(grads, axis_name), EFState(state.error, state.step + 1), stats
+        stats = _stats.allreduce_stats(nbytes)  # one bucketed all-reduce
+        mean = jax.tree.unflatten(jax.tree.structure(grads), _stats.pmean_bucket(leaves, axis_name))
+        return mean, EFState(state.error, state.step + 1), stats
 
     return Compressor(init, update)

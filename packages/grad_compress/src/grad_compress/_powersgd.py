@@ -49,7 +49,10 @@ def orthogonalize(p: Matrix, *, eps: float = 1e-8) -> Matrix:
 def low_rank_round(
     m: Matrix, q: Float[Array, "m r"], rank, *, axis_name: str | None
 ) -> tuple[Matrix, Float[Array, "m r"]]:
-    """One PowerSGD round on matrix `m` with warm start `q`; returns (P Q^T, new Q)."""
+    """One PowerSGD round on one matrix `m` with warm start `q`; returns (P Q^T, new Q).
+
+    `powersgd` runs the same round for all matrices at once with batched collectives.
+    """
     mask = (jnp.arange(q.shape[1]) < rank).astype(m.dtype)[None, :]
     q = q * mask
     p = _stats.pmean(m @ q, axis_name)
@@ -121,34 +124,53 @@ def powersgd(
                 )
 
     def _compressed(leaves, state: PowerSGDState, ranks: Ranks, axis_name):
-        outs, errs, qs, stats = [], [], [], _stats.CommStats.zeros()
-        for i, (g, e, q, q0) in enumerate(
-            zip(leaves, state.error, state.q, state.q_init, strict=True)
+        """Batched PowerSGD: all P factors in one all-reduce, all Q factors in another."""
+        low = [i for i, e in enumerate(state.error) if e.shape[0]]
+        full = [i for i, e in enumerate(state.error) if not e.shape[0]]
+        outs, errs, qs = list(leaves), list(state.error), list(state.q)
+        stats = _stats.CommStats.zeros()
+        for i, mean in zip(
+            full, _stats.pmean_bucket([leaves[i] for i in full], axis_name), strict=True
         ):
-            if e.shape[0] == 0:
-                outs.append(_stats.pmean(g, axis_name))
-                errs.append(e)
-                qs.append(q)
-                stats = stats + _stats.allreduce_stats(_stats.payload_nbytes(g))
-                continue
-            n, m = matrix_shape(tuple(g.shape))
-            mat = g.reshape(n, m) + (e.reshape(n, m) if error_feedback else 0.0)
+            outs[i] = mean
+        if full:
+            nbytes = sum(_stats.payload_nbytes(leaves[i]) for i in full)
+            stats = stats + _stats.allreduce_stats(nbytes)
+        if not low:
+            return outs, tuple(errs), tuple(qs), stats
+        mats, masked = {}, {}
+        for i in low:
+            n, m = matrix_shape(tuple(leaves[i].shape))
+            e = state.error[i].reshape(n, m)
+            mats[i] = leaves[i].reshape(n, m) + (e if error_feedback else 0.0)
             # Warm start; a column switched back on restarts from the fixed random draw.
-            dead = jnp.sum(q * q, axis=0, keepdims=True) == 0
-            q = jnp.where(dead, q0, q)
-            approx, q_new = low_rank_round(mat, q, ranks[i], axis_name=axis_name)
-            outs.append(approx.reshape(g.shape).astype(g.dtype))
-            errs.append((mat - approx).reshape(-1).astype(e.dtype) if error_feedback else e)
-            qs.append(q_new)
-            itemsize = jnp.dtype(g.dtype).itemsize
-            stats = stats + _stats.allreduce_stats(ranks[i] * (n + m) * itemsize, messages=2)
+            q = state.q[i]
+            q = jnp.where(jnp.sum(q * q, axis=0, keepdims=True) == 0, state.q_init[i], q)
+            mask = (jnp.arange(max_rank) < ranks[i]).astype(q.dtype)[None, :]
+            masked[i] = q * mask
+        ps = _stats.pmean_bucket([mats[i] @ masked[i] for i in low], axis_name)
+        ps = [orthogonalize(p) for p in ps]
+        new_qs = _stats.pmean_bucket(
+            [mats[i].T @ p for i, p in zip(low, ps, strict=True)], axis_name
+        )
+        nbytes = 0
+        for i, p, q_new in zip(low, ps, new_qs, strict=True):
+            g = leaves[i]
+            approx = p @ q_new.T
+            outs[i] = approx.reshape(g.shape).astype(g.dtype)
+            if error_feedback:
+                errs[i] = (mats[i] - approx).reshape(-1).astype(state.error[i].dtype)
+            qs[i] = q_new
+            n, m = mats[i].shape
+            nbytes = nbytes + ranks[i] * (n + m) * jnp.dtype(g.dtype).itemsize
+        stats = stats + _stats.allreduce_stats(nbytes, messages=2)
         return outs, tuple(errs), tuple(qs), stats
 
     def _uncompressed(leaves, state: PowerSGDState, ranks: Ranks, axis_name):
         del ranks
-        outs = [_stats.pmean(g, axis_name) for g in leaves]
+        outs = _stats.pmean_bucket(list(leaves), axis_name)
         nbytes = sum(_stats.payload_nbytes(g) for g in leaves)
-        return outs, state.error, state.q, _stats.allreduce_stats(nbytes, messages=len(leaves))
+        return outs, state.error, state.q, _stats.allreduce_stats(nbytes)
 
     def update(
         grads: PyTree,

@@ -85,3 +85,21 @@ def fold_in_device(key, axis_name: str | None):
     if axis_name is None:
         return key
     return jax.random.fold_in(key, lax.axis_index(axis_name))
+
+
+def pmean_bucket(arrays: list[jax.Array], axis_name: str | None) -> list[jax.Array]:
+    """Mean of several arrays with ONE collective: flatten, concatenate, pmean, split back.
+
+    This is DDP's gradient bucketing / the PowerSGD hook's batched P and Q all-reduce; it
+    changes the message count (latency term), never the bytes.
+    """
+    if axis_name is None or not arrays:
+        return list(arrays)
+    dtype = jnp.result_type(*arrays)
+    flat = jnp.concatenate([a.reshape(-1).astype(dtype) for a in arrays])
+    flat = lax.pmean(flat, axis_name)
+    out, offset = [], 0
+    for a in arrays:
+        out.append(flat[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
+        offset += a.size
+    return out
