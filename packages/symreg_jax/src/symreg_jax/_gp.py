@@ -1,0 +1,299 @@
+"""The GP engine as pure functions: one generation is one jitted call, a run a `while_loop`.
+
+`make_engine(pset, config, mutation_graphdef=None, crossover_graphdef=None)` returns an
+`Engine(init, step, run)`. With graphdefs given (GESR), point mutations sample the new gene from
+the masked-gene model and crossover points from the crossover model, whose NNX states are
+passed as `guide=(mutation_state, crossover_state)`; without them (plain GP) both are uniform.
+Everything else (selection, subtree mutation, elitism, parsimony, constant optimisation) is
+shared, so the two differ only in where the edits come from.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from . import _tree
+from ._bert import masked_point_logits, node_logits
+from ._buffer import EditBuffer, empty_buffer, record_crossovers, record_mutations
+from ._evaluate import evaluate_population, normalized_mse
+from ._primitives import PrimitiveSet
+
+
+@dataclasses.dataclass(frozen=True)
+class GPConfig:
+    """Hyperparameters (static; they live in the closure, never in the state)."""
+
+    population_size: int = 256
+    tournament_size: int = 5
+    p_crossover: float = 0.5
+    p_subtree_mutation: float = 0.2
+    p_point_mutation: float = 0.2  # the rest is reproduction
+    elitism: int = 2
+    parsimony: float = 1e-3
+    init_min_depth: int = 1
+    init_max_depth: int = 4
+    mutation_max_depth: int = 3
+    mutation_max_nodes: int = 15
+    const_every: int = 5
+    const_top_k: int = 8
+    const_steps: int = 20
+    const_lr: float = 0.1
+    target_nmse: float = 1e-6
+    max_evaluations: int = 10**9
+    buffer_capacity: int = 2048
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.population_size < 4:
+            raise ValueError(f"population_size: expected >= 4, got {self.population_size}")
+        if not 1 <= self.tournament_size <= self.population_size:
+            raise ValueError(
+                f"tournament_size: expected 1..population_size, got {self.tournament_size}"
+            )
+        probs = (self.p_crossover, self.p_subtree_mutation, self.p_point_mutation)
+        if min(probs) < 0 or sum(probs) > 1 + 1e-9:
+            raise ValueError(f"p_*: expected non-negative probabilities summing <= 1, got {probs}")
+        if not 0 <= self.elitism < self.population_size:
+            raise ValueError(f"elitism: expected 0..population_size-1, got {self.elitism}")
+        if not 0 <= self.const_top_k <= self.population_size:
+            raise ValueError(f"const_top_k: expected 0..population_size, got {self.const_top_k}")
+        if self.init_min_depth < 0 or self.init_max_depth < self.init_min_depth:
+            raise ValueError(
+                f"init_min_depth/init_max_depth: expected 0 <= min <= max, got "
+                f"{self.init_min_depth}/{self.init_max_depth}"
+            )
+
+
+class GPState(NamedTuple):
+    tokens: Int[Array, "pop length"]
+    consts: Float[Array, "pop length"]
+    nmse: Float[Array, " pop"]
+    fitness: Float[Array, " pop"]
+    best_tokens: Int[Array, " length"]
+    best_consts: Float[Array, " length"]
+    best_nmse: Float[Array, ""]
+    generation: Int[Array, ""]
+    evaluations: Int[Array, ""]
+    solved_at: Int[Array, ""]  # evaluations when best_nmse first reached the target, or -1
+    buffer: EditBuffer
+    key: Array
+
+
+class Engine(NamedTuple):
+    init: Any
+    step: Any
+    run: Any
+
+
+def _gumbel(u):
+    return -jnp.log(-jnp.log(jnp.clip(u, 1e-7, 1 - 1e-7)))
+
+
+def _tournament(u, fitness, size):
+    """Tournament winners from uniforms ``u: (n, size)``."""
+    idx = jnp.minimum((u * fitness.shape[0]).astype(jnp.int32), fitness.shape[0] - 1)
+    winner = jnp.argmin(fitness[idx], axis=1)
+    return jnp.take_along_axis(idx, winner[:, None], axis=1)[:, 0]
+
+
+def _score(tokens, consts, inputs, targets, pset, parsimony):
+    nmse = normalized_mse(evaluate_population(tokens, consts, inputs, pset), targets)
+    length = _tree.expression_length(tokens, pset)
+    fitness = nmse + parsimony * length
+    return nmse, jnp.where(jnp.isfinite(fitness), fitness, jnp.inf)
+
+
+def _update_best(state: GPState, config: GPConfig) -> GPState:
+    i = jnp.argmin(state.nmse)
+    better = state.nmse[i] < state.best_nmse
+    best_nmse = jnp.where(better, state.nmse[i], state.best_nmse)
+    solved_now = (best_nmse <= config.target_nmse) & (state.solved_at < 0)
+    return state._replace(
+        best_tokens=jnp.where(better, state.tokens[i], state.best_tokens),
+        best_consts=jnp.where(better, state.consts[i], state.best_consts),
+        best_nmse=best_nmse,
+        solved_at=jnp.where(solved_now, state.evaluations, state.solved_at),
+    )
+
+
+def make_engine(
+    pset: PrimitiveSet,
+    config: GPConfig = GPConfig(),
+    mutation_graphdef: nnx.GraphDef | None = None,
+    crossover_graphdef: nnx.GraphDef | None = None,
+) -> Engine:
+    """Build `init(inputs, targets, *, key)`, `step(state, inputs, targets, guide)` and
+    `run(state, inputs, targets, guide, max_generations)` (all jittable, pure)."""
+    n, length = config.population_size, pset.max_len
+
+    def init(inputs, targets, *, key: Array) -> GPState:
+        k_tree, k_state = jax.random.split(key)
+        ramp = config.init_max_depth - config.init_min_depth + 1
+        depths = config.init_min_depth + jnp.arange(n) % ramp
+        full = (jnp.arange(n) // ramp) % 2 == 0
+        tokens, consts = _tree.random_trees(k_tree, pset, n, max_depth=depths, full=full)
+        nmse, fitness = _score(tokens, consts, inputs, targets, pset, config.parsimony)
+        state = GPState(
+            tokens,
+            consts,
+            nmse,
+            fitness,
+            tokens[0],
+            consts[0],
+            jnp.float32(jnp.inf),
+            jnp.int32(0),
+            jnp.int32(n),
+            jnp.int32(-1),
+            empty_buffer(config.buffer_capacity, length),
+            k_state,
+        )
+        return _update_best(state, config)
+
+    def optimise_constants(state: GPState, inputs, targets) -> GPState:
+        k = config.const_top_k
+        top = jnp.argsort(state.fitness)[:k]
+        toks, c0 = state.tokens[top], state.consts[top]
+        is_c = (toks == pset.const_token).astype(c0.dtype)
+        opt = optax.adam(config.const_lr)
+
+        def loss(c):
+            err = evaluate_population(toks, c, inputs, pset) - targets[None]
+            per = jnp.mean(err**2, axis=1)
+            return jnp.sum(jnp.where(jnp.isfinite(per), per, 0.0))
+
+        def body(carry, _):
+            c, s = carry
+            g = jax.grad(loss)(c)
+            g = jnp.where(jnp.isfinite(g), g, 0.0) * is_c
+            upd, s = opt.update(g, s, c)
+            return (optax.apply_updates(c, upd), s), None
+
+        (c1, _), _ = jax.lax.scan(body, (c0, opt.init(c0)), None, length=config.const_steps)
+        nmse1, fit1 = _score(toks, c1, inputs, targets, pset, config.parsimony)
+        keep = fit1 < state.fitness[top]
+        return state._replace(
+            consts=state.consts.at[top].set(jnp.where(keep[:, None], c1, c0)),
+            nmse=state.nmse.at[top].set(jnp.where(keep, nmse1, state.nmse[top])),
+            fitness=state.fitness.at[top].set(jnp.where(keep, fit1, state.fitness[top])),
+            evaluations=state.evaluations + k * (config.const_steps + 1),
+        )
+
+    node_at = jax.vmap(_tree.node_at, in_axes=(0, 0, None))
+    splice = jax.vmap(_tree.splice, in_axes=(0, 0, 0, 0, 0, 0, None))
+    t_size = config.tournament_size
+    # Fixed slots per edit kind (static shapes: each model runs only on its own slots).
+    n_xo = int(round(config.p_crossover * n))
+    n_sm = int(round(config.p_subtree_mutation * n))
+    n_pm = min(int(round(config.p_point_mutation * n)), n - n_xo - n_sm)
+    n - n_xo - n_sm - n_pm
+    cols = 2 * t_size + 5 + 2 * length + pset.vocab_size
+
+    def _crossover_points(u_a, u_b, g_a, g_b, parents, donors, guide):
+        if crossover_graphdef is None:
+            return node_at(u_a, parents, pset), node_at(u_b, donors, pset)
+        model = nnx.merge(crossover_graphdef, guide[1])
+        sa, sb = model(parents, donors)
+        t = config.temperature
+        pa = jnp.argmax(node_logits(sa, parents, pset.pad) / t + g_a, axis=1)
+        pb = jnp.argmax(node_logits(sb, donors, pset.pad) / t + g_b, axis=1)
+        return pa.astype(jnp.int32), pb.astype(jnp.int32)
+
+    def _point_tokens(g, parents, points, guide):
+        rows = jnp.arange(parents.shape[0])
+        allowed = jax.vmap(_tree.same_class_mask, in_axes=(0, 0, None))(parents, points, pset)
+        masked = parents.at[rows, points].set(pset.mask_token)
+        if mutation_graphdef is None:
+            logits = jnp.where(allowed, 0.0, -jnp.inf)
+        else:
+            model = nnx.merge(mutation_graphdef, guide[0])
+            logits = masked_point_logits(model(masked), points, allowed) / config.temperature
+        new = jnp.argmax(logits + g, axis=1).astype(jnp.int32)
+        # A gene with no alternative of its arity stays as it is.
+        new = jnp.where(jnp.any(allowed, axis=1), new, parents[rows, points])
+        return new, masked
+
+    def step(state: GPState, inputs, targets, guide=None) -> GPState:
+        k_u, k_tree = jax.random.split(jax.random.fold_in(state.key, state.generation))
+        u = jax.random.uniform(k_u, (n, cols))
+        u_t1, u_t2 = u[:, :t_size], u[:, t_size : 2 * t_size]
+        u_xa, u_xb, u_sp, u_pp, u_c = (u[:, 2 * t_size + j] for j in range(5))
+        g = _gumbel(u[:, 2 * t_size + 5 :])
+        g_a, g_b, g_tok = g[:, :length], g[:, length : 2 * length], g[:, 2 * length :]
+        i1 = _tournament(u_t1, state.fitness, t_size)
+        i2 = _tournament(u_t2, state.fitness, t_size)
+        pt, pc = state.tokens[i1], state.consts[i1]
+        dt, dc = state.tokens[i2], state.consts[i2]
+        a, b, c = n_xo, n_xo + n_sm, n_xo + n_sm + n_pm
+        # Crossover on slots [0, a).
+        xa, xb = _crossover_points(u_xa[:a], u_xb[:a], g_a[:a], g_b[:a], pt[:a], dt[:a], guide)
+        xo_t, xo_c, _ = splice(pt[:a], pc[:a], xa, dt[:a], dc[:a], xb, pset)
+        # Subtree mutation on [a, b): splice in a random "grow" tree.
+        rt, rc = _tree.random_trees(
+            k_tree,
+            pset,
+            n_sm,
+            max_depth=config.mutation_max_depth,
+            full=False,
+            max_nodes=config.mutation_max_nodes,
+        )
+        sp = node_at(u_sp[a:b], pt[a:b], pset)
+        sm_t, sm_c, _ = splice(pt[a:b], pc[a:b], sp, rt, rc, jnp.zeros((n_sm,), jnp.int32), pset)
+        # Point (masked-gene) mutation on [b, c).
+        pp = node_at(u_pp[b:c], pt[b:c], pset)
+        new_tok, masked = _point_tokens(g_tok[b:c, : pset.vocab_size], pt[b:c], pp, guide)
+        new_const = jnp.where(new_tok == pset.const_token, 4.0 * u_c[b:c] - 2.0, 0.0)
+        pm_t, pm_c = jax.vmap(_tree.replace_gene)(pt[b:c], pc[b:c], pp, new_tok, new_const)
+        # Reproduction on [c, n).
+        tokens = jnp.concatenate([xo_t, sm_t, pm_t, pt[c:]], axis=0)
+        consts = jnp.concatenate([xo_c, sm_c, pm_c, pc[c:]], axis=0)
+        nmse, fitness = _score(tokens, consts, inputs, targets, pset, config.parsimony)
+        improved = fitness < state.fitness[i1]
+        buf = record_mutations(state.buffer, masked, pp, new_tok, improved[b:c])
+        buf = record_crossovers(buf, pt[:a], dt[:a], xa, xb, improved[:a])
+        # Elitism: the best `elitism` parents replace the last children.
+        e = config.elitism
+        if e:
+            elite = jnp.argsort(state.fitness)[:e]
+            tokens = tokens.at[n - e :].set(state.tokens[elite])
+            consts = consts.at[n - e :].set(state.consts[elite])
+            nmse = nmse.at[n - e :].set(state.nmse[elite])
+            fitness = fitness.at[n - e :].set(state.fitness[elite])
+        # Reproduced and elite individuals are copies: only edited children cost evaluations.
+        new = state._replace(
+            tokens=tokens,
+            consts=consts,
+            nmse=nmse,
+            fitness=fitness,
+            generation=state.generation + 1,
+            evaluations=state.evaluations + c,
+            buffer=buf,
+        )
+        if config.const_top_k and config.const_steps and pset.use_constants:
+            new = jax.lax.cond(
+                new.generation % config.const_every == 0,
+                lambda s: optimise_constants(s, inputs, targets),
+                lambda s: s,
+                new,
+            )
+        return _update_best(new, config)
+
+    def run(state: GPState, inputs, targets, guide=None, max_generations=100) -> GPState:
+        """Generations until `max_generations` more have run, the target error is reached or
+        the evaluation budget is spent (a compiled `while_loop`)."""
+        stop = state.generation + max_generations
+
+        def cond(s):
+            return (
+                (s.generation < stop)
+                & (s.best_nmse > config.target_nmse)
+                & (s.evaluations < config.max_evaluations)
+            )
+
+        return jax.lax.while_loop(cond, lambda s: step(s, inputs, targets, guide), state)
+
+    return Engine(init, step, run)

@@ -1,0 +1,135 @@
+"""Training the two BERT models on edits that improved fitness, and saving them with orbax.
+
+The training boundary is functional: ``graphdef, state = nnx.split(model)``, a jitted pure
+step ``(state, opt_state, batch) -> (state, opt_state, loss)``, then ``nnx.merge``.
+"""
+
+import functools
+import pathlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from ._bert import CrossoverModel, MutationModel, masked_point_logits, node_logits
+from ._primitives import PrimitiveSet
+
+
+def mutation_loss(model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+    """Cross-entropy of the improving gene among the tokens of its arity class."""
+    cls = jnp.asarray(pset.token_classes())
+    allowed = cls[None, :] == cls[batch["mut_target"]][:, None]
+    logits = masked_point_logits(model(batch["mut_tokens"]), batch["mut_point"], allowed)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, batch["mut_target"][:, None], axis=1)[:, 0]
+    return jnp.mean(nll)
+
+
+def crossover_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+    """Cross-entropy of the improving crossover point (parent) and donor point (donor)."""
+    sa, sb = model(batch["xo_parent"], batch["xo_donor"])
+    la = jax.nn.log_softmax(node_logits(sa, batch["xo_parent"], pset.pad), axis=-1)
+    lb = jax.nn.log_softmax(node_logits(sb, batch["xo_donor"], pset.pad), axis=-1)
+    pa = jnp.take_along_axis(la, batch["xo_point"][:, None], axis=1)[:, 0]
+    pb = jnp.take_along_axis(lb, batch["xo_donor_point"][:, None], axis=1)[:, 0]
+    return -jnp.mean(pa + pb)
+
+
+class TrainResult(NamedTuple):
+    model: nnx.Module
+    losses: np.ndarray
+
+
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "loss_fn", "pset", "steps", "batch_size", "learning_rate")
+)
+def _train_run(
+    params, data, n_valid, key, *, graphdef, loss_fn, pset, steps, batch_size, learning_rate
+):
+    opt = optax.adam(learning_rate)
+
+    def body(carry, k):
+        p, s = carry
+        idx = jax.random.randint(k, (batch_size,), 0, n_valid)
+        batch = {name: v[idx] for name, v in data.items()}
+        loss, g = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, pset))(p)
+        upd, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, upd), s), loss
+
+    (p, _), losses = jax.lax.scan(body, (params, opt.init(params)), jax.random.split(key, steps))
+    return p, losses
+
+
+def train_model(
+    model: nnx.Module,
+    loss_fn,
+    data: Mapping[str, np.ndarray],
+    pset: PrimitiveSet,
+    *,
+    key: jax.Array,
+    steps: int = 200,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+    n_valid: int | None = None,
+) -> TrainResult:
+    """Fit `model` with Adam on minibatches drawn from the first `n_valid` rows of `data`
+    (arrays with a common first axis; default all rows). Keeping the arrays at a fixed size
+    (e.g. a whole `EditBuffer`) and varying `n_valid` reuses one compilation. Returns the
+    trained model (a new object) and the loss per step."""
+    sizes = {v.shape[0] for v in data.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"data: arrays must share their first axis, got sizes {sorted(sizes)}")
+    size = sizes.pop()
+    n_valid = size if n_valid is None else int(n_valid)
+    if not 0 < n_valid <= size:
+        raise ValueError(f"n_valid: expected 1..{size} training rows, got {n_valid}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps/batch_size: expected >= 1, got {steps}/{batch_size}")
+    graphdef, params = nnx.split(model)
+    params, losses = _train_run(
+        params,
+        {k: jnp.asarray(v) for k, v in data.items()},
+        jnp.int32(n_valid),
+        key,
+        graphdef=graphdef,
+        loss_fn=loss_fn,
+        pset=pset,
+        steps=int(steps),
+        batch_size=int(batch_size),
+        learning_rate=float(learning_rate),
+    )
+    return TrainResult(nnx.merge(graphdef, params), np.asarray(losses))
+
+
+def mutation_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The mutation model's fields of an `EditBuffer` (or of `merge_buffers` output)."""
+    if isinstance(data, tuple):
+        data = data._asdict()
+    return {k: data[k] for k in ("mut_tokens", "mut_point", "mut_target")}
+
+
+def crossover_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The crossover model's fields of an `EditBuffer` (or of `merge_buffers` output)."""
+    if isinstance(data, tuple):
+        data = data._asdict()
+    return {k: data[k] for k in ("xo_parent", "xo_donor", "xo_point", "xo_donor_point")}
+
+
+def save_model(path: str | pathlib.Path, model: nnx.Module) -> None:
+    """Write the model's `nnx.state` with orbax (``path`` must not exist yet)."""
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(pathlib.Path(path).absolute(), nnx.state(model))
+
+
+def load_model(path: str | pathlib.Path, template: nnx.Module) -> nnx.Module:
+    """Restore a state saved by `save_model` into a model shaped like `template`."""
+    graphdef, state = nnx.split(template)
+    abstract = jax.eval_shape(lambda: state)
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore(pathlib.Path(path).absolute(), abstract)
+    return nnx.merge(graphdef, state)
