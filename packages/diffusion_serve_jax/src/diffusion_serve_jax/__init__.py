@@ -17,6 +17,7 @@ from ._executor import stack_rows as stack_rows
 from ._loadgen import Outcome as Outcome
 from ._loadgen import TraceRow as TraceRow
 from ._loadgen import gamma_arrivals as gamma_arrivals
+from ._loadgen import max_load_at as max_load_at
 from ._loadgen import on_off_arrivals as on_off_arrivals
 from ._loadgen import poisson_arrivals as poisson_arrivals
 from ._loadgen import run_open_loop as run_open_loop
@@ -40,6 +41,8 @@ from ._runtime import ShuttingDown as ShuttingDown
 from ._server import ServerHandle as ServerHandle
 from ._server import make_app as make_app
 from ._server import serve as serve
+from ._simulator import batch_time as batch_time
+from ._simulator import simulate as simulate
 from ._training import Trainer as Trainer
 from ._training import TrainState as TrainState
 from ._training import classifier_trainer as classifier_trainer

@@ -162,3 +162,17 @@ def slo_attainment(outcomes: Sequence[Outcome], slo_s: dict[str, float] | float)
         raise ValueError("outcomes: empty")
     ok = [o.latency <= (slo_s[o.workflow] if isinstance(slo_s, dict) else slo_s) for o in outcomes]
     return float(np.mean(ok))
+
+
+def max_load_at(loads: Sequence[float], attainment: Sequence[float], target: float = 0.9) -> float:
+    """Largest load (rate or CV, increasing) whose attainment stays >= `target`, linearly
+    interpolated to the first crossing below it; 0 if even the lightest load misses it."""
+    x, y = np.asarray(loads, float), np.asarray(attainment, float)
+    if x.shape != y.shape or x.size == 0 or np.any(np.diff(x) <= 0):
+        raise ValueError(f"loads: expected increasing values matching attainment, got {loads}")
+    if y[0] < target:
+        return 0.0
+    for i in range(1, len(x)):
+        if y[i] < target:
+            return float(x[i - 1] + (y[i - 1] - target) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
+    return float(x[-1])

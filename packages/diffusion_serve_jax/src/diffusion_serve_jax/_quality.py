@@ -26,7 +26,8 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         raise ValueError(f"feats_a, feats_b: expected (N>=2, D) arrays, got {a.shape}, {b.shape}")
     mu = a.mean(0) - b.mean(0)
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(sa @ sb)
+    eye = 1e-6 * np.eye(len(sa))
+    covmean = scipy.linalg.sqrtm((sa + eye) @ (sb + eye))
     covmean = np.real(covmean)
     return float(mu @ mu + np.trace(sa + sb - 2 * covmean))
 

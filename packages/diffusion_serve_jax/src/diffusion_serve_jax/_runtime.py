@@ -3,12 +3,14 @@
 `mode="micro"` (LegoDiffusion): every model has its own priority queue of (request, node)
 items; any worker (a device slot) picks the model whose queue head is most urgent, batches up
 to `max_batch` items from *all* workflows that use that model (one shared instance), and the
-finished items release their successor nodes into their models' queues. The number of
-workers serving a model at once (its replicas) follows its queue length, capped per model.
+finished items release their successor nodes into their models' queues.
 
 `mode="monolithic"` (the baseline): each workflow owns a fixed number of workers (replicas
 each holding the whole workflow); a worker batches requests of its own workflow only and
 runs the whole DAG for the batch as one unit.
+
+Micro-serving is work-conserving: a model gets as many workers at once as its queue keeps
+busy (up to its cap in `replicas`), so its replica count follows its load.
 
 Both share the executors, the admission rules and the never-drop contract: `submit` either
 raises (`Overloaded` -> HTTP 429 with a retry hint, `ValueError` -> 400) or returns a request
@@ -31,6 +33,14 @@ import numpy as np
 
 from ._executor import NodeExecutor, stack_rows
 from ._workflow import Catalog, CompiledWorkflow
+
+
+def batch_size_for(queued: int, buckets, max_batch: int) -> int:
+    """Rows to take from a queue of `queued`: the largest bucket <= min(queued, max_batch),
+    or everything (padded) when the queue is shorter than the smallest bucket."""
+    cap = min(queued, max_batch)
+    fits = [b for b in buckets if b <= cap]
+    return max(fits) if fits else cap
 
 
 class Overloaded(Exception):
@@ -289,13 +299,25 @@ class ServingRuntime:
         self._wake.set()
 
     def _pop_batch(self, key: str) -> list[tuple[Request, str | None]]:
+        """The most urgent items, as many as the largest bucket that the queue fills.
+
+        Taking a full bucket (no padding) leaves the rest to other free workers: at low load
+        requests spread over workers, at high load they batch (adaptive parallelism).
+        """
         q = self._queues[key]
         out = []
-        while q and len(out) < self.max_batch:
+        n = batch_size_for(len(q), self._buckets_of(key), self.max_batch)
+        while q and len(out) < n:
             _, _, _, req, node = heapq.heappop(q)
             if req.status in ("queued", "running"):
                 out.append((req, node))
         return out
+
+    def _buckets_of(self, key: str) -> tuple[int, ...]:
+        if self.mode == "micro":
+            return self.executors[key].buckets
+        models = {n.model for n in self.catalog.workflows[key].workflow.nodes}
+        return tuple(sorted(set.intersection(*(set(self.executors[m].buckets) for m in models))))
 
     # -- completion ------------------------------------------------------------------------
     def _finish(self, req: Request) -> None:
@@ -337,15 +359,10 @@ class ServingRuntime:
         self._ewma[key] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
     # -- micro-serving workers -------------------------------------------------------------
-    def desired_replicas(self, model: str) -> int:
-        """Replicas a model should run now: enough for its queue, within its cap."""
-        q = len(self._queues.get(model, ()))
-        return max(1, min(self.replicas[model], math.ceil(q / self.max_batch)))
-
     def _pick_model(self) -> str | None:
         best, best_key = None, None
         for m, q in self._queues.items():
-            if not q or self._active[m] >= self.desired_replicas(m):
+            if not q or self._active[m] >= self.replicas[m]:
                 continue
             key = q[0][:3]
             if best_key is None or key < best_key:

@@ -1,0 +1,324 @@
+"""Serving edit requests: a template cache store, a step-level (continuous) batching engine
+with cache prefetching, and mask-aware load balancing.
+
+`EditEngine.run(arrivals)` serves timed requests on the real clock. With
+`batching="continuous"` waiting requests join the running batch before every denoising step
+and finished ones leave after it (per-sample timesteps); with `"static"` a batch runs all its
+steps before the next one starts. `compute="masked"` recomputes only masked tokens against the
+template cache (InstGenIE); `"full"` recomputes every token (the baseline). With `prefetch`
+the next step's cache rows of continuing requests are gathered while the current step runs.
+"""
+
+import collections
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._diffusion import Schedule, ddim_timesteps
+from ._editing import TemplateCache, edit_noise, full_edit_step, masked_edit_step, token_mask
+from ._executor import pick_bucket
+from ._models import DiT
+
+
+class StaleCacheError(RuntimeError):
+    """A cached template was built with different model weights."""
+
+
+class TemplateStore:
+    """Template caches in host memory, bounded in bytes with least-recently-used eviction.
+
+    Templates are registered with a builder; the cache is built on first use (the template's
+    full pass) and rebuilt after eviction. A cache whose `version` differs from the store's
+    (other weights) is never served.
+    """
+
+    def __init__(self, *, max_bytes: int, version: str):
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes: expected a positive byte budget, got {max_bytes}")
+        self.max_bytes, self.version = max_bytes, version
+        self._builders: dict[str, Callable[[], TemplateCache]] = {}
+        self._lru: collections.OrderedDict[str, TemplateCache] = collections.OrderedDict()
+        self.hits = self.misses = self.evictions = 0
+
+    def register(self, template_id: str, builder: Callable[[], TemplateCache]) -> None:
+        self._builders[template_id] = builder
+
+    def __contains__(self, template_id: str) -> bool:
+        return template_id in self._builders
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self._lru.values())
+
+    def get(self, template_id: str) -> TemplateCache:
+        if template_id not in self._builders:
+            raise KeyError(f"template: unknown {template_id!r}; known {sorted(self._builders)}")
+        if template_id in self._lru:
+            self.hits += 1
+            self._lru.move_to_end(template_id)
+            cache = self._lru[template_id]
+        else:
+            self.misses += 1
+            cache = self._builders[template_id]()
+            if cache.nbytes > self.max_bytes:
+                raise ValueError(
+                    f"max_bytes: one template needs {cache.nbytes} bytes, "
+                    f"more than the budget {self.max_bytes}"
+                )
+            self._lru[template_id] = cache
+            while self.nbytes > self.max_bytes:
+                self._lru.popitem(last=False)
+                self.evictions += 1
+        if cache.version != self.version:
+            raise StaleCacheError(
+                f"template {template_id!r}: cache built for weights "
+                f"{cache.version}, model is {self.version}"
+            )
+        return cache
+
+
+@dataclasses.dataclass(eq=False)
+class EditRequest:
+    template: str
+    mask: np.ndarray  # (H, W) in {0, 1}
+    label: int
+    seed: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class _Job:
+    idx: int
+    req: EditRequest
+    arrival: float
+    cache: TemplateCache
+    cond: np.ndarray
+    ids: np.ndarray
+    keep: np.ndarray
+    state: np.ndarray
+    mask: np.ndarray
+    step: int = 0
+
+
+@dataclasses.dataclass
+class EngineStats:
+    steps: int = 0
+    rows: int = 0
+    load_s: float = 0.0  # all cache-loading time
+    hidden_load_s: float = 0.0  # the part that ran while a step was computing
+    compute_s: float = 0.0
+
+    @property
+    def overlap(self) -> float:
+        return self.hidden_load_s / self.load_s if self.load_s > 0 else float("nan")
+
+
+class EditEngine:
+    def __init__(
+        self,
+        dit: DiT,
+        encode: Callable,
+        schedule: Schedule,
+        store: TemplateStore,
+        *,
+        steps: int,
+        compute: str = "masked",
+        batching: str = "continuous",
+        max_batch: int = 8,
+        batch_buckets: Sequence[int] = (1, 2, 4, 8),
+        token_buckets: Sequence[int] = (4, 8, 16),
+        impl: str = "ref",
+        prefetch: bool = True,
+    ):
+        if compute not in ("masked", "full"):
+            raise ValueError(f"compute: expected 'masked' or 'full', got {compute!r}")
+        if batching not in ("continuous", "static"):
+            raise ValueError(f"batching: expected 'continuous' or 'static', got {batching!r}")
+        if max(batch_buckets) < max_batch:
+            raise ValueError(f"batch_buckets: largest {max(batch_buckets)} < max_batch {max_batch}")
+        self.dit, self.store, self.steps = dit, store, steps
+        self.compute, self.batching, self.max_batch = compute, batching, max_batch
+        self.batch_buckets = tuple(sorted(batch_buckets))
+        self.token_buckets = tuple(sorted(set(token_buckets) | {dit.num_tokens}))
+        self.prefetch = prefetch and compute == "masked"
+        ts = ddim_timesteps(schedule.alphas_cumprod.shape[0], steps)
+        self.ts, self.ts_prev = ts, np.append(ts[1:], -1).astype(np.int32)
+        self._encode = jax.jit(lambda lab: encode(lab))
+        self._masked = jax.jit(lambda *a: masked_edit_step(dit, schedule, *a, impl=impl))
+        self._full = jax.jit(lambda *a: full_edit_step(dit, schedule, *a))
+        self.stats = EngineStats()
+
+    # -- requests ----------------------------------------------------------------------------
+    def validate(self, req: EditRequest) -> None:
+        size = self.dit.image_size
+        m = np.asarray(req.mask)
+        if m.shape != (size, size):
+            raise ValueError(f"mask: expected shape ({size}, {size}), got {m.shape}")
+        if not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1:
+            raise ValueError("mask: values must be finite and in [0, 1]")
+        if not m.any():
+            raise ValueError("mask: is empty; nothing to edit")
+        if req.template not in self.store:
+            raise KeyError(f"template: unknown {req.template!r}")
+        if not 0 <= int(req.label) < 10:
+            raise ValueError(f"label: expected a digit 0..9, got {req.label}")
+
+    def _admit(self, idx: int, req: EditRequest, arrival: float) -> _Job:
+        cache = self.store.get(req.template)
+        mask = (np.asarray(req.mask) > 0.5).astype(np.float32)
+        tm = token_mask(self.dit, mask)
+        x0 = np.where(mask > 0, edit_noise(req.seed, mask.shape), cache.xs[0]).astype(np.float32)
+        ids = np.flatnonzero(tm)
+        if self.compute == "masked":
+            state = np.asarray(self.dit.patchify(jnp.asarray(x0)[None]))[0, ids]
+        else:
+            state = x0
+        cond = np.asarray(self._encode(jnp.array([int(req.label)])))[0]
+        return _Job(idx, req, arrival, cache, cond, ids, (~tm).astype(np.float32), state, mask)
+
+    # -- one batched step -----------------------------------------------------------------------
+    def _load(self, jobs: list[_Job], steps: list[int]):
+        t0 = time.perf_counter()
+        k = np.stack([j.cache.k[s] for j, s in zip(jobs, steps, strict=True)])
+        v = np.stack([j.cache.v[s] for j, s in zip(jobs, steps, strict=True)])
+        out = jax.device_put(k), jax.device_put(v)
+        return out, time.perf_counter() - t0
+
+    def _step(self, jobs: list[_Job], prefetched):
+        n = len(jobs)
+        bb = pick_bucket(n, self.batch_buckets)
+        rows = list(range(n)) + [0] * (bb - n)
+        t = self.ts[[jobs[r].step for r in rows]]
+        tp = self.ts_prev[[jobs[r].step for r in rows]]
+        c = np.stack([jobs[r].cond for r in rows])
+        if self.compute == "full":
+            x = np.stack([jobs[r].state for r in rows])
+            m = np.stack([jobs[r].mask for r in rows])
+            xn = np.stack([jobs[r].cache.xs[jobs[r].step + 1] for r in rows])
+            t0 = time.perf_counter()
+            out = np.asarray(self._full(x, t, tp, c, m, xn))
+            self.stats.compute_s += time.perf_counter() - t0
+            for i, j in enumerate(jobs):
+                j.state = out[i]
+            return None
+        mb = pick_bucket(max(len(j.ids) for j in jobs), self.token_buckets)
+        xm = np.zeros((bb, mb, jobs[0].state.shape[-1]), np.float32)
+        ids = np.zeros((bb, mb), np.int32)
+        valid = np.zeros((bb, mb), np.float32)
+        for i, r in enumerate(rows):
+            m = len(jobs[r].ids)
+            xm[i, :m], ids[i, :m], valid[i, :m] = jobs[r].state, jobs[r].ids, 1.0 if i < n else 0.0
+        keep = np.stack([jobs[r].keep for r in rows])
+        # cache rows: the prefetched ones (continuing jobs, in order) plus the newcomers
+        if prefetched is not None and prefetched[0] == [j.idx for j in jobs[: len(prefetched[0])]]:
+            (kp, vp), have = prefetched[1], len(prefetched[0])
+        else:
+            kp = vp = None
+            have = 0
+        extra = jobs[have:] + [jobs[0]] * (bb - n)
+        steps = [j.step for j in extra]
+        (kn, vn), dt = self._load(extra, steps) if extra else ((None, None), 0.0)
+        t_join = time.perf_counter()
+        k = kp if kn is None else (kn if kp is None else jnp.concatenate([kp, kn]))
+        v = vp if vn is None else (vn if vp is None else jnp.concatenate([vp, vn]))
+        self.stats.load_s += dt + time.perf_counter() - t_join
+        t0 = time.perf_counter()
+        fut = self._masked(xm, ids, valid, t, tp, c, k, v, keep)
+        nxt = None
+        if self.prefetch:  # gather the next step's cache rows while this step computes
+            cont = [j for j in jobs if j.step + 1 < self.steps]
+            if cont:
+                kv, dt = self._load(cont, [j.step + 1 for j in cont])
+                waited = time.perf_counter()
+                fut.block_until_ready()
+                self.stats.load_s += dt
+                if time.perf_counter() - waited > 1e-5:
+                    self.stats.hidden_load_s += dt
+                nxt = ([j.idx for j in cont], kv)
+        out = np.asarray(fut)
+        self.stats.compute_s += time.perf_counter() - t0
+        for i, j in enumerate(jobs):
+            j.state = out[i, : len(j.ids)]
+        return nxt
+
+    def _finish(self, job: _Job) -> np.ndarray:
+        if self.compute == "full":
+            return job.state
+        patches = np.array(self.dit.patchify(jnp.asarray(job.cache.xs[-1])[None]))[0]
+        patches[job.ids] = job.state
+        return np.asarray(self.dit.unpatchify(jnp.asarray(patches)[None]))[0]
+
+    # -- serving loop ---------------------------------------------------------------------------
+    def run(self, arrivals: Sequence[tuple[float, EditRequest]]):
+        """Serve `(arrival seconds, request)` pairs on the real clock; returns per-request
+        `(latency seconds, output image)` in input order."""
+        for _, req in arrivals:
+            self.validate(req)
+        order = sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])
+        pending = collections.deque(order)
+        waiting: collections.deque[int] = collections.deque()
+        running: list[_Job] = []
+        results: list = [None] * len(arrivals)
+        prefetched = None
+        t0 = time.perf_counter()
+        while pending or waiting or running:
+            now = time.perf_counter() - t0
+            while pending and arrivals[pending[0]][0] <= now:
+                waiting.append(pending.popleft())
+            if self.batching == "continuous" or not running:
+                while waiting and len(running) < self.max_batch:
+                    i = waiting.popleft()
+                    running.append(self._admit(i, arrivals[i][1], arrivals[i][0]))
+            if not running:
+                if pending:
+                    time.sleep(max(0.0, arrivals[pending[0]][0] - now))
+                continue
+            prefetched = self._step(running, prefetched)
+            self.stats.steps += 1
+            self.stats.rows += len(running)
+            for j in running:
+                j.step += 1
+            done = [j for j in running if j.step == self.steps]
+            if done:
+                end = time.perf_counter() - t0
+                for j in done:
+                    results[j.idx] = (end - j.arrival, self._finish(j))
+                running = [j for j in running if j.step < self.steps]
+        return results
+
+
+def balance(
+    arrivals: Sequence[tuple[float, EditRequest]],
+    num_workers: int,
+    *,
+    policy: str,
+    cost: Callable[[EditRequest], float],
+) -> list[list[int]]:
+    """Assign requests to workers at arrival: `"round_robin"`, or `"mask_aware"` (to the worker
+    whose estimated backlog, by the cost model, frees up first)."""
+    if policy not in ("round_robin", "mask_aware"):
+        raise ValueError(f"policy: expected 'round_robin' or 'mask_aware', got {policy!r}")
+    if num_workers < 1:
+        raise ValueError(f"num_workers: expected >= 1, got {num_workers}")
+    out: list[list[int]] = [[] for _ in range(num_workers)]
+    free_at = np.zeros(num_workers)
+    for n, i in enumerate(sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])):
+        t, req = arrivals[i]
+        w = n % num_workers if policy == "round_robin" else int(np.argmin(np.maximum(free_at, t)))
+        free_at[w] = max(free_at[w], t) + cost(req)
+        out[w].append(i)
+    return out
+
+
+def edit_cost(dit: DiT, *, compute_per_token: float, load_per_token: float):
+    """Cost model of a masked edit: compute grows with masked tokens, cache loading with
+    unmasked ones (the time that is not hidden is the larger of the two per step)."""
+
+    def cost(req: EditRequest) -> float:
+        m = int(token_mask(dit, req.mask).sum())
+        return max(m * compute_per_token, (dit.num_tokens - m) * load_per_token)
+
+    return cost
