@@ -93,7 +93,22 @@ def build_step(graphdef, comp, optimizer, mesh, *, with_ranks: bool):
         out_specs=(P(), P(), P("dp"), P(), P(), P()),
         check_vma=False,
     )
-    return jax.jit(step_fn, donate_argnums=(0, 1, 2)), jax.jit(loss_fn)
+    return jax.jit(step_fn), _eval_fn(graphdef)
+
+
+_EVAL_CACHE: dict = {}
+
+
+def _eval_fn(graphdef):
+    """One jitted validation loss per model structure, shared by every method."""
+    if graphdef not in _EVAL_CACHE:
+
+        def loss_fn(params, x, y):
+            logits = nnx.merge(graphdef, params)(x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        _EVAL_CACHE[graphdef] = jax.jit(loss_fn)
+    return _EVAL_CACHE[graphdef]
 
 
 def _flat(tree) -> dict:
@@ -109,15 +124,17 @@ def _unflat(flat: dict, like):
 
 def run_one(method: str, seed: int, config, data, workdir: pathlib.Path, mesh, cache) -> dict:
     train_data, val_data = data
-    model = edgc_model.GPT(
-        vocab=256,
-        dim=config.dim,
-        heads=config.heads,
-        layers=config.layers,
-        seq=config.seq,
-        rngs=nnx.Rngs(seed),
-    )
-    graphdef, params = nnx.split(model, nnx.Param)
+    if ("init", seed) not in cache:  # every method starts from the same initialisation
+        model = edgc_model.GPT(
+            vocab=256,
+            dim=config.dim,
+            heads=config.heads,
+            layers=config.layers,
+            seq=config.seq,
+            rngs=nnx.Rngs(seed),
+        )
+        cache[("init", seed)] = nnx.split(model, nnx.Param)
+    graphdef, params = cache[("init", seed)]
     leaves = len(jax.tree.leaves(params))
     stage_fn = lambda path, shape: edgc_model.stage_of(
         path, shape, layers=config.layers, stages=config.stages
@@ -128,15 +145,15 @@ def run_one(method: str, seed: int, config, data, workdir: pathlib.Path, mesh, c
     optimizer = optax.adam(config.learning_rate)
     key = (method if not method.startswith("powersgd") else "psgd", seed)
     if key not in cache:
-        cache[key] = build_step(
-            graphdef, comp, optimizer, mesh, with_ranks=ranks is not None, seed=seed
-        )
+        cache[key] = build_step(graphdef, comp, optimizer, mesh, with_ranks=ranks is not None)
     step_fn, loss_fn = cache[key]
     with_ranks = ranks if ranks is not None else jnp.zeros((leaves,), jnp.int32)
 
     rep, dp = NamedSharding(mesh, P()), NamedSharding(mesh, P("dp"))
     opt_state = optimizer.init(params)
-    cstate = comp.init(params)
+    if ("init_fn", key) not in cache:
+        cache[("init_fn", key)] = jax.jit(comp.init)
+    cstate = cache[("init_fn", key)](params)
     cstate = jax.tree.map(lambda a: jnp.broadcast_to(a, (config.devices,) + a.shape), cstate)
     params, opt_state = jax.device_put((params, opt_state), rep)
     cstate = jax.device_put(cstate, dp)

@@ -17,6 +17,7 @@ MESH = jax.make_mesh((8,), ("dp",))
 SEEDS = st.integers(0, 2**16)
 EDGES = gc.fixed_edges(1.0, bins=64)
 ENTROPY = jax.jit(gc.histogram_entropy)
+UNIFORM_ENTROPY = jax.jit(lambda x: gc.uniform_histogram_entropy(x, -4.0, 4.0, 64))
 
 
 def entropy_reference(x: np.ndarray, edges: np.ndarray) -> float:
@@ -30,6 +31,8 @@ def test_histogram_entropy_matches_numpy(seed, scale):
     x = np.asarray(jax.random.normal(jax.random.key(seed), (500,))) * scale
     got = float(ENTROPY(jnp.asarray(x), EDGES))
     assert got == pytest.approx(entropy_reference(x, np.asarray(EDGES)), abs=1e-4)
+    fast = float(UNIFORM_ENTROPY(jnp.asarray(x)))  # O(1)-binning fast path, same bins
+    assert fast == pytest.approx(got, abs=1e-3)
     assert 0.0 <= got <= np.log2(64) + 1e-6
 
 

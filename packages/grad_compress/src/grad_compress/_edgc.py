@@ -20,7 +20,7 @@ from jax import lax
 from . import _stats
 from ._base import Compressor, check_float_tree
 from ._controller import ControllerState, window_controller
-from ._entropy import histogram_entropy, subsample
+from ._entropy import subsample, uniform_histogram_entropy
 from ._policy import Policy, low_rank_policy, matrix_shape
 from ._powersgd import PowerSGDState, powersgd
 from ._rank_model import mc_error_curve, mp_error_curve
@@ -129,8 +129,7 @@ def edgc(
             sample = subsample(leaves, fraction=fraction, key=k)
             std = _stats.pmean(jnp.std(sample), axis_name)
             sc = jnp.where(scale[s] > 0, scale[s], jnp.maximum(std, 1e-30))
-            edges = jnp.linspace(-edge_width, edge_width, bins + 1) * sc
-            bits.append(histogram_entropy(sample, edges))
+            bits.append(uniform_histogram_entropy(sample, -edge_width * sc, edge_width * sc, bins))
             scales.append(sc)
         return jnp.stack(bits), jnp.stack(scales)
 

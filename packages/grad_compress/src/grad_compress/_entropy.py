@@ -40,6 +40,15 @@ def histogram_entropy(x: Vector, edges: Edges) -> Scalar:
     return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1.0)), 0.0))
 
 
+def uniform_histogram_entropy(x: Vector, low, high, bins: int) -> Scalar:
+    """`histogram_entropy` for `bins` equal-width bins on [low, high]: O(1) binning, no search."""
+    width = (high - low) / bins
+    idx = jnp.clip(jnp.floor((x.reshape(-1) - low) / width), 0, bins - 1).astype(jnp.int32)
+    counts = jnp.zeros((bins,), jnp.float32).at[idx].add(1.0)
+    p = counts / jnp.maximum(jnp.sum(counts), 1.0)
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1.0)), 0.0))
+
+
 def subsample(tree: PyTree, *, fraction: float, key: Key) -> Vector:
     """`ceil(fraction * size)` entries drawn uniformly (with replacement) from each leaf."""
     if not 0.0 < fraction <= 1.0:
@@ -49,11 +58,13 @@ def subsample(tree: PyTree, *, fraction: float, key: Key) -> Vector:
         raise ValueError("tree: expected at least one array to sample from")
     if fraction == 1.0:
         return jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in leaves])
-    parts = []
-    for x, k in zip(leaves, jax.random.split(key, len(leaves)), strict=True):
-        n = max(1, math.ceil(fraction * x.size))
-        idx = jax.random.randint(k, (n,), 0, x.size)
+    counts = [max(1, math.ceil(fraction * x.size)) for x in leaves]
+    u = jax.random.uniform(key, (sum(counts),))  # one random draw for all leaves
+    parts, offset = [], 0
+    for x, n in zip(leaves, counts, strict=True):
+        idx = jnp.minimum((u[offset : offset + n] * x.size).astype(jnp.int32), x.size - 1)
         parts.append(x.reshape(-1)[idx].astype(jnp.float32))
+        offset += n
     return jnp.concatenate(parts)
 
 

@@ -34,16 +34,19 @@ class PowerSGDState(NamedTuple):
     step: jax.Array
 
 
-def orthogonalize(p: Matrix, *, eps: float = 1e-8) -> Matrix:
-    """Gram-Schmidt on the columns of `p`; (near-)zero columns stay zero (masked ranks)."""
-    cols = []
-    for j in range(p.shape[1]):
-        v = p[:, j]
-        for c in cols:
-            v = v - jnp.dot(c, v) * c
-        norm = jnp.linalg.norm(v)
-        cols.append(jnp.where(norm > eps, v / jnp.where(norm > eps, norm, 1.0), 0.0))
-    return jnp.stack(cols, axis=1)
+def orthogonalize(p: Matrix, *, mask=None, eps: float = 1e-6) -> Matrix:
+    """Orthonormal columns spanning `p`'s leading columns (Gram-Schmidt, computed by QR).
+
+    Householder QR with the signs fixed so that diag(R) > 0 gives exactly Gram-Schmidt's result.
+    Columns that are switched off by `mask` (masked ranks) or numerically dependent stay zero.
+    """
+    q, r = jnp.linalg.qr(p)
+    d = jnp.diagonal(r)
+    keep = jnp.abs(d) > eps * jnp.max(jnp.abs(d))
+    if mask is not None:
+        keep = keep & mask
+    sign = jnp.where(d < 0, -1.0, 1.0).astype(q.dtype)
+    return jnp.where(keep[None, :], q * sign[None, :], 0.0)
 
 
 def low_rank_round(
@@ -53,10 +56,10 @@ def low_rank_round(
 
     `powersgd` runs the same round for all matrices at once with batched collectives.
     """
-    mask = (jnp.arange(q.shape[1]) < rank).astype(m.dtype)[None, :]
-    q = q * mask
+    mask = jnp.arange(q.shape[1]) < rank
+    q = q * mask.astype(m.dtype)[None, :]
     p = _stats.pmean(m @ q, axis_name)
-    p = orthogonalize(p)
+    p = orthogonalize(p, mask=mask)
     q_new = _stats.pmean(m.T @ p, axis_name)
     return p @ q_new.T, q_new
 
@@ -138,7 +141,7 @@ def powersgd(
             stats = stats + _stats.allreduce_stats(nbytes)
         if not low:
             return outs, tuple(errs), tuple(qs), stats
-        mats, masked = {}, {}
+        mats, masked, masks = {}, {}, {}
         for i in low:
             n, m = matrix_shape(tuple(leaves[i].shape))
             e = state.error[i].reshape(n, m)
@@ -146,10 +149,10 @@ def powersgd(
             # Warm start; a column switched back on restarts from the fixed random draw.
             q = state.q[i]
             q = jnp.where(jnp.sum(q * q, axis=0, keepdims=True) == 0, state.q_init[i], q)
-            mask = (jnp.arange(max_rank) < ranks[i]).astype(q.dtype)[None, :]
-            masked[i] = q * mask
+            masks[i] = jnp.arange(max_rank) < ranks[i]
+            masked[i] = q * masks[i].astype(q.dtype)[None, :]
         ps = _stats.pmean_bucket([mats[i] @ masked[i] for i in low], axis_name)
-        ps = [orthogonalize(p) for p in ps]
+        ps = [orthogonalize(p, mask=masks[i]) for i, p in zip(low, ps, strict=True)]
         new_qs = _stats.pmean_bucket(
             [mats[i].T @ p for i, p in zip(low, ps, strict=True)], axis_name
         )
