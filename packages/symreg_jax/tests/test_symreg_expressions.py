@@ -67,7 +67,9 @@ def test_fast_evaluator_matches_numpy_recursion(seed):
     tokens, consts = _population(_key(seed))
     x = _inputs(seed)
     fast = np.asarray(_evaluate(tokens, consts, x, PSET))
-    ref = np.stack([sr.evaluate_reference(t, c, x, PSET) for t, c in zip(tokens, consts, strict=False)])
+    ref = np.stack(
+        [sr.evaluate_reference(t, c, x, PSET) for t, c in zip(tokens, consts, strict=False)]
+    )
     np.testing.assert_allclose(fast, ref, rtol=2e-4, atol=2e-4)
 
 

@@ -45,6 +45,7 @@ class GESRRegressor:
       guided: use the two BERT models (GESR) or uniform edits (plain GP).
       mutation_model, crossover_model: pre-trained models (e.g. from `load_model`); with
         ``guided`` and none given, freshly initialised ones are used and trained online.
+      model_dim, model_depth, model_heads: size of freshly initialised models.
       online_every: fine-tune the models on the run's improving edits every this many
         generations (0 disables online training).
       target_nmse, max_evaluations, time_limit: early stopping (error ``1 - R^2``, evaluation
@@ -68,6 +69,9 @@ class GESRRegressor:
         crossover_model: CrossoverModel | None = None,
         online_every: int = 25,
         online_steps: int = 50,
+        model_dim: int = 32,
+        model_depth: int = 2,
+        model_heads: int = 2,
         target_nmse: float = 1e-6,
         max_evaluations: int | None = None,
         time_limit: float | None = None,
@@ -86,6 +90,9 @@ class GESRRegressor:
         self.crossover_model = crossover_model
         self.online_every = online_every
         self.online_steps = online_steps
+        self.model_dim = model_dim
+        self.model_depth = model_depth
+        self.model_heads = model_heads
         self.target_nmse = target_nmse
         self.max_evaluations = max_evaluations
         self.time_limit = time_limit
@@ -154,8 +161,9 @@ class GESRRegressor:
 
     def _models(self):
         rngs = nnx.Rngs(int(self.random_state))
-        mm = self.mutation_model or MutationModel(self.pset_, rngs=rngs)
-        cm = self.crossover_model or CrossoverModel(self.pset_, rngs=rngs)
+        kw = dict(dim=int(self.model_dim), depth=int(self.model_depth), heads=int(self.model_heads))
+        mm = self.mutation_model or MutationModel(self.pset_, **kw, rngs=rngs)
+        cm = self.crossover_model or CrossoverModel(self.pset_, **kw, rngs=rngs)
         return mm, cm
 
     def _fit_one(self, x: np.ndarray, y: np.ndarray, seed: int) -> None:

@@ -1,0 +1,99 @@
+"""GESR vs plain GP on Nguyen / AI Feynman problems (evaluations to solution, success, R^2).
+
+python experiments/gesr/main.py --config=experiments/gesr/config.py:small --workdir=/tmp/gesr
+"""
+
+import ml_collections
+
+PAPER = "GESR (arXiv 2605.10685)"
+ORDER = 10
+
+
+def get_config(arg=None):
+    preset = arg or "small"
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+    c.operators = ("add", "sub", "mul", "div", "sin", "cos", "exp", "log")
+    c.max_len = 32
+    c.population_size = 200
+    c.generations = 60
+    c.tournament_size = 5
+    c.parsimony = 1e-3
+    c.target_nmse = 1e-6  # train 1 - R^2 counted as "solved"
+    c.noise = 0.0  # SRBench noise level gamma: y + N(0, gamma * RMS(y))
+    c.n_test = 200
+    c.seeds = 5
+    # BERT guides: size, offline pre-training on GP runs over random target expressions.
+    c.model_dim = 32
+    c.model_depth = 2
+    c.model_heads = 2
+    c.temperature = 1.0
+    c.pretrain_problems = 8
+    c.pretrain_generations = 40
+    c.pretrain_steps = 300
+    c.problems = (
+        "Nguyen-1",
+        "Nguyen-2",
+        "Nguyen-3",
+        "Nguyen-4",
+        "Nguyen-5",
+        "Nguyen-6",
+        "Nguyen-7",
+        "Nguyen-8",
+    )
+    if preset == "smoke":
+        c.population_size = 128
+        c.generations = 25
+        c.seeds = 3
+        c.model_dim = 16
+        c.model_depth = 1
+        c.pretrain_problems = 4
+        c.pretrain_generations = 15
+        c.pretrain_steps = 100
+        c.problems = ("Nguyen-1", "Nguyen-5", "Nguyen-7")
+    elif preset == "full":
+        c.population_size = 1000
+        c.generations = 200
+        c.seeds = 10
+        c.pretrain_problems = 64
+        c.pretrain_generations = 100
+        c.pretrain_steps = 3000
+        c.problems = tuple(
+            [f"Nguyen-{i}" for i in range(1, 13)]
+            + [
+                "I.6.20a",
+                "I.12.1",
+                "I.14.4",
+                "I.25.13",
+                "I.29.4",
+                "I.34.27",
+                "I.39.1",
+                "II.3.24",
+                "II.8.31",
+                "II.27.18",
+                "II.38.14",
+                "III.12.43",
+                "I.12.5",
+                "I.27.6",
+                "I.39.11",
+                "I.43.31",
+                "I.47.23",
+                "II.4.23",
+                "II.15.4",
+                "II.15.5",
+                "II.34.29a",
+                "II.37.1",
+                "III.7.38",
+                "III.17.37",
+                "I.12.4",
+                "I.14.3",
+                "I.34.8",
+                "I.6.20",
+                "I.10.7",
+                "III.15.14",
+            ]
+        )
+    elif preset != "small":
+        raise ValueError(f"preset: expected smoke, small or full, got {preset!r}")
+    return c
