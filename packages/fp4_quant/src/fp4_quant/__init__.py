@@ -1,3 +1,66 @@
-"""CHON: NVFP4 training, outlier analysis, Hot-Channel Patch and post-QK protection, with Pallas kernels."""
+"""CHON: NVFP4 training with Hot-Channel Patch and post-QK protection, with Pallas kernels."""
+
+from ._checks import check_finite as check_finite
+from ._e2m1 import E2M1_MAX as E2M1_MAX
+from ._e2m1 import E2M1_VALUES as E2M1_VALUES
+from ._e2m1 import e2m1_decode as e2m1_decode
+from ._e2m1 import e2m1_encode as e2m1_encode
+from ._e2m1 import pack_e2m1 as pack_e2m1
+from ._e2m1 import round_to_e2m1 as round_to_e2m1
+from ._e2m1 import unpack_e2m1 as unpack_e2m1
+from ._gla import gla_chunked as gla_chunked
+from ._gla import gla_recurrent as gla_recurrent
+from ._hadamard import apply_rht as apply_rht
+from ._hadamard import hadamard_matrix as hadamard_matrix
+from ._hadamard import random_hadamard_matrix as random_hadamard_matrix
+from ._hcp import HCPState as HCPState
+from ._hcp import HotChannelPatch as HotChannelPatch
+from ._hcp import hcp_channel_scores as hcp_channel_scores
+from ._hcp import hot_channel_patch as hot_channel_patch
+from ._matmul import HIGH_PRECISION as HIGH_PRECISION
+from ._matmul import NVIDIA_NVFP4 as NVIDIA_NVFP4
+from ._matmul import PLAIN_MXFP4 as PLAIN_MXFP4
+from ._matmul import PLAIN_NVFP4 as PLAIN_NVFP4
+from ._matmul import MatmulRecipe as MatmulRecipe
+from ._matmul import fake_quantize as fake_quantize
+from ._matmul import quantized_matmul as quantized_matmul
+from ._model import DecoderLM as DecoderLM
+from ._model import Gate as Gate
+from ._model import HCPVar as HCPVar
+from ._model import ModelConfig as ModelConfig
+from ._model import QLinear as QLinear
+from ._model import lm_loss as lm_loss
+from ._mxfp4 import MXFP4Tensor as MXFP4Tensor
+from ._mxfp4 import mxfp4_dequantize as mxfp4_dequantize
+from ._mxfp4 import mxfp4_fake_quantize as mxfp4_fake_quantize
+from ._mxfp4 import mxfp4_quantize as mxfp4_quantize
+from ._nvfp4 import NVFP4Tensor as NVFP4Tensor
+from ._nvfp4 import nonfinite_blocks as nonfinite_blocks
+from ._nvfp4 import nvfp4_dequantize as nvfp4_dequantize
+from ._nvfp4 import nvfp4_fake_quantize as nvfp4_fake_quantize
+from ._nvfp4 import nvfp4_quantize as nvfp4_quantize
+from ._outliers import channel_stats as channel_stats
+from ._outliers import flush_to_zero_rate as flush_to_zero_rate
+from ._outliers import kurtosis as kurtosis
+from ._outliers import quantization_sensitivity as quantization_sensitivity
+from ._outliers import top_k_channels as top_k_channels
+from ._outliers import topk_overlap as topk_overlap
+from ._outliers import topk_persistence as topk_persistence
+from ._pallas import hcp_matmul_pallas as hcp_matmul_pallas
+from ._pallas import hcp_matmul_reference as hcp_matmul_reference
+from ._pallas import nvfp4_quantize_pallas as nvfp4_quantize_pallas
+from ._pallas import nvfp4_quantize_reference as nvfp4_quantize_reference
+from ._policy import POST_QK as POST_QK
+from ._policy import PrecisionPolicy as PrecisionPolicy
+from ._policy import chon_policy as chon_policy
+from ._policy import high_precision_policy as high_precision_policy
+from ._policy import nvidia_policy as nvidia_policy
+from ._policy import plain_nvfp4_policy as plain_nvfp4_policy
+from ._train import TrainState as TrainState
+from ._train import init_train_state as init_train_state
+from ._train import make_collect_inputs as make_collect_inputs
+from ._train import make_eval_loss as make_eval_loss
+from ._train import make_train_step as make_train_step
+from ._train import split_model as split_model
 
 __version__ = "0.1.0"

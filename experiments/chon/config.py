@@ -1,0 +1,69 @@
+"""CHON: NVFP4 training with Hot-Channel Patch and post-QK protection, on pydoc_data text.
+
+    python experiments/chon/main.py --config=experiments/chon/config.py:small --workdir=/tmp/chon
+
+Presets: smoke (CI, < 40 s), small (the CPU reproduction, < 150 s), full (GPU scale).
+"""
+
+import ml_collections
+
+PAPER = "CHON (arXiv 2602.02047)"
+ORDER = 20
+
+
+def get_config(arg=None):
+    preset = arg or "small"
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+    c.n_seeds = 2
+    c.archs = ["gla"]
+    # Variants share one compiled, vmapped step (runtime precision gates): f32 (high precision),
+    # nvfp4 (NVIDIA recipe: 16x16 weights, SR, RHT), chon (nvfp4 + HCP + post-QK protection).
+    c.variants = ["f32", "nvfp4", "chon"]
+    c.hcp_k = 4
+    c.hcp_period = 10
+    c.d_model = 64
+    c.n_layers = 1
+    c.n_heads = 4
+    c.seq_len = 64
+    c.batch = 8
+    c.steps = 25
+    c.lr = 3e-3
+    c.warmup = 5
+    c.eval_every = 25
+    c.eval_batches = 4
+    c.stats_every = 25
+    c.ckpt_every = 25
+    c.planted_trials = 8
+    if preset == "smoke":
+        c.n_seeds = 1
+    elif preset == "small":
+        c.archs = ["gla", "softmax"]
+        c.variants = ["f32", "nvfp4", "chon"]
+        c.steps = 150
+        c.batch = 16
+        c.eval_every = 50
+        c.stats_every = 50
+        c.ckpt_every = 50
+    elif preset == "full":
+        c.archs = ["gla", "softmax"]
+        c.variants = ["f32", "plain_nvfp4", "nvfp4", "hcp_only", "postqk_only", "chon"]
+        c.n_seeds = 3
+        c.d_model = 512
+        c.n_layers = 8
+        c.n_heads = 8
+        c.seq_len = 512
+        c.batch = 32
+        c.steps = 20000
+        c.lr = 1e-3
+        c.warmup = 500
+        c.eval_every = 1000
+        c.eval_batches = 16
+        c.stats_every = 1000
+        c.ckpt_every = 1000
+        c.hcp_k = 16
+        c.hcp_period = 100
+    else:
+        raise ValueError(f"preset: expected smoke, small or full, got {preset!r}")
+    return c

@@ -1,0 +1,241 @@
+"""Train tiny byte-level LMs (GLA / softmax attention) in f32, NVFP4 and CHON side by side.
+
+All variants of one architecture share one compiled training step: the model graph is CHON's
+(NVIDIA recipe + HCP state everywhere) and each variant is realised by runtime precision gates,
+so `jax.vmap` runs variants x paired seeds in one call.
+"""
+
+import pathlib
+import time
+
+import chon_lib
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import orbax.checkpoint as ocp
+
+import fp4_quant as fq
+import xplib
+
+
+def _eval_tokens(eval_data, cfg):
+    rng = np.random.default_rng([cfg.seed, 999])
+    return np.stack(
+        [chon_lib.batches(eval_data, rng, cfg.batch, cfg.seq_len) for _ in range(cfg.eval_batches)]
+    )
+
+
+def _train_group(cfg, workdir, arch, gi, recipe, names, data, logger):
+    train_data, eval_data = data
+    S = cfg.n_seeds
+    graphdef, state, opt = chon_lib.build_runs(cfg, arch, recipe, names, S, cfg.seed)
+    step_fn = jax.jit(jax.vmap(fq.make_train_step(graphdef, opt, jit=False)))
+    eval_fn = jax.jit(jax.vmap(fq.make_eval_loss(graphdef, jit=False), in_axes=(0, None)))
+    collect = fq.make_collect_inputs(graphdef)
+    stats_run = names.index("nvfp4") * S if "nvfp4" in names else 0
+    eval_tokens = _eval_tokens(eval_data, cfg)
+    keys = jnp.stack([jax.random.key(cfg.seed + s) for _ in names for s in range(S)])
+
+    def evaluate(st):
+        return np.mean([np.asarray(eval_fn(st, jnp.asarray(t))) for t in eval_tokens], axis=0)
+
+    mngr = xplib.checkpoint_manager(pathlib.Path(workdir) / f"{arch}_g{gi}")
+    start = 0
+    if mngr.latest_step() is not None:
+        start = int(mngr.latest_step())
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = mngr.restore(start, args=ocp.args.StandardRestore(target))
+    curve, stats = [], []
+    t0 = time.time()
+    for i in xplib.progress(range(start, cfg.steps), total=cfg.steps - start, desc=f"{arch} g{gi}"):
+        toks = [
+            chon_lib.batches(
+                train_data, np.random.default_rng([cfg.seed, s, i]), cfg.batch, cfg.seq_len
+            )
+            for _ in names
+            for s in range(S)
+        ]
+        state, loss = step_fn(state, jnp.asarray(np.stack(toks)), keys)
+        done = i + 1
+        if i == start:
+            jax.block_until_ready(loss)
+            logger.log(done, arch=arch, group=gi, first_step_seconds=time.time() - t0)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            ev = evaluate(state)
+            curve.append((done, ev))
+            logger.log(
+                done,
+                arch=arch,
+                group=gi,
+                **{f"eval_{n}_s{s}": ev[v * S + s] for v, n in enumerate(names) for s in range(S)},
+                **{
+                    f"train_{n}": float(np.median(np.asarray(loss)[v * S : (v + 1) * S]))
+                    for v, n in enumerate(names)
+                },
+            )
+        if done % cfg.stats_every == 0 or done == cfg.steps:
+            inputs = collect(
+                chon_lib.unstack(state, stats_run), jnp.asarray(eval_tokens[0][:, :-1])
+            )
+            stats.append((done, chon_lib.layer_stats(inputs, cfg.hcp_k)))
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            mngr.save(done, args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+    final = curve[-1][1] if curve and curve[-1][0] == cfg.steps else evaluate(state)
+    losses = {n: [float(final[v * S + s]) for s in range(S)] for v, n in enumerate(names)}
+    return losses, curve, stats, time.time() - t0
+
+
+def _gap(losses, name):
+    """Median over paired seeds of the relative eval-loss gap to f32, in percent."""
+    ref = np.asarray(losses["f32"])
+    return float(np.median((np.asarray(losses[name]) - ref) / ref * 100.0))
+
+
+def _figures(workdir, cfg, all_curves, all_stats):
+    fig, axes = plt.subplots(1, len(all_curves), figsize=(5 * len(all_curves), 3.5), squeeze=False)
+    for ax, (arch, (names, curve)) in zip(axes[0], all_curves.items(), strict=True):
+        S = cfg.n_seeds
+        steps = [c[0] for c in curve]
+        for v, n in enumerate(names):
+            ax.plot(
+                steps, [np.median(c[1][v * S : (v + 1) * S]) for c in curve], marker="o", label=n
+            )
+        ax.set(title=f"{arch}: held-out loss", xlabel="step", ylabel="nats/byte")
+        ax.legend()
+    figs = [xplib.save_figure(fig, workdir, "loss_curves")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for arch, stats in all_stats.items():
+        if not stats:
+            continue
+        steps = [s for s, _ in stats]
+        for lname in stats[-1][1]:
+            kurt = [st[lname]["kurtosis"] for _, st in stats]
+            axes[0].plot(steps, kurt, marker=".", label=f"{arch}:{lname}")
+            final = stats[-1][1][lname]["top"]
+            overlap = [
+                float(fq.topk_overlap(jnp.asarray(st[lname]["top"]), jnp.asarray(final)))
+                for _, st in stats
+            ]
+            axes[1].plot(steps, overlap, marker=".", label=f"{arch}:{lname}")
+    axes[0].set(title="input kurtosis per projection (nvfp4 run)", xlabel="step", yscale="log")
+    axes[1].set(title="top-k hot-channel overlap with final set", xlabel="step", ylim=(0, 1.05))
+    axes[1].legend(fontsize=6)
+    figs.append(xplib.save_figure(fig, workdir, "outlier_dynamics"))
+    return figs
+
+
+def train_and_evaluate(config, workdir):
+    t_start = time.time()
+    cfg = config
+    data = chon_lib.corpus()
+    logger = xplib.MetricLogger(workdir)
+    all_losses, all_curves, all_stats, walls = {}, {}, {}, {}
+    for arch in cfg.archs:
+        all_losses[arch], all_stats[arch] = {}, []
+        for gi, (recipe, names) in enumerate(chon_lib.variant_groups(list(cfg.variants))):
+            losses, curve, stats, wall = _train_group(
+                cfg, workdir, arch, gi, recipe, names, data, logger
+            )
+            all_losses[arch].update(losses)
+            walls[f"{arch}_g{gi}"] = wall
+            if gi == 0:
+                all_curves[arch] = (names, curve)
+                all_stats[arch] = stats
+    planted = chon_lib.planted_check(jax.random.key(cfg.seed), cfg.planted_trials, cfg.hcp_k)
+    figures = _figures(workdir, cfg, all_curves, all_stats)
+
+    claims, rows = [], []
+    for arch, losses in all_losses.items():
+        gaps = {n: _gap(losses, n) for n in losses if n != "f32"}
+        for n, ls in losses.items():
+            rows.append(
+                [arch, n, float(np.median(ls)), ", ".join(f"{x:.4f}" for x in ls), gaps.get(n, 0.0)]
+            )
+        if "chon" in gaps and "nvfp4" in gaps:
+            claims.append(
+                xplib.Claim(
+                    claim=f"CHON narrows the NVFP4 loss gap to high precision ({arch})",
+                    metric="relative held-out loss gap to f32, % (median over paired seeds)",
+                    ours=round(gaps["chon"], 3),
+                    baseline=round(gaps["nvfp4"], 3),
+                    baseline_name="NVFP4 (NVIDIA recipe)",
+                    paper="0.94% -> 0.58% on GLA-1.3B, 60B tokens (gap to BF16)"
+                    if arch == "gla"
+                    else "no SA number in the paper (its headline is GLA)",
+                    better="lower",
+                )
+            )
+    claims.append(
+        xplib.Claim(
+            claim="HCP cuts NVFP4 matmul error on planted persistent hot channels",
+            metric="relative GEMM error ||Y_q - Y|| / ||Y|| (median over trials)",
+            ours=round(planted["hcp"], 5),
+            baseline=round(planted["plain"], 5),
+            baseline_name="NVFP4 without patch",
+            paper="HCP leaves only a second-order error term (no number)",
+            better="lower",
+        )
+    )
+    stat_rows = []
+    for arch, stats in all_stats.items():
+        if not stats:
+            continue
+        for lname, st in stats[-1][1].items():
+            pers = [
+                float(fq.topk_overlap(jnp.asarray(s[lname]["top"]), jnp.asarray(st["top"])))
+                for _, s in stats
+            ]
+            stat_rows.append(
+                [
+                    arch,
+                    lname,
+                    round(st["kurtosis"], 2),
+                    round(st["ftz"], 4),
+                    round(float(np.mean(pers)), 3),
+                ]
+            )
+    tables = [
+        xplib.Table(
+            "Held-out loss after training (nats/byte)",
+            ["arch", "variant", "median loss", "per seed", "gap to f32 %"],
+            rows,
+        ),
+        xplib.Table(
+            "Outliers of the NVFP4 run's projection inputs (last step)",
+            [
+                "arch",
+                "projection",
+                "kurtosis",
+                "flush-to-zero rate",
+                "mean top-k overlap with final set",
+            ],
+            stat_rows,
+        ),
+        xplib.Table(
+            "Planted hot-channel check",
+            ["plain NVFP4 error", "HCP error", "hot channels found by HCP"],
+            [[planted["plain"], planted["hcp"], planted["found"]]],
+        ),
+    ]
+    notes = (
+        f"Byte-level LM on pydoc_data.topics; d_model {cfg.d_model}, {cfg.n_layers} layer(s), "
+        f"seq {cfg.seq_len}, batch {cfg.batch}, {cfg.steps} steps, {cfg.n_seeds} paired seed(s). "
+        "f32 stands in for BF16. nvfp4 = NVIDIA recipe (16x16 weight blocks, stochastic rounding "
+        "of gradients, RHT on wgrad) on every projection; chon = nvfp4 + HCP "
+        f"(k={cfg.hcp_k}, re-selected every {cfg.hcp_period} steps) + o_proj/gk_proj in high "
+        "precision. At this scale the gap is dominated by few-step noise; the paper's gap is "
+        f"after 60B tokens. Wall time {time.time() - t_start:.0f} s."
+    )
+    xplib.write_results(
+        workdir,
+        experiment="chon",
+        paper="CHON (arXiv 2602.02047)",
+        preset=cfg.preset,
+        claims=claims,
+        tables=tables,
+        figures=figures,
+        notes=notes,
+        extra={"losses": all_losses, "walls": walls, "planted": planted},
+    )
