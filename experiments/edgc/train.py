@@ -179,6 +179,20 @@ def run_one(method: str, seed: int, config, data, workdir: pathlib.Path, mesh, c
     val_batches = list(_val_batches(val_data, config))
     batch = config.batch_per_device * config.devices
     t0 = time.time()
+    static_rank = float(np.asarray(ranks)[0]) if ranks is not None else 0.0
+    pending = []  # device results, fetched in one go at eval / checkpoint steps (no per-step sync)
+
+    def flush():
+        for step_i, (loss, stats, r, b) in jax.device_get(pending):
+            hist["loss"][step_i] = loss
+            hist["bytes"][step_i] = stats.total_bytes
+            for name, net in NETS.items():
+                hist[f"comm_{name}"][step_i] = gc.comm_time(stats, config.devices, net)
+            hist["ranks"][step_i] = r if r.size else static_rank
+            if b.size:
+                hist["bits"][step_i] = b
+        pending.clear()
+
     for step in xplib.progress(range(start, steps), total=steps - start, desc=f"{method} s{seed}"):
         rng = np.random.default_rng((seed, step))
         starts = rng.integers(0, train_data.shape[0] - config.seq - 1, size=batch)
@@ -187,21 +201,17 @@ def run_one(method: str, seed: int, config, data, workdir: pathlib.Path, mesh, c
         params, opt_state, cstate, loss, stats, (r, b) = step_fn(
             params, opt_state, cstate, x, y, jnp.int32(step), jnp.int32(seed), with_ranks
         )
-        hist["loss"][step] = float(loss)
-        hist["bytes"][step] = float(stats.total_bytes)
-        for name, net in NETS.items():
-            hist[f"comm_{name}"][step] = gc.comm_time(stats, config.devices, net)
-        if r.size:
-            hist["ranks"][step], hist["bits"][step] = np.asarray(r), np.asarray(b)
-        elif ranks is not None:
-            hist["ranks"][step] = float(ranks[0])
+        pending.append((step, (loss, stats, r, b)))
         if (step + 1) % config.eval_every == 0 or step + 1 == steps:
+            flush()
             hist["val"][step] = float(
                 np.mean([float(loss_fn(params, vx, vy)) for vx, vy in val_batches])
             )
         if (step + 1) % config.ckpt_every == 0 or step + 1 == steps:
+            flush()
             payload = {"state": _flat((params, opt_state, cstate)), "hist": hist}
             mngr.save(step + 1, args=ocp.args.StandardSave(payload))
+    flush()
     mngr.wait_until_finished()
     return {"method": method, "seed": seed, "seconds": time.time() - t0, **hist}
 

@@ -1,10 +1,10 @@
 """EDGC: PowerSGD whose per-stage rank follows the gradient entropy.
 
 Each `update` (every device, inside `jax.shard_map`):
-1. every `period` steps (EDGC's 1/alpha), estimate each stage's gradient entropy from a `fraction`
-   (beta) subsample over fixed bins (edges calibrated once, at the first measurement, from the
-   sample's standard deviation, then frozen); the per-stage entropies are averaged over the
-   data-parallel axis so every device takes the same decision;
+1. every `period` steps (EDGC's 1/alpha) from `start_step` on, estimate each stage's gradient
+   entropy from a `fraction` (beta) subsample over fixed bins (edges calibrated once, at the first
+   measurement, from the sample's standard deviation, then frozen); the per-stage entropies are
+   averaged over the data-parallel axis so every device takes the same decision;
 2. the window controller turns entropy trends into one rank per stage;
 3. PowerSGD compresses each stage's matrices at that stage's rank (masked, no recompilation).
 """
@@ -143,7 +143,9 @@ def edgc(
             for s in range(num_stages)
         ]
         step = state.powersgd.step
-        measured = step % period == 0
+        # Entropy is measured once compression starts: bins are calibrated on the first
+        # compressed step's gradients (early-training gradients are unrepresentative).
+        measured = (step % period == 0) & (step >= start_step)
         bits, scale = lax.cond(
             measured,
             lambda: _measure(stage_leaves, state.edge_scale, key, axis_name),
