@@ -25,8 +25,8 @@ def get_config(arg=None):
     c.n_test = 200
     c.seeds = 5
     # BERT guides: size, offline pre-training on GP runs over random target expressions.
-    c.model_dim = 32
-    c.model_depth = 2
+    c.model_dim = 16
+    c.model_depth = 1
     c.model_heads = 2
     c.temperature = 1.0
     c.pretrain_problems = 8
@@ -46,8 +46,6 @@ def get_config(arg=None):
         c.population_size = 128
         c.generations = 25
         c.seeds = 3
-        c.model_dim = 16
-        c.model_depth = 1
         c.pretrain_problems = 4
         c.pretrain_generations = 15
         c.pretrain_steps = 100
@@ -59,6 +57,8 @@ def get_config(arg=None):
         c.pretrain_problems = 64
         c.pretrain_generations = 100
         c.pretrain_steps = 3000
+        c.model_dim = 32
+        c.model_depth = 2
         c.problems = tuple(
             [f"Nguyen-{i}" for i in range(1, 13)]
             + [
