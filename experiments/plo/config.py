@@ -1,0 +1,53 @@
+"""PLO vs PID Lagrangian vs gradient-ascent Lagrangian on pure-JAX constrained tasks.
+
+python experiments/plo/main.py --config=experiments/plo/config.py:small --workdir=/tmp/plo
+"""
+
+import ml_collections
+
+PAPER = "PLO (arXiv 2501.15217)"
+ORDER = 40
+
+
+def get_config(arg=None):
+    preset = arg or "small"
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+    c.methods = ("plo", "pid", "lagrangian")
+    c.learning_rate = 2e-3
+    c.num_epochs = 4
+    c.num_minibatches = 4
+    c.hidden = (32, 32)
+    c.plo_horizon = 5
+    c.lagrangian_lr = 0.05
+    # Cost limits per task, in episode-cost units (steps in violation per 100-step episode);
+    # all lie below the cost of the unconstrained policy, so every limit binds.
+    c.limits = ml_collections.ConfigDict(
+        {
+            "point_goal_hazards": (1.0, 3.0),
+            "cartpole_position": (10.0, 25.0),
+            "pendulum_speed": (2.0, 5.0),
+        }
+    )
+    if preset == "smoke":
+        c.tasks = ("point_goal_hazards",)
+        c.num_seeds = 2
+        c.num_envs = 16
+        c.iterations = 16
+        c.chunk = 8
+    elif preset == "small":
+        c.tasks = ("point_goal_hazards", "cartpole_position", "pendulum_speed")
+        c.num_seeds = 5
+        c.num_envs = 16
+        c.iterations = 60
+        c.chunk = 30
+    elif preset == "full":
+        c.tasks = ("point_goal_hazards", "cartpole_position", "pendulum_speed")
+        c.num_seeds = 10
+        c.num_envs = 64
+        c.iterations = 500
+        c.chunk = 50
+    else:
+        raise ValueError(f"preset: expected smoke, small or full, got {preset!r}")
+    return c

@@ -1,0 +1,368 @@
+"""PPO-Lagrangian learner compiled end to end: rollout, GAE, multiplier update, PPO epochs.
+
+`make_trainer(env, controller, config)` returns pure functions. `init(key, limit)` builds a
+`TrainState`; `step(state)` runs one policy iteration; `run(state, n)` scans `n` iterations
+with `lax.scan`. All three are jittable and `vmap` over seeds and cost limits (the limit, the
+constraint mask and the constraint index live in the state, not in the closure).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from ._controllers import ConstraintSignal, MultiplierController
+from ._env import EnvState, check_environment
+from ._gae import gae
+from ._networks import Agent, gaussian_entropy, gaussian_log_prob, sample_action
+from ._types import Array, Costs, Float, Mask
+
+
+class PPOConfig(NamedTuple):
+    """PPO-Lagrangian hyperparameters (static: they live in the closure, not the state)."""
+
+    num_envs: int = 64
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    learning_rate: float = 3e-4
+    discount: float = 0.99
+    cost_discount: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden: Sequence[int] = (64, 64)
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    ctrl_state: Any
+    lam: Costs
+    limit: Costs
+    mask: Mask
+    index: Float[Array, "costs index_dim"]
+    key: Any  # raw uint32 key data, so checkpoints hold plain arrays
+    iteration: Any
+
+
+class Trainer(NamedTuple):
+    init: Callable[..., TrainState]
+    step: Callable[[TrainState], tuple[TrainState, dict]]
+    run: Callable[[TrainState, int], tuple[TrainState, dict]]
+    graphdef: Any
+    num_costs: int
+
+
+class Rollout(NamedTuple):
+    obs: Array
+    action: Array
+    log_prob: Array
+    reward: Array
+    cost: Array
+    value: Array
+    cost_value: Array
+    valid: Array
+    termination: Array
+
+
+def _check_config(config: PPOConfig, env) -> None:
+    for name in ("num_envs", "num_epochs", "num_minibatches"):
+        v = getattr(config, name)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"config.{name}: expected a positive int, got {v!r}")
+    n = config.num_envs * env.episode_length
+    if n % config.num_minibatches:
+        raise ValueError(
+            f"config.num_minibatches: must divide num_envs * episode_length = {n}, "
+            f"got {config.num_minibatches}"
+        )
+    for name in ("discount", "cost_discount", "gae_lambda"):
+        v = getattr(config, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"config.{name}: expected in [0, 1], got {v}")
+    if config.learning_rate <= 0:
+        raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
+
+
+def make_trainer(
+    env,
+    controller: MultiplierController,
+    config: PPOConfig | None = None,
+    *,
+    num_costs: int | None = None,
+    index_dim: int = 0,
+    cost_fn: Callable[[EnvState, Array, EnvState, Array], Costs] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Trainer:
+    """Build the compiled PPO-Lagrangian learner for `env` with a multiplier `controller`.
+
+    `num_costs` constraint slots (default `env.num_costs`); with `cost_fn(prev, action, next,
+    index) -> [num_costs]` the per-step costs are computed from the transition and the slot
+    indices (semi-infinite constraints, EPO) instead of read from `next.cost`. With `mesh`, the
+    environment axis is sharded over the mesh's first axis.
+    """
+    config = PPOConfig() if config is None else config
+    check_environment(env)
+    _check_config(config, env)
+    if not isinstance(controller, MultiplierController):
+        raise TypeError(f"controller: expected a MultiplierController, got {type(controller)}")
+    if mesh is not None and any(t != jax.sharding.AxisType.Auto for t in mesh.axis_types):
+        raise ValueError(
+            "mesh: expected Auto axis types (jax.make_mesh(..., axis_types=(AxisType.Auto,))), "
+            f"got {mesh.axis_types}"
+        )
+    k = env.num_costs if num_costs is None else int(num_costs)
+    if cost_fn is None and k != env.num_costs:
+        raise ValueError(
+            f"num_costs: without cost_fn it must equal env.num_costs={env.num_costs}, got {k}"
+        )
+    agent = Agent(
+        env.observation_size,
+        env.action_size,
+        k,
+        index_dim=index_dim,
+        hidden=config.hidden,
+        rngs=nnx.Rngs(0),
+    )
+    graphdef, _ = nnx.split(agent)
+
+    # Separate clipping for actor and critics (as OmniSafe): value-loss gradients, whose scale
+    # follows the returns, must not shrink the policy step through a shared global-norm clip.
+    def opt():
+        return optax.chain(
+            optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)
+        )
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "actor" if str(path[0].key) in ("policy", "log_std") else "critic",
+            params,
+        )
+
+    tx = optax.multi_transform({"actor": opt(), "critic": opt()}, labels)
+    T, B = env.episode_length, config.num_envs
+
+    def shard(x, axis):
+        if mesh is None:
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = mesh.axis_names[0]
+        return jax.lax.with_sharding_constraint(x, jax.NamedSharding(mesh, jax.P(*spec)))
+
+    def get_cost(prev, action, nxt, index):
+        return nxt.cost if cost_fn is None else cost_fn(prev, action, nxt, index)
+
+    def init(key, limit, *, mask=None, index=None) -> TrainState:
+        key = jax.random.wrap_key_data(key) if key.dtype == jnp.uint32 else key
+        k_net, key = jax.random.split(key)
+        params = nnx.state(
+            Agent(
+                env.observation_size,
+                env.action_size,
+                k,
+                index_dim=index_dim,
+                hidden=config.hidden,
+                rngs=nnx.Rngs(params=k_net),
+            )
+        )
+        limit = jnp.broadcast_to(jnp.asarray(limit, jnp.float32), (k,))
+        mask = jnp.ones((k,), bool) if mask is None else jnp.asarray(mask, bool)
+        # (k, 1) placeholder when unindexed: orbax cannot save zero-size arrays.
+        index = (
+            jnp.zeros((k, max(index_dim, 1))) if index is None else jnp.asarray(index, jnp.float32)
+        )
+        return TrainState(
+            params,
+            tx.init(params),
+            controller.init(k),
+            jnp.zeros((k,)),
+            limit,
+            mask,
+            index,
+            jax.random.key_data(key),
+            jnp.int32(0),
+        )
+
+    def rollout(params, index, key):
+        model = nnx.merge(graphdef, params)
+        k_reset, k_act = jax.random.split(key)
+        states = jax.vmap(env.reset)(jax.random.split(k_reset, B))
+        states = jax.tree.map(lambda x: shard(x, 0), states)
+
+        def one(carry, k):
+            st, alive = carry
+            mean, log_std = model.dist(st.obs)
+            a = sample_action(mean, log_std, key=k)
+            v, vc = model.values(st.obs, index)
+            a_env = jnp.clip(a, -1.0, 1.0)
+            nxt = jax.vmap(env.step)(st, a_env)
+            c = jax.vmap(get_cost, in_axes=(0, 0, 0, None))(st, a_env, nxt, index)
+            valid = alive.astype(jnp.float32)
+            term = (nxt.done & alive).astype(jnp.float32)
+            rec = Rollout(
+                st.obs,
+                a,
+                gaussian_log_prob(mean, log_std, a),
+                nxt.reward * valid,
+                c * valid[:, None],
+                v,
+                vc,
+                valid,
+                term,
+            )
+            return (nxt, alive & ~nxt.done), rec
+
+        (last, _), traj = jax.lax.scan(
+            one, (states, jnp.ones((B,), bool)), jax.random.split(k_act, T)
+        )
+        boot_v, boot_c = model.values(last.obs, index)
+        return traj, boot_v, boot_c
+
+    def surrogate_grads(params, traj, adv_r, adv_c):
+        """g_r and g_c (flattened policy gradients of the surrogates) -> (g_c·g_r, gram)."""
+        w = traj.valid / jnp.maximum(traj.valid.sum(), 1.0)
+
+        def surrogates(p):
+            model = nnx.merge(graphdef, p)
+            mean, log_std = model.dist(traj.obs)
+            lp = gaussian_log_prob(mean, log_std, traj.action)
+            return jnp.concatenate(
+                [jnp.sum(w * lp * adv_r)[None], jnp.einsum("tb,tb,tbk->k", w, lp, adv_c)]
+            )
+
+        jac = jax.jacrev(surrogates)(params)
+        flat = jax.vmap(lambda i: ravel_pytree(jax.tree.map(lambda x: x[i], jac))[0])(
+            jnp.arange(k + 1)
+        )
+        g_r, g_c = flat[0], flat[1:]
+        return g_c @ g_r, g_c @ g_c.T
+
+    def loss_fn(params, batch, lam, mask, index):
+        obs, act, old_lp, adv_r, adv_c, tgt_r, tgt_c, valid = batch
+        model = nnx.merge(graphdef, params)
+        mean, log_std = model.dist(obs)
+        lp = gaussian_log_prob(mean, log_std, act)
+        ratio = jnp.exp(lp - old_lp)
+        lam_m = jnp.where(mask, lam, 0.0)
+        adv = (adv_r - adv_c @ lam_m) / (1.0 + jnp.sum(lam_m))
+        clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
+        pg = -jnp.minimum(ratio * adv, clipped * adv)
+        v, vc = model.values(obs, index)
+        v_loss = (v - tgt_r) ** 2 + jnp.sum(jnp.where(mask[None], (vc - tgt_c) ** 2, 0.0), axis=-1)
+        ent = gaussian_entropy(log_std)
+        per = pg + config.value_coef * v_loss - config.entropy_coef * ent
+        return jnp.sum(per * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+    def normalise(adv, valid):
+        w = valid.reshape(valid.shape + (1,) * (adv.ndim - valid.ndim))
+        n = jnp.maximum(jnp.sum(w), 1.0)
+        axes = tuple(range(valid.ndim))
+        mu = jnp.sum(adv * w, axis=axes, keepdims=True) / n
+        sd = jnp.sqrt(jnp.sum(((adv - mu) * w) ** 2, axis=axes, keepdims=True) / n)
+        return (adv - mu) / (sd + 1e-8)
+
+    def step(state: TrainState):
+        key = jax.random.wrap_key_data(state.key)
+        key, k_roll, k_perm = jax.random.split(key, 3)
+        traj, boot_v, boot_c = rollout(state.params, state.index, k_roll)
+        tgt_r, adv_r = gae(
+            traj.reward,
+            traj.value,
+            boot_v,
+            traj.termination,
+            discount=config.discount,
+            lambda_=config.gae_lambda,
+        )
+        tgt_c, adv_c = gae(
+            traj.cost,
+            traj.cost_value,
+            boot_c,
+            traj.termination[..., None],
+            discount=config.cost_discount,
+            lambda_=config.gae_lambda,
+        )
+        adv_r, adv_c = normalise(adv_r, traj.valid), normalise(adv_c, traj.valid)
+        ep_return = jnp.mean(jnp.sum(traj.reward, 0))
+        ep_cost = jnp.mean(jnp.sum(traj.cost, 0), 0)
+        if controller.uses_gradients:
+            rdot, gram = surrogate_grads(state.params, traj, adv_r, adv_c)
+        else:
+            rdot, gram = jnp.zeros((k,)), jnp.zeros((k, k))
+        signal = ConstraintSignal(ep_cost, state.limit, state.mask, rdot, gram)
+        lam, ctrl_state = controller.update(state.ctrl_state, signal)
+
+        n = T * B
+        flat = (traj.obs, traj.action, traj.log_prob, adv_r, adv_c, tgt_r, tgt_c, traj.valid)
+        flat = tuple(x.reshape(n, *x.shape[2:]) for x in flat)
+
+        def epoch(carry, k_ep):
+            params, opt_state = carry
+            perm = jax.random.permutation(k_ep, n)
+            mb = jax.tree.map(
+                lambda x: x[perm].reshape(config.num_minibatches, -1, *x.shape[1:]), flat
+            )
+
+            def minibatch(c, batch):
+                p, o = c
+                g = jax.grad(loss_fn)(p, batch, lam, state.mask, state.index)
+                upd, o = tx.update(g, o, p)
+                return (optax.apply_updates(p, upd), o), None
+
+            return jax.lax.scan(minibatch, (params, opt_state), mb)[0], None
+
+        (params, opt_state), _ = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(k_perm, config.num_epochs)
+        )
+        new = TrainState(
+            params,
+            opt_state,
+            ctrl_state,
+            lam,
+            state.limit,
+            state.mask,
+            state.index,
+            jax.random.key_data(key),
+            state.iteration + 1,
+        )
+        metrics = {
+            "episode_return": ep_return,
+            "episode_cost": ep_cost,
+            "lam": lam,
+            "reward_dot": rdot,
+        }
+        return new, metrics
+
+    def run(state: TrainState, num_iterations: int):
+        return jax.lax.scan(lambda s, _: step(s), state, None, length=num_iterations)
+
+    return Trainer(init, step, run, graphdef, k)
+
+
+def evaluate_policy(trainer_env, graphdef, params, index, *, key, num_episodes: int = 32):
+    """Mean episode return and cost [costs] of the stochastic policy over fresh episodes."""
+    env = trainer_env
+    model = nnx.merge(graphdef, params)
+    states = jax.vmap(env.reset)(jax.random.split(key, num_episodes))
+
+    def one(carry, k):
+        st, alive, ret, cost = carry
+        mean, log_std = model.dist(st.obs)
+        a = sample_action(mean, log_std, key=k)
+        nxt = jax.vmap(env.step)(st, jnp.clip(a, -1.0, 1.0))
+        v = alive.astype(jnp.float32)
+        return (nxt, alive & ~nxt.done, ret + v * nxt.reward, cost + v[:, None] * nxt.cost), None
+
+    init = (
+        states,
+        jnp.ones((num_episodes,), bool),
+        jnp.zeros((num_episodes,)),
+        jnp.zeros((num_episodes, env.num_costs)),
+    )
+    (_, _, ret, cost), _ = jax.lax.scan(one, init, jax.random.split(key, env.episode_length))
+    return jnp.mean(ret), jnp.mean(cost, 0)

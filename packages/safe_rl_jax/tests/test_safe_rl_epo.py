@@ -1,0 +1,105 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import safe_rl_jax as srl
+
+CAP, N = 6, 5
+_add = jax.jit(lambda ws, c, v: srl.add_violated(ws, c, v, eta=0.1, min_distance=0.01))
+
+
+@given(
+    viol=st.lists(st.floats(-1.0, 1.0), min_size=N, max_size=N),
+    pos=st.lists(st.floats(0.0, 1.0), min_size=N, max_size=N),
+    pre=st.integers(0, CAP),
+)
+def test_add_violated_invariants(viol, pos, pre):
+    ws = srl.empty_working_set(CAP, 1)
+    ws = srl.WorkingSet(
+        ws.index.at[:pre, 0].set(jnp.linspace(2.0, 3.0, pre)), ws.mask.at[:pre].set(True)
+    )
+    cand, v = jnp.array(pos)[:, None], jnp.array(viol)
+    new, added = _add(ws, cand, v)
+    added, v = np.asarray(added), np.asarray(v)
+    assert np.all(v[added] > 0.1)  # only violated candidates enter
+    assert int(new.mask.sum()) == pre + int(added.sum()) <= CAP  # capacity respected
+    np.testing.assert_array_equal(np.asarray(new.index[:pre]), np.asarray(ws.index[:pre]))  # kept
+    for y in np.asarray(cand)[added]:
+        assert np.any(np.all(np.isclose(np.asarray(new.index)[np.asarray(new.mask)], y), axis=-1))
+    if pre == 0 and np.any(v > 0.1):  # an empty set always takes the worst violated candidate
+        assert added[int(np.argmax(v))]
+
+
+def test_drop_inactive_frees_zero_multiplier_slots():
+    ws = srl.WorkingSet(jnp.zeros((3, 1)), jnp.array([True, True, False]))
+    out = srl.drop_inactive(ws, jnp.array([0.0, 0.3, 0.7]))
+    np.testing.assert_array_equal(np.asarray(out.mask), [False, True, False])
+
+
+def test_box_grid_and_errors():
+    b = srl.box([0.0, -1.0], [1.0, 1.0])
+    g = b.grid(3)
+    assert g.shape == (9, 2) and float(g.min()) == -1.0 and float(g.max()) == 1.0
+    with pytest.raises(ValueError, match="high"):
+        srl.box([1.0], [0.0])
+    with pytest.raises(ValueError, match="low/high"):
+        srl.box([0.0, 0.0], [1.0])
+
+
+def test_worst_violation_search_beats_the_grid():
+    b = srl.box([0.0], [1.0])
+    v = lambda y: -((y[0] - 0.37) ** 2)
+    ys, vals = jax.jit(
+        lambda: srl.worst_violations(v, b, grid_points=5, num_starts=2, steps=50, step_size=0.005)
+    )()
+    assert abs(float(ys[0, 0]) - 0.37) < 0.01
+    assert float(vals[0]) >= float(jnp.max(jax.vmap(v)(b.grid(5))))
+    assert float(vals[0]) >= float(vals[1])
+
+
+def test_spray_violation_map_matches_numpy_reference():
+    env = srl.SprayField(episode_length=6)
+    T, E = 6, 2
+    xs = np.linspace(0.1, 0.6, T * E).reshape(T, E).astype(np.float32)
+    rate_a = np.linspace(-1, 1, T * E).reshape(T, E).astype(np.float32)
+    states = srl.EnvState(
+        (jnp.array(xs), jnp.zeros((T, E), jnp.int32)),
+        jnp.zeros((T, E, 2)),
+        jnp.zeros((T, E)),
+        jnp.zeros((T, E, 1)),
+        jnp.zeros((T, E), bool),
+    )
+    actions = jnp.stack([jnp.zeros((T, E)), jnp.array(rate_a)], -1)
+    traj = srl.Trajectories(states, actions, jnp.ones((T, E)))
+    ys = np.array([[0.0], [0.3], [0.7]], np.float32)
+    got = np.asarray(jax.jit(lambda t, y: srl.violation_map(env, t, y))(traj, jnp.array(ys)))
+    rate = (rate_a + 1) / 2
+    for j, y in enumerate(ys[:, 0]):
+        demand = env.base_demand + 0.8 * np.exp(-((y - env.hot_spot) ** 2) / (2 * env.hot_width**2))
+        deposit = (rate * env.gain * np.exp(-((xs - y) ** 2) / (2 * env.width**2))).sum(0)
+        np.testing.assert_allclose(got[j], demand - deposit.mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_epo_iteration_fills_working_set_within_capacity():
+    env = srl.SprayField(episode_length=8)
+    ppo = srl.PPOConfig(num_envs=8, num_epochs=1, num_minibatches=2, hidden=(8,))
+    cfg = srl.EPOConfig(
+        capacity=4,
+        grid_points=8,
+        num_starts=3,
+        ascent_steps=2,
+        inner_iterations=1,
+        check_episodes=4,
+    )
+    init, iteration, _ = srl.make_epo(env, srl.lagrangian(0.5), ppo, cfg)
+    state = init(jax.random.key(0), srl.EPO)
+    assert int(state.train.mask.sum()) == 0
+    state, m = jax.jit(iteration)(state)
+    assert 1 <= int(m["working_set_size"]) <= 4  # the initial policy under-sprays somewhere
+    assert float(m["max_violation_found"]) > cfg.eta
+    assert bool(jnp.all(state.train.lam[~state.train.mask] == 0))
+    with pytest.raises(ValueError, match="num_starts"):
+        srl.make_epo(env, srl.lagrangian(), ppo, cfg._replace(num_starts=100))

@@ -1,0 +1,94 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import safe_rl_jax as srl
+from testkit import assert_trees_close
+
+ENV = srl.PointGoalHazards(episode_length=8)
+CFG = srl.PPOConfig(num_envs=8, num_epochs=1, num_minibatches=2, hidden=(8,), learning_rate=1e-2)
+TRAINER = srl.make_trainer(ENV, srl.pid_lagrangian(kp=1.0, ki=0.5), CFG)
+RUN2 = jax.jit(TRAINER.run, static_argnums=1)
+
+
+def test_run_is_compiled_and_updates_params_and_multiplier():
+    st = TRAINER.init(jax.random.key(0), 0.0)
+    out, m = RUN2(st, 2)
+    assert m["episode_cost"].shape == (2, 1) and m["lam"].shape == (2, 1)
+    assert int(out.iteration) == 2
+    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), out.params, st.params)
+    assert max(jax.tree.leaves(diff)) > 0
+    assert bool(jnp.all(jnp.isfinite(m["episode_return"])))
+
+
+def test_vmap_over_seeds_and_limits_equals_separate_runs():
+    keys = jax.random.split(jax.random.key(1), 2)
+    limits = jnp.array([0.0, 5.0])
+    states = jax.vmap(TRAINER.init)(keys, limits)
+    batched, mb = jax.jit(jax.vmap(lambda s: TRAINER.run(s, 2)))(states)
+    for i in range(2):
+        single, ms = RUN2(TRAINER.init(keys[i], limits[i]), 2)
+        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], mb), ms, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    st = TRAINER.init(jax.random.key(2), 1.0)
+    straight, _ = RUN2(st, 2)
+    half, _ = RUN2(st, 1)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.save(1, args=ocp.args.StandardSave(half))
+        mngr.wait_until_finished()
+        restored = mngr.restore(1, args=ocp.args.StandardRestore(jax.eval_shape(lambda: half)))
+    resumed, _ = RUN2(restored, 1)
+    assert_trees_close(resumed, straight)
+
+
+def test_sharded_envs_equal_single_device():
+    with pytest.raises(ValueError, match="mesh"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG, mesh=jax.make_mesh((8,), ("envs",)))
+    auto = (jax.sharding.AxisType.Auto,)
+    mesh = jax.make_mesh((8,), ("envs",), axis_types=auto)
+    sharded = srl.make_trainer(ENV, srl.pid_lagrangian(kp=1.0, ki=0.5), CFG, mesh=mesh)
+    st = TRAINER.init(jax.random.key(3), 0.0)
+    a, ma = RUN2(st, 1)
+    b, mb = jax.jit(sharded.run, static_argnums=1)(st, 1)
+    assert_trees_close(ma, mb, rtol=1e-4, atol=1e-5)
+    assert_trees_close(a.params, b.params, rtol=1e-3, atol=1e-5)
+
+
+def test_plo_learner_fills_gradient_signal():
+    tr = srl.make_trainer(ENV, srl.plo(horizon=2, solver_steps=5), CFG)
+    st = tr.init(jax.random.key(4), 0.0)
+    out, m = jax.jit(tr.step)(st)
+    assert float(jnp.abs(m["reward_dot"][0])) > 0
+    assert float(m["lam"][0]) >= 0 and bool(jnp.isfinite(m["lam"][0]))
+
+
+def test_evaluate_policy_and_metrics():
+    st = TRAINER.init(jax.random.key(5), 0.0)
+    ret, cost = jax.jit(
+        lambda p, k: srl.evaluate_policy(ENV, TRAINER.graphdef, p, st.index, key=k, num_episodes=4)
+    )(st.params, jax.random.key(0))
+    assert cost.shape == (1,) and bool(jnp.isfinite(ret))
+    s = srl.constraint_curve_stats(jnp.array([5.0, 3.0, 1.0, 2.0]), jnp.float32(1.5))
+    np.testing.assert_allclose(float(s["overshoot"]), 0.5)
+    np.testing.assert_allclose(float(s["oscillation"]), 1.0)
+    np.testing.assert_allclose(float(s["cumulative_cost"]), 11.0)
+    np.testing.assert_allclose(
+        float(srl.feasible_region(jnp.array([1.0, 2.0]), jnp.array([1.5, 1.5]))), 0.5
+    )
+
+
+def test_bad_learner_arguments_raise():
+    with pytest.raises(ValueError, match="num_minibatches"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(num_minibatches=3))
+    with pytest.raises(ValueError, match="gae_lambda"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(gae_lambda=1.5))
+    with pytest.raises(TypeError, match="controller"):
+        srl.make_trainer(ENV, object(), CFG)
+    with pytest.raises(ValueError, match="num_costs"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG, num_costs=2)
+    with pytest.raises(ValueError, match="costs"):
+        srl.constraint_curve_stats(jnp.array([1.0]), jnp.float32(1.0))
