@@ -38,7 +38,9 @@ class Box(NamedTuple):
         return self.low[None] + (self.high - self.low)[None] * u
 
     def clip(self, y):
-        return jnp.clip(y, jnp.broadcast_to(self.low, y.shape), jnp.broadcast_to(self.high, y.shape))
+        return jnp.clip(
+            y, jnp.broadcast_to(self.low, y.shape), jnp.broadcast_to(self.high, y.shape)
+        )
 
 
 def box(low, high) -> Box:
