@@ -1,0 +1,180 @@
+"""Data pools, models and evaluation shared by the MoEDiff-SR experiment (and sr_distill)."""
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import mri_sr_jax as msr
+
+
+def degrade_config(config, scale: int, condition: str) -> msr.DegradeConfig:
+    """ "clean": blur + decimation only; "noisy": plus bias field and Rician noise."""
+    if condition == "clean":
+        return msr.DegradeConfig(scale=scale)
+    return msr.DegradeConfig(
+        scale=scale, noise_sigma=config.noise_sigma, bias_strength=config.bias_strength
+    )
+
+
+def load_split(config):
+    """HR slices (n, h, w) and GM/WM maps of the training and held-out test slabs."""
+    tpl = msr.load_mni152()
+    brain = (tpl.t1 > 0.1).mean(axis=(0, 1))
+    train_idx, test_idx = msr.slab_split(
+        tpl.t1.shape[2],
+        [tuple(s) for s in config.test_slabs],
+        gap=config.slab_gap,
+        valid=brain > config.min_brain,
+    )
+    train_idx = train_idx[:: config.train_stride]
+    test_idx = test_idx[:: config.test_stride]
+    train = msr.axial_slices(tpl, train_idx, crop=tuple(config.crop))
+    test = msr.axial_slices(tpl, test_idx, crop=tuple(config.crop))
+    return train, test, train_idx, test_idx
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _augment(stack, key, amplitude):
+    keys = jax.random.split(key, stack.shape[0])
+    return jax.vmap(lambda im, k: msr.elastic_intensity_augment(im, key=k, amplitude=amplitude))(
+        stack, keys
+    )
+
+
+def build_pool(train, config, *, key):
+    """Degraded training realisations (augmented, several conditions) of every train slice.
+
+    Returns arrays on the HR grid: hr, lr_up, bias, gradwarp of shape (n_pool, h, w).
+    """
+    t1, gm, wm = train
+    hrs, ups, biases, warps = [], [], [], []
+    stack = jnp.stack([t1, gm, wm], axis=-1)
+    for r in range(config.pool_repeats):
+        for scale in config.train_scales:
+            for condition in config.train_conditions:
+                key, ka, kd = jax.random.split(key, 3)
+                aug = _augment(stack, ka, config.elastic_px) if r else stack
+                dc = degrade_config(config, scale, condition)
+                d = msr.degrade_batch(aug[..., 0], aug[..., 1], aug[..., 2], dc, key=kd)
+                hrs.append(d.hr)
+                ups.append(_upsample(d.lr, d.hr.shape[1:]))
+                biases.append(d.bias)
+                warps.append(d.gradwarp)
+    cat = lambda xs: jnp.concatenate(xs)  # noqa: E731
+    return cat(hrs), cat(ups), cat(biases), cat(warps)
+
+
+_upsample = jax.jit(msr.upsample, static_argnums=(1, 2))
+
+
+def sample_patches(pool, patch: int, batch: int, *, key):
+    """Random (hr, lr_up, bias, gradwarp) patches, rejecting mostly-background positions."""
+    hr = pool[0]
+    n, h, w = hr.shape
+    k1, k2, k3 = jax.random.split(key, 3)
+    cand = 4 * batch
+    idx = jax.random.randint(k1, (cand,), 0, n)
+    ys = jax.random.randint(k2, (cand,), 0, h - patch + 1)
+    xs = jax.random.randint(k3, (cand,), 0, w - patch + 1)
+
+    def crop(a, i, y, x):
+        return jax.lax.dynamic_slice(a[i], (y, x), (patch, patch))
+
+    crops = [jax.vmap(crop, in_axes=(None, 0, 0, 0))(a, idx, ys, xs) for a in pool]
+    fg = (crops[0] > 0.05).mean(axis=(1, 2))
+    keep = jnp.argsort(-fg)[:batch]
+    return tuple(c[keep] for c in crops)
+
+
+def make_models(config, cond_channels: int = 1):
+    """MoEDiff-SR, a single expert of (about) the same parameter count, and EDSR-lite."""
+    moe = msr.init_fast(
+        lambda: msr.MoEDiffSR(
+            cond_channels,
+            num_experts=config.num_experts,
+            expert_width=config.expert_width,
+            expert_depth=config.expert_depth,
+            feature_dim=config.feature_dim,
+            patch_sizes=tuple(config.patch_sizes),
+            transformer_depth=config.transformer_depth,
+            emb_dim=config.emb_dim,
+            rngs=nnx.Rngs(0),
+        ),
+        seed=config.seed,
+    )
+    target = msr.count_params(moe)
+    width = min(
+        range(4, 129),
+        key=lambda w: abs(
+            msr.conv_denoiser_params(cond_channels, w, config.expert_depth, config.emb_dim) - target
+        ),
+    )
+    single = msr.init_fast(
+        lambda: msr.ConvDenoiser(
+            cond_channels, width, config.expert_depth, config.emb_dim, rngs=nnx.Rngs(0)
+        ),
+        seed=config.seed + 1,
+    )
+    edsr = msr.init_fast(
+        lambda: msr.EDSRLite(cond_channels, width, config.expert_depth, rngs=nnx.Rngs(0)),
+        seed=config.seed + 2,
+    )
+    return {"moediff_sr": moe, "single_expert": single, "edsr_lite": edsr}
+
+
+def loss_for(name, config, schedule):
+    if name == "moediff_sr":
+        return lambda m, b, k: msr.moe_loss(
+            m,
+            b,
+            k,
+            schedule=schedule,
+            parameterisation=config.parameterisation,
+            task_weight=config.task_weight,
+            gate_weight=config.gate_weight,
+            diversity_weight=config.diversity_weight,
+        )
+    if name == "edsr_lite":
+        return msr.regression_loss
+    return lambda m, b, k: msr.diffusion_loss(
+        m, b, k, schedule=schedule, parameterisation=config.parameterisation
+    )
+
+
+def optimizer(config):
+    sched = optax.cosine_decay_schedule(config.learning_rate, config.train_steps, alpha=0.1)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
+
+
+def predict(name, graphdef, params, cond, config, schedule, *, key, sampler=None, num_steps=None):
+    """HR prediction (b, h, w) = bicubic + residual_scale * model residual."""
+    if name == "edsr_lite":
+        res = nnx.merge(graphdef, params)(cond)
+    else:
+        res = msr.sample_residual(
+            graphdef,
+            params,
+            cond,
+            key=key,
+            schedule=schedule,
+            sampler=sampler or config.sampler,
+            num_steps=num_steps or config.sample_steps,
+            parameterisation=config.parameterisation,
+        )
+    return cond[..., 0] + config.residual_scale * res[..., 0]
+
+
+def timed(fn, *args, repeats: int = 1):
+    """(result, median seconds) of a jitted call after one warm-up."""
+    out = jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return out, float(np.median(times))

@@ -1,0 +1,85 @@
+"""Training losses: the diffusion regression loss and MoEDiff-SR's expert/gate terms.
+
+Expert task losses follow the public MoEDiff-SR code: expert 0 an edge (Laplacian) loss,
+expert 1 a gradient-difference loss, expert 2 an FFT-magnitude loss, each on that expert's own
+x0 estimate. Gate supervision: per token, the cosine similarity s_i between expert i's x0
+estimate and the true x0 becomes a target softmax(s / T), T the median absolute deviation of
+all similarities in the batch; the gate is trained towards it by cross-entropy. The diversity
+term is a load-balancing penalty k * sum_i mean(g_i)^2 - 1 (zero when experts are used equally).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from ._types import Array
+
+
+def reduce_loss(diff: Array, kind: str = "l1") -> Array:
+    if kind == "l1":
+        return jnp.abs(diff).mean()
+    if kind == "l2":
+        return (diff**2).mean()
+    raise ValueError(f"kind: expected 'l1' or 'l2', got {kind!r}")
+
+
+def laplacian(x: Array) -> Array:
+    """5-point Laplacian of (b, h, w) images with edge padding."""
+    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4 * x
+
+
+def edge_loss(x: Array, ref: Array) -> Array:
+    return jnp.abs(laplacian(x) - laplacian(ref)).mean()
+
+
+def gradient_difference_loss(x: Array, ref: Array) -> Array:
+    """| |dx x| - |dx ref| | + | |dy x| - |dy ref| | (Mathieu et al.)."""
+    gx = jnp.abs(jnp.abs(jnp.diff(x, axis=1)) - jnp.abs(jnp.diff(ref, axis=1))).mean()
+    gy = jnp.abs(jnp.abs(jnp.diff(x, axis=2)) - jnp.abs(jnp.diff(ref, axis=2))).mean()
+    return gx + gy
+
+
+def fft_magnitude_loss(x: Array, ref: Array) -> Array:
+    return (
+        jnp.abs(jnp.abs(jnp.fft.rfft2(x)) - jnp.abs(jnp.fft.rfft2(ref))).mean() / x[0].size ** 0.5
+    )
+
+
+TASK_LOSSES = (edge_loss, gradient_difference_loss, fft_magnitude_loss)
+
+
+def token_cosine(x: Array, ref: Array, patch: int) -> Array:
+    """Cosine similarity of (b, h, w) images per p x p token -> (b, h/p, w/p)."""
+    b, h, w = x.shape
+
+    def tok(a):
+        return (
+            a.reshape(b, h // patch, patch, w // patch, patch)
+            .transpose(0, 1, 3, 2, 4)
+            .reshape(b, h // patch, w // patch, patch * patch)
+        )
+
+    tx, tr = tok(x), tok(ref)
+    num = (tx * tr).sum(-1)
+    return num / (jnp.linalg.norm(tx, axis=-1) * jnp.linalg.norm(tr, axis=-1) + 1e-6)
+
+
+def gate_targets(expert_x0: Array, x0: Array, patch: int) -> Array:
+    """softmax(cos / T) per token with T = MAD of the similarities (stop-gradient)."""
+    sims = jnp.stack(
+        [token_cosine(expert_x0[..., i], x0, patch) for i in range(expert_x0.shape[-1])], axis=-1
+    )
+    med = jnp.median(sims)
+    temp = jnp.maximum(jnp.median(jnp.abs(sims - med)), 1e-3)
+    return jax.lax.stop_gradient(jax.nn.softmax(sims / temp, axis=-1))
+
+
+def gate_cross_entropy(gate: Array, target: Array) -> Array:
+    return -(target * jnp.log(gate + 1e-8)).sum(-1).mean()
+
+
+def load_balance(gate: Array) -> Array:
+    """k * sum_i (mean gate_i)^2 - 1 >= 0, zero iff usage is uniform."""
+    k = gate.shape[-1]
+    usage = gate.reshape(-1, k).mean(0)
+    return k * (usage**2).sum() - 1.0

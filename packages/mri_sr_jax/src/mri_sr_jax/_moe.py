@@ -1,0 +1,148 @@
+"""MoEDiff-SR: transformer features over multi-scale patch embeddings, a token-level gate and
+k expert denoisers whose outputs are aggregated with the gate probabilities.
+
+Token grid: the finest patch size p0 (default 4). Coarser patch embeddings (p = 8, 16, ...) are
+repeated onto the fine token grid and summed, so every token sees local texture and wider
+structure; a depthwise convolution gives relative position (images vary in size), the noise level
+is added, and pre-norm transformer blocks mix all tokens. The gate is a linear layer on the
+token features, softmax over experts, broadcast to the token's p0 x p0 pixels.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ._nets import ConvDenoiser, NoiseMLP
+from ._types import Array, Channels, NoiseLevel
+
+
+class TransformerBlock(nnx.Module):
+    def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
+        self.n1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=heads, in_features=dim, decode=False, rngs=rngs
+        )
+        self.n2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.m1 = nnx.Linear(dim, 2 * dim, rngs=rngs)
+        self.m2 = nnx.Linear(2 * dim, dim, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        x = x + self.attn(self.n1(x))
+        return x + self.m2(nnx.gelu(self.m1(self.n2(x))))
+
+
+class FeatureExtractor(nnx.Module):
+    """Multi-scale patch embeddings + transformer -> token features (b, h/p0, w/p0, dim)."""
+
+    def __init__(
+        self,
+        cond_channels: int,
+        dim: int = 24,
+        patch_sizes: tuple[int, ...] = (4, 8),
+        depth: int = 1,
+        heads: int = 2,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.patch_sizes = tuple(patch_sizes)
+        self.embeds = nnx.List(
+            [
+                nnx.Conv(cond_channels, dim, (p, p), strides=(p, p), padding="VALID", rngs=rngs)
+                for p in self.patch_sizes
+            ]
+        )
+        self.pos = nnx.Conv(dim, dim, (3, 3), feature_group_count=dim, rngs=rngs)
+        self.noise = NoiseMLP(dim, rngs=rngs)
+        self.blocks = nnx.List([TransformerBlock(dim, heads, rngs=rngs) for _ in range(depth)])
+        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+
+    def __call__(self, cond: Channels, alpha_bar: NoiseLevel) -> Array:
+        p0 = self.patch_sizes[0]
+        b, h, w, _ = cond.shape
+        th, tw = h // p0, w // p0
+        tokens = 0.0
+        for p, embed in zip(self.patch_sizes, self.embeds, strict=True):
+            e = embed(cond)
+            r = p // p0
+            e = jnp.repeat(jnp.repeat(e, r, axis=1), r, axis=2)
+            ph, pw = max(th - e.shape[1], 0), max(tw - e.shape[2], 0)
+            e = jnp.pad(e, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+            tokens = tokens + e[:, :th, :tw]
+        tokens = tokens + self.pos(tokens) + self.noise(alpha_bar)[:, None, None, :]
+        x = tokens.reshape(b, th * tw, -1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x).reshape(b, th, tw, -1)
+
+
+def gate_to_pixels(gate_tokens: Array, patch: int) -> Array:
+    """Broadcast token gate probabilities (b, th, tw, k) to pixels (b, th*p, tw*p, k)."""
+    return jnp.repeat(jnp.repeat(gate_tokens, patch, axis=1), patch, axis=2)
+
+
+def aggregate(expert_outputs: Array, gate_pixels: Array) -> Array:
+    """Gate-weighted sum over the expert axis: (b, h, w, k) x (b, h, w, k) -> (b, h, w, 1)."""
+    return jnp.einsum("bhwk,bhwk->bhw", expert_outputs, gate_pixels)[..., None]
+
+
+def aggregate_reference(expert_outputs: Array, gate_pixels: Array) -> Array:
+    """The same aggregation as an explicit loop over experts (reference for tests)."""
+    out = jnp.zeros(expert_outputs.shape[:-1])
+    for i in range(expert_outputs.shape[-1]):
+        out = out + expert_outputs[..., i] * gate_pixels[..., i]
+    return out[..., None]
+
+
+class MoEDiffSR(nnx.Module):
+    """Token-level mixture of k expert denoisers gated by transformer features.
+
+    `model(x_t, cond, alpha_bar)` returns the aggregated output (b, h, w, 1);
+    `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
+    probabilities (b, h/p0, w/p0, k), which the training losses need.
+    """
+
+    def __init__(
+        self,
+        cond_channels: int,
+        num_experts: int = 3,
+        expert_width: int = 12,
+        expert_depth: int = 3,
+        feature_dim: int = 24,
+        patch_sizes=(4, 8),
+        transformer_depth: int = 1,
+        heads: int = 2,
+        emb_dim: int = 16,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        if num_experts < 1:
+            raise ValueError(f"num_experts: expected >= 1, got {num_experts}")
+        if any(p % patch_sizes[0] for p in patch_sizes):
+            raise ValueError(f"patch_sizes: expected multiples of the first, got {patch_sizes}")
+        self.patch = patch_sizes[0]
+        self.num_experts = num_experts
+        self.features = FeatureExtractor(
+            cond_channels, feature_dim, tuple(patch_sizes), transformer_depth, heads, rngs=rngs
+        )
+        self.gate = nnx.Linear(feature_dim, num_experts, rngs=rngs)
+        self.experts = nnx.List(
+            [
+                ConvDenoiser(cond_channels, expert_width, expert_depth, emb_dim, rngs=rngs)
+                for _ in range(num_experts)
+            ]
+        )
+
+    def forward_all(self, x_t: Channels, cond: Channels, alpha_bar: NoiseLevel):
+        h, w = x_t.shape[1:3]
+        if h % self.patch or w % self.patch:
+            raise ValueError(
+                f"x_t: height and width must be multiples of {self.patch}, got {h}x{w}"
+            )
+        tokens = self.features(cond, alpha_bar)
+        gate_tokens = jax.nn.softmax(self.gate(tokens), axis=-1)
+        outs = jnp.concatenate([e(x_t, cond, alpha_bar) for e in self.experts], axis=-1)
+        agg = aggregate(outs, gate_to_pixels(gate_tokens, self.patch))
+        return agg, outs, gate_tokens
+
+    def __call__(self, x_t: Channels, cond: Channels, alpha_bar: NoiseLevel) -> Channels:
+        return self.forward_all(x_t, cond, alpha_bar)[0]

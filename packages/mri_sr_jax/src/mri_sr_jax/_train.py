@@ -1,0 +1,209 @@
+"""Training: SR pairs, losses for the three model families, a data-parallel trainer, sampling.
+
+The diffusion models work on the scaled HR residual x0 = (hr - bicubic(lr)) / residual_scale
+(SRDiff), conditioned on cond = [bicubic(lr), guidance maps...]. The trainer is the
+NamedTuple(init, update) pattern; `update` is one jitted step which, given a mesh, shards the
+batch over its "data" axis and replicates parameters (plain data parallelism: gradients are
+batch means, so the result equals the single-device step up to float summation order).
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ._losses import TASK_LOSSES, gate_cross_entropy, gate_targets, load_balance, reduce_loss
+from ._param import check_parameterisation, to_x0_eps, training_target
+from ._samplers import ddim_sample, ddpm_sample, ode_sample
+from ._schedules import Schedule
+from ._types import Array, Key
+
+
+class SRBatch(NamedTuple):
+    x0: Array  # (b, h, w, 1) scaled residual target
+    cond: Array  # (b, h, w, c) bicubic LR (+ guidance maps)
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: Array
+
+
+class Trainer(NamedTuple):
+    init: Callable[[Any], TrainState]
+    update: Callable[[TrainState, SRBatch, Key], tuple[TrainState, dict]]
+
+
+def make_batch(
+    hr: Array, lr_up: Array, guidance: tuple[Array, ...] = (), *, residual_scale: float = 0.1
+) -> SRBatch:
+    """(b, h, w) HR and upsampled LR (+ guidance maps) -> SRBatch (NHWC)."""
+    if hr.shape != lr_up.shape or hr.ndim != 3:
+        raise ValueError(
+            f"hr, lr_up: expected equal (b, h, w) shapes, got {hr.shape}, {lr_up.shape}"
+        )
+    if residual_scale <= 0:
+        raise ValueError(f"residual_scale: expected > 0, got {residual_scale}")
+    for g in guidance:
+        if g.shape != hr.shape:
+            raise ValueError(f"guidance: expected maps of shape {hr.shape}, got {g.shape}")
+    cond = jnp.stack((lr_up, *guidance), axis=-1)
+    return SRBatch(x0=((hr - lr_up) / residual_scale)[..., None], cond=cond)
+
+
+def _noised(batch: SRBatch, key: Key, schedule: Schedule):
+    kt, ke = jax.random.split(key)
+    b = batch.x0.shape[0]
+    t = jax.random.uniform(kt, (b,))
+    ab = schedule.alpha_bar(t)
+    eps = jax.random.normal(ke, batch.x0.shape)
+    a = jnp.sqrt(ab)[:, None, None, None]
+    s = jnp.sqrt(1.0 - ab)[:, None, None, None]
+    return a * batch.x0 + s * eps, ab, eps
+
+
+def diffusion_loss(
+    model,
+    batch: SRBatch,
+    key: Key,
+    *,
+    schedule: Schedule,
+    parameterisation: str = "v",
+    kind: str = "l1",
+):
+    """E_t,eps |net(x_t) - target|: the single-network diffusion objective."""
+    x_t, ab, eps = _noised(batch, key, schedule)
+    target = training_target(batch.x0, eps, ab, parameterisation)
+    loss = reduce_loss(model(x_t, batch.cond, ab) - target, kind)
+    return loss, {"loss": loss}
+
+
+def moe_loss(
+    model,
+    batch: SRBatch,
+    key: Key,
+    *,
+    schedule: Schedule,
+    parameterisation: str = "v",
+    kind: str = "l1",
+    task_weight: float = 0.1,
+    gate_weight: float = 0.01,
+    diversity_weight: float = 0.01,
+):
+    """MoEDiff-SR objective: aggregated diffusion loss + expert task losses + gate terms."""
+    x_t, ab, eps = _noised(batch, key, schedule)
+    target = training_target(batch.x0, eps, ab, parameterisation)
+    agg, outs, gate = model.forward_all(x_t, batch.cond, ab)
+    main = reduce_loss(agg - target, kind)
+    expert_x0, _ = to_x0_eps(outs, jnp.broadcast_to(x_t, outs.shape), ab, parameterisation)
+    x0 = batch.x0[..., 0]
+    task = sum(
+        TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(outs.shape[-1])
+    )
+    gate_ce = gate_cross_entropy(gate, gate_targets(expert_x0, x0, model.patch))
+    balance = load_balance(gate)
+    loss = main + task_weight * task + gate_weight * gate_ce + diversity_weight * balance
+    return loss, {"loss": loss, "main": main, "task": task, "gate_ce": gate_ce, "balance": balance}
+
+
+def regression_loss(model, batch: SRBatch, key: Key, *, kind: str = "l1"):
+    """EDSR-lite: predict the residual directly from the conditioning."""
+    del key
+    loss = reduce_loss(model(batch.cond) - batch.x0, kind)
+    return loss, {"loss": loss}
+
+
+def make_trainer(
+    graphdef,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Trainer:
+    """`loss_fn(model, batch, key) -> (loss, metrics)`; returns jitted (init, update)."""
+
+    def init(params) -> TrainState:
+        return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def step(state: TrainState, batch: SRBatch, key: Key):
+        def f(params):
+            return loss_fn(nnx.merge(graphdef, params), batch, key)
+
+        (_, metrics), grads = jax.value_and_grad(f, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), metrics
+
+    if mesh is None:
+        return Trainer(init, jax.jit(step, donate_argnums=0))
+    repl = jax.sharding.NamedSharding(mesh, jax.P())
+    data = jax.sharding.NamedSharding(mesh, jax.P("data"))
+    update = jax.jit(
+        step,
+        in_shardings=(repl, SRBatch(data, data), repl),
+        out_shardings=(repl, repl),
+        donate_argnums=0,
+    )
+
+    def sharded_update(state, batch, key):
+        n = mesh.shape["data"]
+        if batch.x0.shape[0] % n:
+            raise ValueError(f"batch: size {batch.x0.shape[0]} is not divisible by {n} devices")
+        return update(state, batch, key)
+
+    return Trainer(init, sharded_update)
+
+
+def sample_residual(
+    graphdef,
+    params,
+    cond: Array,
+    *,
+    key: Key,
+    schedule: Schedule,
+    sampler: str = "ddim",
+    num_steps: int = 20,
+    parameterisation: str = "v",
+    eta: float = 0.0,
+) -> Array:
+    """Sample the scaled residual x0 (b, h, w, 1) given cond with DDPM, DDIM or the ODE."""
+    check_parameterisation(parameterisation)
+    model = nnx.merge(graphdef, params)
+    shape = cond.shape[:-1] + (1,)
+
+    def denoise(x, ab):
+        return model(x, cond, ab)
+
+    if sampler == "ddpm":
+        return ddpm_sample(
+            denoise,
+            shape,
+            schedule,
+            key=key,
+            num_steps=num_steps,
+            parameterisation=parameterisation,
+        )
+    if sampler == "ddim":
+        return ddim_sample(
+            denoise,
+            shape,
+            schedule,
+            key=key,
+            num_steps=num_steps,
+            eta=eta,
+            parameterisation=parameterisation,
+        )
+    if sampler == "ode":
+        return ode_sample(
+            denoise,
+            shape,
+            schedule,
+            key=key,
+            num_steps=num_steps,
+            parameterisation=parameterisation,
+        )
+    raise ValueError(f"sampler: expected 'ddpm', 'ddim' or 'ode', got {sampler!r}")

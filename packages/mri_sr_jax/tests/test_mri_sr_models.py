@@ -1,0 +1,184 @@
+"""MoEDiff-SR modules and training: aggregation, gate, losses, jit/grad, sharding, checkpoints."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mri_sr_jax as msr
+from testkit import assert_trees_close
+
+SCH = msr.cosine_schedule()
+H = 16
+
+
+def tiny_moe(seed=0):
+    return msr.init_fast(
+        lambda: msr.MoEDiffSR(
+            1,
+            expert_width=4,
+            expert_depth=1,
+            feature_dim=8,
+            patch_sizes=(4, 8),
+            emb_dim=8,
+            rngs=nnx.Rngs(0),
+        ),
+        seed=seed,
+    )
+
+
+def tiny_batch(seed=0, b=8):
+    rng = np.random.default_rng(seed)
+    hr = jnp.asarray(rng.random((b, H, H)), jnp.float32)
+    up = hr + 0.05 * jnp.asarray(rng.standard_normal((b, H, H)), jnp.float32)
+    return msr.make_batch(hr, up, residual_scale=0.1)
+
+
+@functools.cache
+def moe_loss_fn():
+    return functools.partial(msr.moe_loss, schedule=SCH, parameterisation="v")
+
+
+@given(seed=st.integers(0, 1000))
+def test_aggregate_matches_reference_and_gate_is_a_distribution(seed):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    outs = jax.random.normal(k1, (2, 8, 8, 3))
+    gate_tokens = jax.nn.softmax(jax.random.normal(k2, (2, 2, 2, 3)), -1)
+    g = msr.gate_to_pixels(gate_tokens, 4)
+    assert g.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(g.sum(-1), 1.0, rtol=1e-6)
+    assert_trees_close(
+        jax.jit(msr.aggregate)(outs, g), msr.aggregate_reference(outs, g), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_moe_forward_shapes_and_token_level_gate():
+    model = tiny_moe()
+    b = tiny_batch(b=2)
+    agg, outs, gate = model.forward_all(b.x0, b.cond, jnp.array([0.3, 0.8]))
+    assert agg.shape == (2, H, H, 1) and outs.shape == (2, H, H, 3) and gate.shape == (2, 4, 4, 3)
+    np.testing.assert_allclose(gate.sum(-1), 1.0, rtol=1e-5)
+    # with identical experts the gate cannot change the output
+    same = msr.aggregate(jnp.repeat(outs[..., :1], 3, -1), msr.gate_to_pixels(gate, 4))
+    np.testing.assert_allclose(same, outs[..., :1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="x_t"):
+        model(jnp.zeros((1, 10, 10, 1)), jnp.zeros((1, 10, 10, 1)), jnp.ones((1,)))
+
+
+def test_param_count_closed_form_and_fast_init_statistics():
+    m = msr.init_fast(lambda: msr.ConvDenoiser(2, 8, 2, 8, rngs=nnx.Rngs(0)), seed=3)
+    assert msr.count_params(m) == msr.conv_denoiser_params(2, 8, 2, 8)
+    k = np.asarray(m.blocks[0].c1.kernel[...])
+    assert abs(k.std() * np.sqrt(9 * 8) - 1.0) < 0.15
+    assert float(jnp.abs(m.blocks[0].c1.bias[...]).max()) == 0.0
+
+
+@given(gate_logits=st.lists(st.floats(-3, 3), min_size=3, max_size=3))
+def test_load_balance_is_zero_only_for_uniform_usage(gate_logits):
+    g = jax.nn.softmax(jnp.asarray(gate_logits))[None, None, None]
+    val = float(msr.load_balance(g))
+    assert val >= -1e-6
+    assert (val < 1e-5) == bool(np.ptp(gate_logits) < 1e-3)
+
+
+def test_gate_targets_prefer_the_expert_closest_to_the_truth():
+    x0 = jax.random.normal(jax.random.key(0), (1, 8, 8))
+    experts = jnp.stack([x0 + 0.01, -x0, jnp.ones_like(x0)], -1)
+    t = msr.gate_targets(experts, x0, 4)
+    assert t.shape == (1, 2, 2, 3) and bool(jnp.all(jnp.argmax(t, -1) == 0))
+
+
+def test_task_losses_vanish_at_the_truth():
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8))
+    for f in (msr.edge_loss, msr.gradient_difference_loss, msr.fft_magnitude_loss):
+        assert float(f(x, x)) == 0.0 and float(f(x + 0.3 * x**2, x)) > 0.0
+
+
+OPT = optax.sgd(0.05, momentum=0.9)  # plain SGD: Adam would amplify the float-summation
+# noise of gradients that are exactly zero in theory (attention key biases)
+
+
+@functools.cache
+def trainers():
+    gd, params = nnx.split(tiny_moe())
+    mesh = jax.make_mesh((8,), ("data",))
+    single = msr.make_trainer(gd, moe_loss_fn(), OPT)
+    sharded = msr.make_trainer(gd, moe_loss_fn(), OPT, mesh=mesh)
+    return single, sharded, params
+
+
+def test_jit_grad_step_and_sharded_training_equals_single_device():
+    assert len(jax.devices()) == 8
+    single, sharded, params = trainers()
+    s1 = single.init(jax.tree.map(jnp.copy, params))
+    s2 = sharded.init(jax.tree.map(jnp.copy, params))
+    batch = tiny_batch()
+    for i in range(2):
+        s1, m1 = single.update(s1, batch, jax.random.key(i))
+        s2, m2 = sharded.update(s2, batch, jax.random.key(i))
+    assert_trees_close(s2.params, s1.params, rtol=2e-4, atol=2e-5)
+    moved = [
+        bool(jnp.any(a != b))
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(params), strict=True)
+    ]
+    assert sum(moved) > 0.9 * len(moved)  # gradients reach (almost) every parameter
+    with pytest.raises(ValueError, match="batch"):
+        sharded.update(s2, tiny_batch(b=4), jax.random.key(0))
+
+
+def test_checkpoint_restore_gives_identical_continuation(tmp_path):
+    trainer, _, params = trainers()
+    state = trainer.init(jax.tree.map(jnp.copy, params))
+    batch = tiny_batch()
+    state, _ = trainer.update(state, batch, jax.random.key(0))
+    mngr = ocp.CheckpointManager(tmp_path / "ckpt")
+    mngr.save(1, args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = mngr.restore(1, args=ocp.args.StandardRestore(abstract))
+    mngr.close()
+    b, _ = trainer.update(restored, batch, jax.random.key(1))
+    a, _ = trainer.update(state, batch, jax.random.key(1))
+    assert_trees_close(b, a, rtol=1e-6)
+    assert int(b.step) == 2
+
+
+def test_training_reduces_loss_and_sampling_returns_finite_residuals():
+    trainer, _, params = trainers()
+    state = trainer.init(jax.tree.map(jnp.copy, params))
+    batch = tiny_batch()
+    losses = []
+    for _ in range(12):
+        state, m = trainer.update(state, batch, jax.random.key(100))
+        losses.append(float(m["loss"]))
+    assert losses[-1] < losses[0]
+    gd, _ = nnx.split(tiny_moe())
+    for sampler in ("ddim", "ode"):
+        r = msr.sample_residual(
+            gd,
+            state.params,
+            batch.cond[:2],
+            key=jax.random.key(0),
+            schedule=SCH,
+            sampler=sampler,
+            num_steps=2,
+        )
+        assert r.shape == (2, H, H, 1) and bool(jnp.all(jnp.isfinite(r)))
+    with pytest.raises(ValueError, match="sampler"):
+        msr.sample_residual(
+            gd, state.params, batch.cond, key=jax.random.key(0), schedule=SCH, sampler="euler"
+        )
+
+
+def test_make_batch_errors():
+    with pytest.raises(ValueError, match="hr, lr_up"):
+        msr.make_batch(jnp.zeros((2, 4, 4)), jnp.zeros((2, 4, 5)))
+    with pytest.raises(ValueError, match="residual_scale"):
+        msr.make_batch(jnp.zeros((2, 4, 4)), jnp.zeros((2, 4, 4)), residual_scale=0.0)
