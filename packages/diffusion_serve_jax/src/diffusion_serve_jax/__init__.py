@@ -1,5 +1,7 @@
 """LegoDiffusion micro-serving of diffusion workflows and InstGenIE mask-aware cached editing."""
 
+from ._cache_attention import cache_attention as cache_attention
+from ._cache_attention import cache_attention_reference as cache_attention_reference
 from ._data import downsample2 as downsample2
 from ._data import edge_map as edge_map
 from ._data import load_digits_dataset as load_digits_dataset
@@ -11,6 +13,17 @@ from ._diffusion import ddim_update as ddim_update
 from ._diffusion import diffusion_loss as diffusion_loss
 from ._diffusion import make_schedule as make_schedule
 from ._diffusion import q_sample as q_sample
+from ._editing import TemplateCache as TemplateCache
+from ._editing import build_template_cache as build_template_cache
+from ._editing import cached_edit as cached_edit
+from ._editing import compiled_steps as compiled_steps
+from ._editing import dit_with_kv as dit_with_kv
+from ._editing import edit_reference as edit_reference
+from ._editing import full_edit_step as full_edit_step
+from ._editing import masked_edit_step as masked_edit_step
+from ._editing import masked_eps as masked_eps
+from ._editing import token_mask as token_mask
+from ._editing import weights_version as weights_version
 from ._executor import NodeExecutor as NodeExecutor
 from ._executor import pick_bucket as pick_bucket
 from ._executor import stack_rows as stack_rows
@@ -43,6 +56,13 @@ from ._server import make_app as make_app
 from ._server import serve as serve
 from ._simulator import batch_time as batch_time
 from ._simulator import simulate as simulate
+from ._step_batching import EditEngine as EditEngine
+from ._step_batching import EditRequest as EditRequest
+from ._step_batching import EngineStats as EngineStats
+from ._step_batching import StaleCacheError as StaleCacheError
+from ._step_batching import TemplateStore as TemplateStore
+from ._step_batching import balance as balance
+from ._step_batching import edit_cost as edit_cost
 from ._training import Trainer as Trainer
 from ._training import TrainState as TrainState
 from ._training import classifier_trainer as classifier_trainer

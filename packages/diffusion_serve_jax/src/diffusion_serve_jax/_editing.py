@@ -22,6 +22,8 @@ from ._cache_attention import cache_attention, cache_attention_reference
 from ._diffusion import Schedule, ddim_timesteps, ddim_update, q_sample
 from ._models import DiT, attention
 
+_COMPILED: dict = {}
+
 
 class TemplateCache(NamedTuple):
     """Host-memory activations of one template: keys/values (steps, blocks, N, heads, head_dim),
@@ -62,6 +64,27 @@ def dit_with_kv(dit: DiT, x, t, c):
     return dit.unpatchify(dit.head(h, cvec)), jnp.stack(ks), jnp.stack(vs)
 
 
+def _template_pass(dit, encode, schedule, steps):
+    key = ("template", id(dit), id(encode), id(schedule), steps)
+    if key not in _COMPILED:
+        ts = jnp.asarray(ddim_timesteps(schedule.alphas_cumprod.shape[0], steps))
+
+        @jax.jit
+        def run(image, noise, label):
+            xs = jax.vmap(lambda t: q_sample(schedule, image[None], t[None], noise[None])[0])(ts)
+            c = encode(label)
+
+            def one(x, t):
+                _, k, v = dit_with_kv(dit, x[None], t[None], c)
+                return k[:, 0], v[:, 0]
+
+            k, v = jax.lax.map(lambda a: one(*a), (xs, ts))
+            return k, v, jnp.concatenate([xs, image[None]])
+
+        _COMPILED[key] = ((dit, encode, schedule), run)
+    return _COMPILED[key][1]
+
+
 def build_template_cache(
     dit: DiT,
     encode: Callable,
@@ -77,22 +100,9 @@ def build_template_cache(
     image = jnp.asarray(image, jnp.float32)
     if image.shape != (dit.image_size, dit.image_size):
         raise ValueError(f"image: expected {(dit.image_size,) * 2}, got {image.shape}")
-    ts = jnp.asarray(ddim_timesteps(schedule.alphas_cumprod.shape[0], steps))
     noise = jax.random.normal(key, image.shape)
-
-    @jax.jit
-    def run(image, noise):
-        xs = jax.vmap(lambda t: q_sample(schedule, image[None], t[None], noise[None])[0])(ts)
-        c = encode(jnp.array([label]))
-
-        def one(x, t):
-            _, k, v = dit_with_kv(dit, x[None], t[None], c)
-            return k[:, 0], v[:, 0]
-
-        k, v = jax.lax.map(lambda a: one(*a), (xs, ts))
-        return k, v, jnp.concatenate([xs, image[None]])
-
-    k, v, xs = jax.device_get(run(image, noise))
+    run = _template_pass(dit, encode, schedule, steps)
+    k, v, xs = jax.device_get(run(image, noise, jnp.array([label])))
     return TemplateCache(np.asarray(k), np.asarray(v), np.asarray(xs), int(label), version)
 
 
@@ -153,6 +163,20 @@ def full_edit_step(dit, schedule, x, t, t_prev, c, mask, x_template_next):
     return jnp.where(mask > 0, x_new, x_template_next)
 
 
+def compiled_steps(dit, encode, schedule, impl: str = "ref"):
+    """Jitted (encode, masked step, full step) shared by every caller over the same model, so
+    each input shape compiles once. All request data are arguments, never closure constants."""
+    key = (id(dit), id(encode), id(schedule), impl)
+    if key not in _COMPILED:
+        _COMPILED[key] = (
+            (dit, encode, schedule),  # keep the objects alive while their id is a key
+            jax.jit(lambda lab: encode(lab)),
+            jax.jit(lambda *a: masked_edit_step(dit, schedule, *a, impl=impl)),
+            jax.jit(lambda *a: full_edit_step(dit, schedule, *a)),
+        )
+    return _COMPILED[key][1:]
+
+
 def edit_noise(seed: int, shape) -> np.ndarray:
     return np.asarray(jax.random.normal(jax.random.fold_in(jax.random.key(1), seed), shape))
 
@@ -165,10 +189,10 @@ def edit_reference(
     ts_prev = np.append(ts[1:], -1)
     m = jnp.asarray(mask, jnp.float32)[None]
     x = jnp.where(m > 0, edit_noise(seed, m.shape[1:])[None], cache.xs[0][None])
-    c = encode(jnp.array([label]))
-    step = jax.jit(lambda x, t, tp, xn: full_edit_step(dit, schedule, x, t, tp, c, m, xn))
+    enc, _, full = compiled_steps(dit, encode, schedule)
+    c = enc(jnp.array([label]))
     for i in range(steps):
-        x = step(x, jnp.array([ts[i]]), jnp.array([ts_prev[i]]), cache.xs[i + 1][None])
+        x = full(x, jnp.array([ts[i]]), jnp.array([ts_prev[i]]), c, m, cache.xs[i + 1][None])
     return np.asarray(x[0])
 
 
@@ -200,15 +224,19 @@ def cached_edit(
     keep = (~tm).astype(np.float32)[None]
     ts = ddim_timesteps(schedule.alphas_cumprod.shape[0], steps)
     ts_prev = np.append(ts[1:], -1)
-    c = encode(jnp.array([label]))
-    step = jax.jit(
-        lambda xm, t, tp, k, v: masked_edit_step(
-            dit, schedule, xm, ids_p, valid, t, tp, c, k, v, keep, impl=impl
-        )
-    )
+    enc, step, _ = compiled_steps(dit, encode, schedule, impl)
+    c = enc(jnp.array([label]))
     for i in range(steps):
         xm = step(
-            xm, jnp.array([ts[i]]), jnp.array([ts_prev[i]]), cache.k[i][None], cache.v[i][None]
+            xm,
+            ids_p,
+            valid,
+            jnp.array([ts[i]]),
+            jnp.array([ts_prev[i]]),
+            c,
+            cache.k[i][None],
+            cache.v[i][None],
+            keep,
         )
     patches = np.array(dit.patchify(jnp.asarray(cache.xs[-1])[None]))
     patches[0, ids] = np.asarray(xm)[0, :m]

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._diffusion import Schedule, ddim_timesteps
-from ._editing import TemplateCache, edit_noise, full_edit_step, masked_edit_step, token_mask
+from ._editing import TemplateCache, compiled_steps, edit_noise, token_mask
 from ._executor import pick_bucket
 from ._models import DiT
 
@@ -146,10 +146,39 @@ class EditEngine:
         self.prefetch = prefetch and compute == "masked"
         ts = ddim_timesteps(schedule.alphas_cumprod.shape[0], steps)
         self.ts, self.ts_prev = ts, np.append(ts[1:], -1).astype(np.int32)
-        self._encode = jax.jit(lambda lab: encode(lab))
-        self._masked = jax.jit(lambda *a: masked_edit_step(dit, schedule, *a, impl=impl))
-        self._full = jax.jit(lambda *a: full_edit_step(dit, schedule, *a))
+        self._encode, self._masked, self._full = compiled_steps(dit, encode, schedule, impl)
         self.stats = EngineStats()
+
+    def warmup(self) -> None:
+        """Compile every (batch bucket, token bucket) shape before serving."""
+        d, p = self.dit, self.dit.patch**2
+        w = self._encode(jnp.zeros((1,), jnp.int32)).shape[-1]
+        for bb in self.batch_buckets:
+            t = np.full((bb,), self.ts[0], np.int32)
+            c = np.zeros((bb, w), np.float32)
+            if self.compute == "full":
+                z = np.zeros((bb, d.image_size, d.image_size), np.float32)
+                jax.block_until_ready(self._full(z, t, t, c, z, z))
+                continue
+            kv = np.zeros((bb, *self._kv_shape()), np.float32)
+            for mb in self.token_buckets:
+                jax.block_until_ready(
+                    self._masked(
+                        np.zeros((bb, mb, p), np.float32),
+                        np.zeros((bb, mb), np.int32),
+                        np.ones((bb, mb), np.float32),
+                        t,
+                        t,
+                        c,
+                        kv,
+                        kv,
+                        np.ones((bb, d.num_tokens), np.float32),
+                    )
+                )
+
+    def _kv_shape(self):
+        b = self.dit.blocks[0]
+        return (len(self.dit.blocks), self.dit.num_tokens, b.heads, self.dit.width // b.heads)
 
     # -- requests ----------------------------------------------------------------------------
     def validate(self, req: EditRequest) -> None:

@@ -1,0 +1,229 @@
+"""Benchmarks of the performance-critical paths, each against its baseline in the same run.
+
+    python packages/diffusion_serve_jax/benchmarks/bench_serving.py --out /tmp/bench.json
+
+1. Scheduler overhead per request (runtime round trip minus the model call), micro-serving.
+2. Per-node throughput through the runtime vs calling the jitted executor directly (ratio).
+3. Masked edit step vs full step across mask ratios on a 256-token DiT (InstGenIE), the cache
+   bytes per template, and the share of cache loading hidden behind compute by prefetching.
+"""
+
+import argparse
+import asyncio
+import json
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+import diffusion_serve_jax as ds
+
+
+def _median_time(fn, repeats=7):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def bench_scheduler(n=300):
+    def ident(p, x):
+        return {"y": x["x"] + 0.0}
+
+    cat = ds.Catalog()
+    cat.register_model(
+        ds.ModelSpec("id", {"x": ds.TensorSpec(())}, {"y": ds.TensorSpec(())}, ident)
+    )
+    cat.register_workflow(
+        ds.WorkflowBuilder("w")
+        .input("x", ds.TensorSpec(()))
+        .node("n", "id", x="input.x")
+        .output("y", "n.y")
+        .build()
+    )
+    ex = ds.NodeExecutor(cat.models["id"], buckets=(1,))
+    direct = (
+        _median_time(lambda: [ex.run({"x": np.zeros((1,), np.float32)}) for _ in range(50)]) / 50
+    )
+
+    async def main():
+        rt = ds.ServingRuntime(cat, num_workers=1, executors={"id": ex}, buckets=(1,))
+        await rt.start()
+        for i in range(20):
+            await rt.submit("w", {"x": float(i)}).future
+        t0 = time.perf_counter()
+        for i in range(n):
+            await rt.submit("w", {"x": float(i)}).future
+        per = (time.perf_counter() - t0) / n
+        await rt.stop()
+        return per
+
+    per = asyncio.run(main())
+    return {
+        "runtime_round_trip_us": 1e6 * per,
+        "direct_call_us": 1e6 * direct,
+        "scheduler_overhead_us": 1e6 * (per - direct),
+    }
+
+
+def bench_node_throughput(n=256):
+    zoo = ds.init_zoo(ds.ZooConfig(width=32, depth=2, sample_steps=10), key=jax.random.key(0))
+    cat = ds.zoo_catalog(zoo)
+    used = sorted({m.model for w in cat.workflows.values() for m in w.workflow.nodes})
+    execs = {m: ds.NodeExecutor(cat.models[m], buckets=(16,)) for m in used}
+    den = execs["denoiser"]
+    batch = {
+        "cond": np.zeros((16, 32), np.float32),
+        "uncond": np.zeros((16, 32), np.float32),
+        "seed": np.arange(16, dtype=np.int32),
+    }
+    direct = _median_time(lambda: [den.run(batch) for _ in range(n // 16)], repeats=3)
+
+    async def main():
+        rt = ds.ServingRuntime(cat, num_workers=1, executors=execs, max_batch=16)
+        await rt.start()
+        await asyncio.gather(
+            *(rt.submit("t2i", {"label": i % 10, "seed": i}).future for i in range(32))
+        )
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            reqs = [rt.submit("t2i", {"label": i % 10, "seed": i}) for i in range(n)]
+            await asyncio.gather(*(r.future for r in reqs))
+            ts.append(time.perf_counter() - t0)
+        await rt.stop()
+        return float(np.median(ts))
+
+    served = asyncio.run(main())
+    return {
+        "direct_rows_per_s": n / direct,
+        "served_rows_per_s": n / served,
+        "ratio": direct / served,
+    }
+
+
+def bench_masked_step(batch=8):
+    rngs = nnx.Rngs(0)
+    dit = ds.DiT(image_size=16, patch=1, width=192, depth=6, heads=6, cond_dim=192, rngs=rngs)
+    enc = ds.ConditionEncoder(dim=192, rngs=rngs)
+    sched = ds.make_schedule(100)
+    n = dit.num_tokens
+    cache = ds.build_template_cache(
+        dit, enc, sched, np.zeros((16, 16)), 1, steps=2, key=jax.random.key(0)
+    )
+    _, masked, full = ds.compiled_steps(dit, enc, sched)
+    t = np.full((batch,), 50, np.int32)
+    c = np.zeros((batch, 192), np.float32)
+    x = np.zeros((batch, 16, 16), np.float32)
+    t_full = _median_time(lambda: jax.block_until_ready(full(x, t, t - 5, c, x, x)))
+    k = np.broadcast_to(cache.k[0], (batch, *cache.k.shape[1:])).copy()
+    rows = []
+    for ratio in (0.125, 0.25, 0.5):
+        m = int(n * ratio)
+        args = (
+            np.zeros((batch, m, 1), np.float32),
+            np.tile(np.arange(m), (batch, 1)),
+            np.ones((batch, m), np.float32),
+            t,
+            t - 5,
+            c,
+            k,
+            k,
+            np.ones((batch, n), np.float32),
+        )
+        tm = _median_time(lambda args=args: jax.block_until_ready(masked(*args)))
+        load = _median_time(
+            lambda: jax.block_until_ready(jax.device_put(np.stack([cache.k[0]] * batch)))
+        )
+        rows.append(
+            {
+                "mask_ratio": ratio,
+                "full_ms": 1e3 * t_full,
+                "masked_ms": 1e3 * tm,
+                "speedup": t_full / tm,
+                "cache_load_ms": 2e3 * load,
+            }
+        )
+    per_step = cache.k[0].nbytes + cache.v[0].nbytes
+    return {
+        "rows": rows,
+        "cache_bytes_per_step": per_step,
+        "cache_bytes_per_template_50_steps": 50 * per_step,
+    }
+
+
+def bench_overlap():
+    rngs = nnx.Rngs(0)
+    dit = ds.DiT(width=64, depth=3, heads=4, cond_dim=64, rngs=rngs)
+    enc = ds.ConditionEncoder(dim=64, rngs=rngs)
+    sched = ds.make_schedule(100)
+    x, y = ds.load_digits_dataset()
+    store = ds.TemplateStore(max_bytes=1 << 26, version="")
+    for i in range(4):
+        store.register(
+            f"t{i}",
+            lambda i=i: ds.build_template_cache(
+                dit, enc, sched, x[i], int(y[i]), steps=20, key=jax.random.key(i)
+            ),
+        )
+    rng = np.random.default_rng(0)
+    reqs = []
+    for i in range(32):
+        m = np.zeros((8, 8))
+        m[: 2 * int(rng.integers(1, 4)), :4] = 1
+        reqs.append((0.0, ds.EditRequest(f"t{i % 4}", m, int(rng.integers(10)), i)))
+    out = {}
+    for prefetch in (True, False):
+        eng = ds.EditEngine(dit, enc, sched, store, steps=20, prefetch=prefetch)
+        eng.warmup()
+        t0 = time.perf_counter()
+        eng.run(reqs)
+        out[f"prefetch={prefetch}"] = {
+            "wall_s": time.perf_counter() - t0,
+            "overlap": eng.stats.overlap,
+            "load_ms": 1e3 * eng.stats.load_s,
+        }
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/bench_diffusion_serve.json")
+    args = ap.parse_args()
+    res = {
+        "scheduler": bench_scheduler(),
+        "node_throughput": bench_node_throughput(),
+        "masked_step": bench_masked_step(),
+        "overlap": bench_overlap(),
+    }
+    s, t = res["scheduler"], res["node_throughput"]
+    print(
+        f"scheduler overhead per request: {s['scheduler_overhead_us']:.0f} us "
+        f"(round trip {s['runtime_round_trip_us']:.0f} us, model {s['direct_call_us']:.0f} us)"
+    )
+    print(
+        f"denoiser throughput served/direct: {1 / t['ratio']:.2f} "
+        f"({t['served_rows_per_s']:.0f} vs {t['direct_rows_per_s']:.0f} rows/s)"
+    )
+    print("mask ratio | full ms | masked ms | speed-up | cache load ms")
+    for r in res["masked_step"]["rows"]:
+        print(
+            f"{r['mask_ratio']:>10} | {r['full_ms']:7.2f} | {r['masked_ms']:9.2f} | "
+            f"{r['speedup']:8.2f} | {r['cache_load_ms']:.2f}"
+        )
+    print(
+        f"cache bytes per template (50 steps): "
+        f"{res['masked_step']['cache_bytes_per_template_50_steps']}"
+    )
+    for k, v in res["overlap"].items():
+        print(f"{k}: wall {v['wall_s']:.2f} s, cache-load overlap {v['overlap']:.2f}")
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
