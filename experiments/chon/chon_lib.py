@@ -1,6 +1,7 @@
 """Helpers of the CHON experiment: corpus, variant policies, stacked runs, outlier stats."""
 
 import pydoc_data.topics
+import re
 
 import jax
 import jax.numpy as jnp
@@ -112,8 +113,8 @@ def layer_stats(inputs: dict, k: int) -> dict[str, dict]:
     for path, v in inputs.items():
         x = v[0] if isinstance(v, tuple) else v
         x = x.reshape(-1, x.shape[-1])
-        name = path.replace("['", "").replace("']", ".").replace("[", "").replace("]", ".")
-        name = name.replace(".inputs.0.", "").replace(".inputs", "").strip(".")
+        skip = ("inputs", "value", "value0")
+        name = ".".join(p for p in re.findall(r"\w+", path) if p not in skip)
         out[name] = {
             "kurtosis": float(fq.kurtosis(x)),
             "top": np.asarray(fq.top_k_channels(x, k)),

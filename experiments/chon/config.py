@@ -38,14 +38,19 @@ def get_config(arg=None):
     c.planted_trials = 8
     if preset == "smoke":
         c.n_seeds = 1
+        c.steps = 20
+        c.eval_every = 20
+        c.stats_every = 10
+        c.ckpt_every = 20
+        c.eval_batches = 2
+        c.planted_trials = 4
     elif preset == "small":
         c.archs = ["gla", "softmax"]
         c.variants = ["f32", "nvfp4", "chon"]
-        c.steps = 150
-        c.batch = 16
-        c.eval_every = 50
-        c.stats_every = 50
-        c.ckpt_every = 50
+        c.steps = 120
+        c.eval_every = 40
+        c.stats_every = 40
+        c.ckpt_every = 60
     elif preset == "full":
         c.archs = ["gla", "softmax"]
         c.variants = ["f32", "plain_nvfp4", "nvfp4", "hcp_only", "postqk_only", "chon"]

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 import fp4_quant as fq
 
 HOT = jnp.array([5, 21, 44], jnp.int32)
+HCP3 = fq.hot_channel_patch(3, period=2, decay=0.5, recipe=fq.PLAIN_NVFP4)
+_update3 = jax.jit(HCP3.update)
 
 
 def _batch(key):
@@ -19,12 +21,10 @@ def _batch(key):
 
 @given(st.integers(0, 2**30))
 def test_hcp_state_finds_persistent_hot_channels(seed):
-    hcp = fq.hot_channel_patch(3, period=2, decay=0.5, recipe=fq.PLAIN_NVFP4)
     w = 0.1 * jax.random.normal(jax.random.key(seed), (64, 16))
-    update = jax.jit(hcp.update)
-    state = hcp.init(64)
+    state = HCP3.init(64)
     for i in range(3):
-        state = update(state, _batch(jax.random.key(seed + i)), w)
+        state = _update3(state, _batch(jax.random.key(seed + i)), w)
     assert set(np.asarray(state.channels).tolist()) == set(np.asarray(HOT).tolist())
     assert int(state.count) == 3
 

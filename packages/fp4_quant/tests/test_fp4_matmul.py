@@ -36,7 +36,7 @@ def _reference_grads(x, w, recipe):
     return dx.reshape(x.shape), dw
 
 
-@pytest.mark.parametrize("recipe", [fq.HIGH_PRECISION, fq.PLAIN_NVFP4, fq.PLAIN_MXFP4])
+@pytest.mark.parametrize("recipe", [fq.HIGH_PRECISION, fq.PLAIN_NVFP4])
 def test_grads_match_written_out_reference(recipe):
     ref = jax.jit(_reference_grads, static_argnums=2)(X, W, recipe)
     assert_trees_close(_grad(X, W, recipe), ref, rtol=1e-4, atol=1e-5)
@@ -44,7 +44,7 @@ def test_grads_match_written_out_reference(recipe):
 
 def test_runtime_gates_switch_quantization_and_patch_off():
     x, w, hot = _planted(jax.random.key(3))
-    r = fq.NVIDIA_NVFP4
+    r = fq.MatmulRecipe("nvfp4", weight_2d=True, sr_grad=False, rht_wgrad=True)
 
     @jax.jit
     def run(gates):
@@ -82,17 +82,19 @@ def test_quantized_grads_close_to_exact_and_finite(recipe):
 
 
 def test_stochastic_rounding_gradients_are_unbiased_on_average():
-    """Mean of NVIDIA-recipe wgrads over keys approaches the deterministic-forward wgrad."""
-    r = fq.NVIDIA_NVFP4
+    """SR on dY is unbiased: the mean wgrad over keys approaches Q(X)^T dY (X rounded to
+    nearest) much closer than a single draw does."""
+    r = fq.MatmulRecipe("nvfp4", weight_2d=False, sr_grad=True, rht_wgrad=False)
 
     @jax.jit
     def wgrad(key):
         f = lambda w: jnp.sum(fq.quantized_matmul(X, w, recipe=r, key=key) * X[..., :48])
         return jax.grad(f)(W)
 
-    keys = jax.random.split(jax.random.key(5), 48)
+    keys = jax.random.split(jax.random.key(5), 32)
     mean = jnp.mean(jax.lax.map(wgrad, keys), axis=0)
-    exact = X.reshape(-1, 64).T @ X[..., :48].reshape(-1, 48)
+    dy = X[..., :48].reshape(-1, 48)
+    exact = fq.fake_quantize(X.reshape(-1, 64).T, r) @ dy
     one = wgrad(keys[0])
     err_mean = float(jnp.linalg.norm(mean - exact))
     assert err_mean < 0.5 * float(jnp.linalg.norm(one - exact))
@@ -121,12 +123,6 @@ def test_hcp_on_all_channels_leaves_only_second_order_term():
     dx = x - fq.fake_quantize(x, fq.PLAIN_NVFP4)
     dw = w - fq.fake_quantize(w.T, fq.PLAIN_NVFP4, weight=True).T
     np.testing.assert_allclose(np.asarray(y), np.asarray(x @ w - dx @ dw), rtol=1e-4, atol=1e-3)
-
-
-def test_hcp_gradients_flow_and_channels_get_none():
-    x, w, hot = _planted(jax.random.key(1))
-    g = _grad(x, w, fq.NVIDIA_NVFP4, hot)
-    assert all(bool(jnp.all(jnp.isfinite(a))) for a in g)
 
 
 def test_policies_route_projections():

@@ -47,7 +47,7 @@ def test_gla_chunked_gradients_match_recurrence():
 def test_gated_structure_equals_static_model():
     """A high-precision policy realised by runtime gates inside the CHON graph is exactly the
     static high-precision model (same parameters, same logits)."""
-    cfg = CFG._replace(mixer="gla")
+    cfg = CFG._replace(mixer="softmax")
     static = fq.DecoderLM(cfg, fq.high_precision_policy(), rngs=nnx.Rngs(0))
     gated = fq.DecoderLM(
         cfg, fq.high_precision_policy(), rngs=nnx.Rngs(0), structure=fq.chon_policy(4)
@@ -75,7 +75,7 @@ def chon_setup():
     model = fq.DecoderLM(CFG._replace(mixer="softmax"), fq.chon_policy(4), rngs=nnx.Rngs(1))
     opt = optax.adam(3e-3)
     graphdef, state = fq.init_train_state(model, opt)
-    return graphdef, state, opt
+    return graphdef, state, opt, fq.make_train_step(graphdef, opt)
 
 
 def _steps(step, state, n):
@@ -88,8 +88,7 @@ def _steps(step, state, n):
 
 
 def test_train_step_learns_and_updates_hcp(chon_setup, tmp_path):
-    graphdef, state0, opt = chon_setup
-    step = fq.make_train_step(graphdef, opt)
+    graphdef, state0, opt, step = chon_setup
     state, losses = _steps(step, jax.tree.map(jnp.copy, state0), 4)
     assert losses[-1] < losses[0] and all(np.isfinite(losses))
     counts = [
@@ -114,9 +113,8 @@ def test_train_step_learns_and_updates_hcp(chon_setup, tmp_path):
 
 
 def test_sharded_step_equals_single_device(chon_setup):
-    graphdef, state0, opt = chon_setup
+    graphdef, state0, opt, single = chon_setup
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    single = fq.make_train_step(graphdef, opt)
     sharded = fq.make_train_step(graphdef, opt, mesh=mesh)
     s1, l1 = single(jax.tree.map(jnp.copy, state0), TOKENS, jax.random.key(3))
     tokens = jax.device_put(TOKENS, NamedSharding(mesh, P("data")))
@@ -127,7 +125,7 @@ def test_sharded_step_equals_single_device(chon_setup):
 
 
 def test_collect_inputs_and_eval(chon_setup):
-    graphdef, state, _ = chon_setup
+    graphdef, state, _, _ = chon_setup
     inputs = fq.make_collect_inputs(graphdef)(state, TOKENS[:, :32])
     assert any("qkv_proj" in k for k in inputs) and any("down_proj" in k for k in inputs)
     loss = fq.make_eval_loss(graphdef)(state, TOKENS)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fp4_quant as fq
@@ -15,6 +15,7 @@ vals = hnp.arrays(np.float32, (32, 64), elements=st.floats(-100, 100, width=32))
 
 class TestQuantizeKernel:
     @pytest.mark.parametrize("block_rows", [1, 16])
+    @settings(max_examples=5)
     @given(x=vals)
     def test_interpret_matches_reference(self, block_rows, x):
         x = jnp.asarray(x)
@@ -48,6 +49,7 @@ class TestHCPMatmulKernel:
         w = 0.1 * jax.random.normal(kw, (64, 32))
         return x, w
 
+    @settings(max_examples=5)
     @given(st.integers(0, 2**30))
     def test_interpret_matches_reference_and_quantized_matmul(self, seed):
         x, w = self._operands(seed)

@@ -61,6 +61,7 @@ def _pad_to(a: Array, axis: int, multiple: int) -> Array:
     return jnp.pad(a, widths)
 
 
+@partial(jax.jit, static_argnames=("recipe", "weight", "stochastic"))
 def fake_quantize(
     a: Float[Array, "rows cols"],
     recipe: MatmulRecipe,
@@ -162,6 +163,7 @@ def _qmm_bwd(recipe, res, dy):
 
 
 _qmm.defvjp(_qmm_fwd, _qmm_bwd)
+_qmm_jit = jax.jit(_qmm, static_argnums=5)
 
 
 def quantized_matmul(
@@ -206,5 +208,5 @@ def quantized_matmul(
         raise ValueError(
             f"gates: expected a float array of shape (2,), got {gates.dtype}{gates.shape}"
         )
-    y = _qmm(x2, w, hot_channels, key, gates, recipe)
+    y = _qmm_jit(x2, w, hot_channels, key, gates, recipe)
     return y.reshape(*x.shape[:-1], w.shape[1])

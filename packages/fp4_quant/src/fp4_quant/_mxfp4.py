@@ -5,8 +5,10 @@ NaN / inf: a block holding any non-finite value gets the E8M0 NaN scale, so it d
 NaN (same policy as NVFP4).
 """
 
+from functools import partial
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from . import _checks
@@ -57,10 +59,16 @@ def mxfp4_quantize(
 ) -> MXFP4Tensor:
     """Quantize a 2-D array to packed MXFP4 (blocks of 32 along the last axis)."""
     _validate(x, rounding, key)
+    return _quantize(x, rounding, key)
+
+
+@partial(jax.jit, static_argnums=1)
+def _quantize(x, rounding, key):
     q, scale = mxfp4_parts(x, rounding, key)
     return MXFP4Tensor(pack_e2m1(e2m1_encode(q)), scale)
 
 
+@partial(jax.jit, static_argnames="dtype")
 def mxfp4_dequantize(t: MXFP4Tensor, dtype=jnp.float32) -> Float[Array, "rows cols"]:
     q = e2m1_decode(unpack_e2m1(t.codes))
     r, c = q.shape
@@ -68,6 +76,7 @@ def mxfp4_dequantize(t: MXFP4Tensor, dtype=jnp.float32) -> Float[Array, "rows co
     return (q.reshape(r, c // MX_BLOCK, MX_BLOCK) * s).reshape(r, c).astype(dtype)
 
 
+@partial(jax.jit, static_argnums=1)
 def fake_quantize_mxfp4(x: Array, rounding: str = "nearest", key: PRNGKey | None = None) -> Array:
     q, scale = mxfp4_parts(x, rounding, key)
     r, c = x.shape

@@ -12,8 +12,10 @@ to NaN and the NaN propagates into any matmul that reads it. The bare E2M1 cast 
 NaN into -0. Use `check_finite` on the host to raise instead, or `nonfinite_blocks` to count.
 """
 
+from functools import partial
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from . import _checks
@@ -104,10 +106,16 @@ def nvfp4_quantize(
 ) -> NVFP4Tensor:
     """Quantize a 2-D array to packed NVFP4 (blocks along the last axis)."""
     block_rows = _validate(x, block, rounding, key)
+    return _quantize(x, block_rows, rounding, key)
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _quantize(x, block_rows, rounding, key):
     q, bs, ts = nvfp4_parts(x, block_rows, rounding, key)
     return NVFP4Tensor(pack_e2m1(e2m1_encode(q)), bs, ts)
 
 
+@partial(jax.jit, static_argnames="dtype")
 def nvfp4_dequantize(t: NVFP4Tensor, dtype=jnp.float32) -> Float[Array, "rows cols"]:
     """Exact inverse of the packing: e2m1 * s_block * s_tensor (NaN where a block was NaN)."""
     q = e2m1_decode(unpack_e2m1(t.codes))
@@ -116,6 +124,7 @@ def nvfp4_dequantize(t: NVFP4Tensor, dtype=jnp.float32) -> Float[Array, "rows co
     return (_block_view(q, br) * d).reshape(q.shape).astype(dtype)
 
 
+@partial(jax.jit, static_argnums=(1, 2))
 def fake_quantize_nvfp4(
     x: Float[Array, "rows cols"],
     block_rows: int = 1,

@@ -1,6 +1,9 @@
 """Outlier analysis: channel magnitudes, kurtosis, hot channels and their persistence,
 flush-to-zero rate and per-projection quantization sensitivity."""
 
+from functools import partial
+
+import jax
 import jax.numpy as jnp
 
 from ._matmul import MatmulRecipe, fake_quantize
@@ -11,6 +14,7 @@ def _rows(x: Array) -> Array:
     return x.reshape(-1, x.shape[-1]).astype(jnp.float32)
 
 
+@jax.jit
 def channel_stats(x: Float[Array, "*batch c"]) -> dict[str, Float[Array, " c"]]:
     """Per-channel (last axis) mean |x|, max |x| and RMS."""
     a = jnp.abs(_rows(x))
@@ -21,6 +25,7 @@ def channel_stats(x: Float[Array, "*batch c"]) -> dict[str, Float[Array, " c"]]:
     }
 
 
+@jax.jit
 def kurtosis(x: Array) -> Float[Array, ""]:
     """Pearson kurtosis E[(x-mu)^4] / sigma^4 over all entries (3 for a Gaussian)."""
     v = x.astype(jnp.float32).ravel()
@@ -29,11 +34,13 @@ def kurtosis(x: Array) -> Float[Array, ""]:
     return jnp.mean(c**4) / jnp.maximum(m2 * m2, 1e-30)
 
 
+@partial(jax.jit, static_argnames="k")
 def top_k_channels(x: Float[Array, "*batch c"], k: int) -> Int[Array, " k"]:
     """Indices of the k channels with the largest mean |x| (sorted, largest first)."""
     return jnp.argsort(-channel_stats(x)["mean_abs"])[:k].astype(jnp.int32)
 
 
+@jax.jit
 def topk_overlap(a: Int[Array, " k"], b: Int[Array, " k"]) -> Float[Array, ""]:
     """|a & b| / k for two top-k index sets of the same size."""
     return jnp.mean(jnp.any(a[:, None] == b[None, :], axis=1).astype(jnp.float32))
@@ -47,6 +54,7 @@ def topk_persistence(sets: Int[Array, "t k"]) -> dict[str, Float[Array, " t1"]]:
     return {"consecutive": consecutive, "with_final": with_final}
 
 
+@partial(jax.jit, static_argnames="recipe")
 def flush_to_zero_rate(x: Float[Array, "rows cols"], recipe: MatmulRecipe) -> Float[Array, ""]:
     """Fraction of non-zero entries that quantize to exactly zero."""
     x2 = _rows(x)
@@ -55,6 +63,7 @@ def flush_to_zero_rate(x: Float[Array, "rows cols"], recipe: MatmulRecipe) -> Fl
     return jnp.sum(nz & (q == 0)) / jnp.maximum(jnp.sum(nz), 1)
 
 
+@partial(jax.jit, static_argnames="recipe")
 def quantization_sensitivity(
     x: Float[Array, "*batch k"],
     w: Float[Array, "k n"],

@@ -80,8 +80,10 @@ def make_collect_inputs(graphdef):
     @jax.jit
     def collect(state: TrainState, tokens):
         model = nnx.merge(graphdef, state.params, state.buffers, copy=True)
-        model(tokens, key=jax.random.key(0), record=True)
-        inter = nnx.pop(model, nnx.Intermediate)
+        forward = nnx.capture(
+            lambda m: m(tokens, key=jax.random.key(0), record=True), nnx.Intermediate
+        )
+        _, inter = forward(model)
         flat = jax.tree_util.tree_flatten_with_path(inter)[0]
         return {jax.tree_util.keystr(p): v for p, v in flat}
 
