@@ -34,14 +34,14 @@ def get_config(arg=None):
         c.tasks = ("point_goal_hazards",)
         c.num_seeds = 2
         c.num_envs = 16
-        c.iterations = 16
-        c.chunk = 8
+        c.iterations = 12
+        c.chunk = 6
     elif preset == "small":
         c.tasks = ("point_goal_hazards", "cartpole_position", "pendulum_speed")
         c.num_seeds = 5
         c.num_envs = 16
-        c.iterations = 60
-        c.chunk = 30
+        c.iterations = 40
+        c.chunk = 20
     elif preset == "full":
         c.tasks = ("point_goal_hazards", "cartpole_position", "pendulum_speed")
         c.num_seeds = 10

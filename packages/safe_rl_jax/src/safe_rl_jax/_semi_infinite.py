@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ._networks import sample_action
@@ -45,15 +46,13 @@ class Box(NamedTuple):
 
 def box(low, high) -> Box:
     """Build a `Box`, checking shapes and order on the host."""
-    low, high = (
-        jnp.atleast_1d(jnp.asarray(low, jnp.float32)),
-        jnp.atleast_1d(jnp.asarray(high, jnp.float32)),
-    )
+    low = np.atleast_1d(np.asarray(low, np.float32))
+    high = np.atleast_1d(np.asarray(high, np.float32))
     if low.shape != high.shape or low.ndim != 1:
         raise ValueError(f"low/high: expected equal 1-D shapes, got {low.shape} and {high.shape}")
-    if not bool(jnp.all(high > low)):
+    if not np.all(high > low):
         raise ValueError(f"high: expected every entry > low, got low={low}, high={high}")
-    return Box(low, high)
+    return Box(jnp.asarray(low), jnp.asarray(high))
 
 
 class Trajectories(NamedTuple):
