@@ -21,11 +21,11 @@ def get_config(arg=None):
     c.preset = preset
     c.devices = 8
     c.stages = 2
-    c.seq = 64
+    c.seq = 48
     c.dim, c.heads, c.layers = 64, 4, 3
     c.batch_per_device = 2
-    c.steps = 120
-    c.eval_every = 30
+    c.steps = 100
+    c.eval_every = 25
     c.eval_batches = 4
     c.learning_rate = 2e-3
     c.seeds = (0, 1)
@@ -36,13 +36,13 @@ def get_config(arg=None):
     # EDGC
     c.init_rank = 4
     c.min_rank = 1
-    c.window = 12
+    c.window = 10
     c.period = 2  # entropy every 2 steps (alpha = 1/2)
     c.fraction = 0.05  # on 5% of the gradient (beta)
     c.bins = 256
     c.hysteresis_bits = 0.02
     c.loss_tolerance = 0.03  # EDGC must stay within 3% of the uncompressed validation loss
-    c.ckpt_every = 120
+    c.ckpt_every = 100
     if preset == "smoke":
         c.dim, c.heads, c.layers, c.seq = 32, 2, 2, 32
         c.batch_per_device = 2

@@ -379,10 +379,19 @@ def write(summary, runs, config, workdir) -> None:
         v100 = scale[edgc_scale.SETUPS[0].name]
         claims = [
             xplib.Claim(
-                "EDGC cuts communication latency (8 workers, V100 alpha-beta)",
-                "modelled comm ms/step",
-                round(1e3 * ours["comm_V100"], 4),
-                round(1e3 * base["comm_V100"], 4),
+                "EDGC cuts gradient communication volume (measured payload bytes)",
+                "kB/step/device",
+                round(ours["bytes"] / 1e3, 2),
+                round(base["bytes"] / 1e3, 2),
+                "compression reduces the volume behind the -46.45% latency",
+                "uncompressed",
+                "lower",
+            ),
+            xplib.Claim(
+                "EDGC cuts communication latency at paper scale (alpha-beta, our ranks)",
+                "DP comm ms/step, GPT2-2.5B, 32 V100",
+                round(1e3 * v100[1]["dp_comm"], 3),
+                round(1e3 * v100[0]["dp_comm"], 3),
                 "-46.45% communication latency (GPT2-2.5B, 32 V100)",
                 "uncompressed",
                 "lower",
@@ -425,8 +434,12 @@ def write(summary, runs, config, workdir) -> None:
         f"Loss tolerance {config.loss_tolerance:.0%} of the uncompressed final validation loss: "
         f"EDGC {'within' if within else 'OUTSIDE'} tolerance. Communication times are alpha-beta "
         "model outputs from the exact bytes each device handed to psum/all_gather (simulated CPU "
-        "devices have no network); training is data parallel only, with parameters grouped into "
-        f"{config.stages} pipeline stages for EDGC's per-stage ranks."
+        "devices have no network). At this toy scale (<1 MB of gradient) the per-message latency "
+        "dominates, so every compressor's extra messages (P, Q, entropy) make the modelled time "
+        "longer than one uncompressed bucket even though the bytes fall; the paper-scale table "
+        "applies EDGC's measured per-stage ranks to GPT2-2.5B / GPT2-12.1B shapes. Training is "
+        f"data parallel only, with parameters grouped into {config.stages} pipeline stages for "
+        "EDGC's per-stage ranks."
     )
     figs = figures(runs, config, workdir)
     xplib.write_results(

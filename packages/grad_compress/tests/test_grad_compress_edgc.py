@@ -54,6 +54,9 @@ def test_subsampled_entropy_is_within_0_05_bits_of_full():
     sub = gc.gradient_entropy(tree, edges, fraction=0.06, key=jax.random.key(1))
     assert abs(float(full.bits) - float(sub.bits)) < 0.05
     assert float(sub.variance) == pytest.approx(float(full.variance), rel=0.05)
+    blocks = gc.subsample(tree, fraction=0.06, key=jax.random.key(2), block=64)
+    assert blocks.shape == ((123 + 31) * 64,)  # ceil(0.06 * size / 64) runs of 64 per leaf
+    assert abs(float(gc.histogram_entropy(blocks, edges)) - float(full.bits)) < 0.05
 
 
 def test_eckart_young_curve_is_the_truncated_svd_error():

@@ -131,7 +131,8 @@ def edgc(
             sc = jnp.where(scale[s] > 0, scale[s], jnp.maximum(std, 1e-30))
             bits.append(uniform_histogram_entropy(sample, -edge_width * sc, edge_width * sc, bins))
             scales.append(sc)
-        return jnp.stack(bits), jnp.stack(scales)
+        # one tiny all-reduce so every device takes the same rank decision
+        return _stats.pmean(jnp.stack(bits), axis_name), jnp.stack(scales)
 
     def update(grads: PyTree, state: EDGCState, *, key: Key | None = None, axis_name=None):
         if key is None:
@@ -151,13 +152,15 @@ def edgc(
             lambda: _measure(stage_leaves, state.edge_scale, key, axis_name),
             lambda: (state.bits, state.edge_scale),
         )
-        bits = _stats.pmean(bits, axis_name)
         cstate = ctrl.update(state.controller, bits, measured)
         leaf_ranks = cstate.ranks[jnp.asarray(ids)]
         out, pstate, stats = psgd.update(
             grads, state.powersgd, axis_name=axis_name, ranks=leaf_ranks
         )
-        stats = stats + _stats.allreduce_stats(4 * num_stages)  # the entropy pmean
+        # the entropy pmean, sent only on measurement steps
+        stats = stats + _stats.allreduce_stats(
+            jnp.where(measured, 4 * num_stages, 0), messages=jnp.where(measured, 1, 0)
+        )
         return out, EDGCState(pstate, cstate, scale, bits), stats
 
     return Compressor(init, update)

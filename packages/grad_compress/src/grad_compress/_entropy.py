@@ -49,21 +49,37 @@ def uniform_histogram_entropy(x: Vector, low, high, bins: int) -> Scalar:
     return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1.0)), 0.0))
 
 
-def subsample(tree: PyTree, *, fraction: float, key: Key) -> Vector:
-    """`ceil(fraction * size)` entries drawn uniformly (with replacement) from each leaf."""
+def subsample(tree: PyTree, *, fraction: float, key: Key, block: int = 1) -> Vector:
+    """About `fraction * size` entries of each leaf, concatenated (uniform, with replacement).
+
+    `block=1` draws single entries; `block=B > 1` draws `ceil(fraction * size / B)` contiguous
+    runs of B entries at uniform random offsets (same expected histogram, far fewer random memory
+    accesses: the cheap sampler for large tensors).
+    """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction: expected a number in (0, 1], got {fraction!r}")
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block: expected a positive int, got {block!r}")
     leaves = jax.tree.leaves(tree)
     if not leaves:
         raise ValueError("tree: expected at least one array to sample from")
     if fraction == 1.0:
         return jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in leaves])
-    counts = [max(1, math.ceil(fraction * x.size)) for x in leaves]
+    blocks = [min(block, x.size) for x in leaves]
+    counts = [max(1, math.ceil(fraction * x.size / b)) for x, b in zip(leaves, blocks, strict=True)]
     u = jax.random.uniform(key, (sum(counts),))  # one random draw for all leaves
     parts, offset = [], 0
-    for x, n in zip(leaves, counts, strict=True):
-        idx = jnp.minimum((u[offset : offset + n] * x.size).astype(jnp.int32), x.size - 1)
-        parts.append(x.reshape(-1)[idx].astype(jnp.float32))
+    for x, n, b in zip(leaves, counts, blocks, strict=True):
+        span = x.size - b + 1
+        starts = jnp.minimum((u[offset : offset + n] * span).astype(jnp.int32), span - 1)
+        flat = x.reshape(-1)
+        if b == 1:
+            parts.append(flat[starts].astype(jnp.float32))
+        else:
+            runs = jax.vmap(lambda s, flat=flat, b=b: jax.lax.dynamic_slice(flat, (s,), (b,)))(
+                starts
+            )
+            parts.append(runs.reshape(-1).astype(jnp.float32))
         offset += n
     return jnp.concatenate(parts)
 

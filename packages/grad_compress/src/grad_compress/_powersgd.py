@@ -104,11 +104,11 @@ def powersgd(
             if policy(tuple(x.shape)):
                 _, m = matrix_shape(tuple(x.shape))
                 errs.append(jnp.zeros((x.size,), x.dtype))
-                cols = [
-                    jax.random.normal(jax.random.fold_in(k, j), (m,), x.dtype)
-                    for j in range(max_rank)
-                ]
-                qs.append(jnp.stack(cols, axis=1))  # column j never depends on max_rank
+                draw = lambda c, k=k, m=m, dt=x.dtype: jax.random.normal(
+                    jax.random.fold_in(k, c), (m,), dt
+                )
+                # column j depends only on (seed, leaf, j), never on max_rank
+                qs.append(jax.vmap(draw, out_axes=1)(jnp.arange(max_rank)))
             else:
                 errs.append(jnp.zeros((0,), x.dtype))
                 qs.append(jnp.zeros((0, max_rank), x.dtype))
