@@ -23,6 +23,7 @@ def get_config(arg=None):
     c.target_nmse = 1e-6  # train 1 - R^2 counted as "solved"
     c.noise = 0.0  # SRBench noise level gamma: y + N(0, gamma * RMS(y))
     c.n_test = 200
+    c.sympy_seconds = 5.0  # time limit of one symbolic-recovery check
     c.seeds = 5
     # BERT guides: size, offline pre-training on GP runs over random target expressions.
     c.model_dim = 16

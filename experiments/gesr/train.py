@@ -7,8 +7,10 @@
    generation and evaluation budget (seeds vmapped into one compiled call per method).
 """
 
+import contextlib
 import json
 import pathlib
+import signal
 import time
 
 import jax
@@ -28,6 +30,22 @@ def _r2(pred: np.ndarray, y: np.ndarray) -> float:
     if not np.all(np.isfinite(pred)):
         return -np.inf
     return float(1 - np.sum((y - pred) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-300))
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raise TimeoutError after `seconds` (sympy's simplify has no time limit of its own)."""
+
+    def _raise(signum, frame):
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 class _Runner:
@@ -136,11 +154,12 @@ def _evaluate_problem(problem, runner, pset, config, key, logger, step):
             symbolic = False
             if r2 > 0.999:
                 try:
-                    symbolic = sr.is_symbolic_match(
-                        sr.to_sympy(tok, cst, pset, simplify=False), truth
-                    )
-                except (TypeError, ValueError, RecursionError, sympy.SympifyError):
-                    symbolic = False
+                    with _time_limit(config.sympy_seconds):
+                        symbolic = sr.is_symbolic_match(
+                            sr.to_sympy(tok, cst, pset, simplify=False), truth
+                        )
+                except (TimeoutError, TypeError, ValueError, RecursionError, sympy.SympifyError):
+                    symbolic = False  # undecided within the time limit counts as not recovered
             rows.append(
                 {
                     "solved": solved,
