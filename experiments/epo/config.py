@@ -35,7 +35,7 @@ def get_config(arg=None):
         c.num_seeds = 5
         c.num_envs = 16
         c.outer_iterations = 20
-        c.inner_iterations = 4
+        c.inner_iterations = 5
     elif preset == "full":
         c.num_seeds = 10
         c.num_envs = 64

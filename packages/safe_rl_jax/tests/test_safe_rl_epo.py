@@ -103,3 +103,14 @@ def test_epo_iteration_fills_working_set_within_capacity():
     assert bool(jnp.all(state.train.lam[~state.train.mask] == 0))
     with pytest.raises(ValueError, match="num_starts"):
         srl.make_epo(env, srl.lagrangian(), ppo, cfg._replace(num_starts=100))
+
+
+def test_separated_starts_find_both_peaks():
+    b = srl.box([0.0], [1.0])
+    v = lambda y: jnp.maximum(-((y[0] - 0.2) ** 2), 0.9 * -((y[0] - 0.8) ** 2) - 1e-3)
+    ys, _ = jax.jit(
+        lambda: srl.worst_violations(
+            v, b, grid_points=21, num_starts=2, steps=0, step_size=0.0, separation=0.3
+        )
+    )()
+    assert sorted(np.round(np.asarray(ys[:, 0]), 2).tolist()) == [0.2, 0.8]

@@ -34,6 +34,7 @@ class EPOConfig(NamedTuple):
     inner_iterations: int = 5
     check_episodes: int = 16
     min_distance: float = 0.02
+    separation: float = 0.1
 
 
 class EPOState(NamedTuple):
@@ -89,6 +90,7 @@ def make_epo(env, controller, ppo: PPOConfig | None = None, cfg: EPOConfig | Non
             grid_points=cfg.grid_points,
             num_starts=cfg.num_starts,
             steps=cfg.ascent_steps,
+            separation=cfg.separation,
             step_size=cfg.ascent_step_size,
         )
         ws, added = add_violated(

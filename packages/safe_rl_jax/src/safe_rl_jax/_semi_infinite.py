@@ -102,15 +102,31 @@ def violation_map(
 
 
 def worst_violations(
-    v: Callable, index_set: Box, *, grid_points: int, num_starts: int, steps: int, step_size: float
+    v: Callable,
+    index_set: Box,
+    *,
+    grid_points: int,
+    num_starts: int,
+    steps: int,
+    step_size: float,
+    separation: float = 0.0,
 ) -> tuple[Float[Array, "starts index_dim"], Float[Array, " starts"]]:
     """Grid sweep, then projected gradient ascent in y from the `num_starts` worst grid points.
 
-    Returns the refined points and their violations, sorted from most to least violated.
+    Starts are picked greedily with non-maximum suppression: each next start is the worst grid
+    point farther than `separation` from the previous starts (0 gives the plain top-k), so the
+    starts cover separate peaks of the violation map. Returns the refined points and their
+    violations, sorted from most to least violated.
     """
     grid = index_set.grid(grid_points)
     vals = jax.vmap(v)(grid)
-    _, top = jax.lax.top_k(vals, num_starts)
+    picked, masked_vals = [], vals
+    for _ in range(num_starts):
+        i = jnp.argmax(masked_vals)
+        picked.append(i)
+        far = jnp.linalg.norm(grid - grid[i][None], axis=-1) > separation
+        masked_vals = jnp.where(far, masked_vals, -jnp.inf).at[i].set(-jnp.inf)
+    top = jnp.stack(picked)
     ys = grid[top]
     width = index_set.high - index_set.low
     grad = jax.vmap(jax.grad(v))
