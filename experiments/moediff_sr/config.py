@@ -58,15 +58,20 @@ def get_config(arg=None):
     c.sample_seeds = 2
     c.dipy_eval = True
     if preset == "smoke":
-        c.train_steps = 40
+        c.crop = (96, 96)
+        c.train_scales = (4,)
+        c.train_conditions = ("noisy",)
+        c.train_steps = 30
         c.batch_size = 8
         c.pool_repeats = 1
         c.test_stride = 6
         c.train_stride = 6
+        c.eval_scales = (4,)
         c.eval_conditions = ("noisy",)
-        c.sample_steps = 4
+        c.dipy_eval = False
+        c.sample_steps = 2
         c.sample_seeds = 1
-        c.log_every = 20
+        c.log_every = 10
     elif preset == "full":
         c.crop = (192, 216)
         c.train_stride = 1

@@ -79,12 +79,14 @@ def eval_sets(test, config, *, key):
     return sets
 
 
+_metrics_masked = jax.jit(jax.vmap(msr.image_metrics))
+_metrics_plain = jax.jit(jax.vmap(lambda x, r: msr.image_metrics(x, r)))
+
+
 def slice_metrics(pred, hr, masks):
-    rows = []
-    for i in range(hr.shape[0]):
-        m = None if masks is None else masks[i]
-        rows.append({k: float(v) for k, v in msr.image_metrics(pred[i], hr[i], m).items()})
-    return rows
+    m = _metrics_plain(pred, hr) if masks is None else _metrics_masked(pred, hr, masks)
+    m = {k: np.asarray(v) for k, v in m.items()}
+    return [{k: float(v[i]) for k, v in m.items()} for i in range(hr.shape[0])]
 
 
 def median_rows(rows):
@@ -255,17 +257,21 @@ def _sample_figure(workdir, sets, preds, config):
 
 def _gates(trained, up, config, schedule):
     gd, params = trained
-    model = nnx.merge(gd, params)
-    ab = schedule.alpha_bar(jnp.full((up.shape[0],), 0.5))
-    x = jnp.zeros(up.shape + (1,))
-    _, _, gate = model.forward_all(x, up[..., None], ab)
-    return msr.gate_to_pixels(gate, model.patch)
+
+    @jax.jit
+    def gates(params, up):
+        model = nnx.merge(gd, params)
+        ab = schedule.alpha_bar(jnp.full((up.shape[0],), 0.5))
+        _, _, gate = model.forward_all(jnp.zeros(up.shape + (1,)), up[..., None], ab)
+        return msr.gate_to_pixels(gate, model.patch)
+
+    return gates(params, up)
 
 
 def _gate_figure(workdir, trained, sets, config, schedule):
     scale, condition = max(config.eval_scales), config.eval_conditions[-1]
     hr, up, _ = sets[(scale, condition)]
-    g = np.asarray(_gates(trained, up[:1], config, schedule))[0]
+    g = np.asarray(_gates(trained, up, config, schedule))[0]
     fig, axes = plt.subplots(1, g.shape[-1] + 1, figsize=(2.6 * (g.shape[-1] + 1), 2.8))
     axes[0].imshow(np.asarray(hr[0]).T, cmap="gray", origin="lower")
     axes[0].set_title("HR")
