@@ -229,7 +229,7 @@ def _agg(results, names, method, field, fn=np.median):
 
 def _report(workdir, config, problems, results, guides_info, gp_cfg):
     names = [p.name for p in problems]
-    budget = gp_cfg.max_evaluations
+    budget = max(r["evals"] for n in names for m in ("GP", "GESR") for r in results[n][m]["rows"])
     med = {m: _agg(results, names, m, "evals") for m in ("GP", "GESR")}
     succ = {m: _agg(results, names, m, "solved", np.mean) for m in ("GP", "GESR")}
     acc = {m: _agg(results, names, m, "accurate", np.mean) for m in ("GP", "GESR")}
@@ -347,7 +347,7 @@ def _report(workdir, config, problems, results, guides_info, gp_cfg):
     for j, m in enumerate(("GP", "GESR")):
         vals = [np.median([r["evals"] for r in results[n][m]["rows"]]) for n in names]
         axes[0].bar(xs + 0.4 * j - 0.2, vals, 0.4, label=m)
-    axes[0].axhline(budget, color="k", lw=0.8, ls="--", label="budget")
+    axes[0].axhline(budget, color="k", lw=0.8, ls="--", label="evaluations spent (max)")
     axes[0].set_xticks(xs, names, rotation=45, ha="right", fontsize=7)
     axes[0].set_ylabel("median evaluations to solution")
     axes[0].legend(fontsize=7)

@@ -94,24 +94,27 @@ def main():
     rows = []
     for name, fn in impls.items():
         out = np.asarray(fn(tokens, consts, x))
-        ok = np.allclose(out, ref, rtol=1e-3, atol=1e-3, equal_nan=True)
+        # Fraction of values equal to the baseline's within 1e-3: float32 chaos (sin of huge
+        # arguments, nested exp) makes a few ill-conditioned expressions differ in any order
+        # of evaluation.
+        ok = float(np.mean(np.isclose(out, ref, rtol=1e-3, atol=1e-3, equal_nan=True)))
         secs = _time(fn, (tokens, consts, x), args.repeats)
         rows.append(
             {
                 "impl": name,
                 "seconds": secs,
                 "gnode_evals_per_s": nodes / secs / 1e9,
-                "matches_baseline": bool(ok),
+                "match_fraction": ok,
             }
         )
     base = rows[0]["seconds"]
     print(f"pop {args.pop}, points {args.points}, {nodes / 1e6:.1f} M node-evaluations")
-    print(f"{'impl':28s} {'seconds':>9s} {'G node-evals/s':>15s} {'speedup':>8s} ok")
+    print(f"{'impl':28s} {'seconds':>9s} {'G node-evals/s':>15s} {'speedup':>8s} {'match':>7s}")
     for r in rows:
         r["speedup"] = base / r["seconds"]
         print(
             f"{r['impl']:28s} {r['seconds']:9.4f} {r['gnode_evals_per_s']:15.3f} "
-            f"{r['speedup']:8.2f} {r['matches_baseline']}"
+            f"{r['speedup']:8.2f} {r['match_fraction']:7.4f}"
         )
     with open(args.out, "w") as f:
         json.dump(
