@@ -46,12 +46,12 @@ def get_config(arg=None):
     if preset == "smoke":
         c.dim, c.heads, c.layers, c.seq = 32, 2, 2, 32
         c.batch_per_device = 2
-        c.steps, c.eval_every, c.eval_batches = 30, 15, 2
+        c.steps, c.eval_every, c.eval_batches = 24, 12, 2
         c.seeds = (0,)
-        c.methods = ("none", "powersgd_r2", "edgc")
+        c.methods = ("none", "edgc")
         c.window, c.period, c.fraction = 6, 1, 0.25
         c.init_rank, c.max_rank = 2, 4
-        c.ckpt_every = 30
+        c.ckpt_every = 24
     elif preset == "full":
         c.dim, c.heads, c.layers, c.seq = 256, 8, 6, 128
         c.batch_per_device = 8
