@@ -25,7 +25,7 @@ def get_config(arg=None):
     c.max_batch = 8
     c.batch_buckets = (1, 2, 4, 8)
     c.token_buckets = (2, 4, 8, 16)
-    c.rate_fractions = (0.5, 1.0, 2.0, 4.0)  # x full-recompute static capacity
+    c.rate_fractions = (0.5, 1.0, 1.5, 2.5)  # x full-recompute static capacity
     c.duration_s = 2.5
     c.quality_edits = 24
     c.repeats = 1
@@ -37,7 +37,7 @@ def get_config(arg=None):
         c.num_templates = 4
         c.batch_buckets = (2, 8)
         c.token_buckets = (4, 16)
-        c.rate_fractions = (0.5, 2.0)
+        c.rate_fractions = (0.5, 1.5)
         c.duration_s = 1.0
         c.quality_edits = 8
     elif preset == "full":

@@ -59,8 +59,8 @@ def test_edge_map_range_and_constant_images(level, seed):
 def test_dit_patchify_roundtrip_and_shapes():
     dit = DiT(width=16, depth=1, heads=2, cond_dim=16, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (3, 8, 8))
-    np.testing.assert_array_equal(dit.unpatchify(dit.patchify(x)), x)
-    out = dit(x, jnp.array([0, 3, 9]), jnp.zeros((3, 16)))
+    np.testing.assert_array_equal(jax.jit(lambda x: dit.unpatchify(dit.patchify(x)))(x), x)
+    out = jax.jit(lambda x, t, c: dit(x, t, c))(x, jnp.array([0, 3, 9]), jnp.zeros((3, 16)))
     assert out.shape == (3, 8, 8)
     with pytest.raises(ValueError, match="patch: must divide"):
         DiT(patch=3, rngs=nnx.Rngs(0))

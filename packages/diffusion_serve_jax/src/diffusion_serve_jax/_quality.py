@@ -26,9 +26,9 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         raise ValueError(f"feats_a, feats_b: expected (N>=2, D) arrays, got {a.shape}, {b.shape}")
     mu = a.mean(0) - b.mean(0)
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    eye = 1e-6 * np.eye(len(sa))
-    covmean = scipy.linalg.sqrtm((sa + eye) @ (sb + eye))
-    covmean = np.real(covmean)
+    eye = 1e-6 * np.eye(len(sa))  # a small ridge keeps sqrtm stable for singular covariances
+    sa, sb = sa + eye, sb + eye
+    covmean = np.real(scipy.linalg.sqrtm(sa @ sb))
     return float(mu @ mu + np.trace(sa + sb - 2 * covmean))
 
 
