@@ -37,6 +37,8 @@ def get_config(arg=None):
     c.ckpt_every = 25
     c.planted_trials = 8
     if preset == "smoke":
+        # Softmax attention compiles ~2.5x faster than GLA on CPU; `small` runs both.
+        c.archs = ["softmax"]
         c.n_seeds = 1
         c.steps = 20
         c.eval_every = 20
