@@ -3,6 +3,7 @@
 import ast
 import pathlib
 import re
+import sys
 import tomllib
 
 import pytest
@@ -79,3 +80,23 @@ def test_library_imports_no_other_member(pkg):
     for path in (ROOT / "packages" / pkg / "src").rglob("*.py"):
         bad = (_imports(path) & FORBIDDEN) - {pkg}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+# Distribution names for modules whose import name differs.
+_DIST = {"orbax": "orbax-checkpoint", "sklearn": "scikit-learn", "skimage": "scikit-image"}
+# Declared but never imported, on purpose: packages whose bundled data files a library reads.
+_DATA_ONLY = {"mri_sr_jax": {"nilearn", "dipy"}}
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_pyproject_declares_exactly_what_the_library_imports(pkg):
+    base = ROOT / "packages" / pkg
+    declared = {
+        re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0]
+        for dep in tomllib.loads((base / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    modules = set().union(*(_imports(p) for p in (base / "src").rglob("*.py")))
+    used = {_DIST.get(m, m) for m in modules if m not in sys.stdlib_module_names and m != pkg}
+    assert used <= declared, f"packages/{pkg}: imported but not declared: {sorted(used - declared)}"
+    unused = declared - used - _DATA_ONLY.get(pkg, set())
+    assert not unused, f"packages/{pkg}: declared but never imported: {sorted(unused)}"
