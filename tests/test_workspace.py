@@ -83,20 +83,44 @@ def test_library_imports_no_other_member(pkg):
 
 
 # Distribution names for modules whose import name differs.
-_DIST = {"orbax": "orbax-checkpoint", "sklearn": "scikit-learn", "skimage": "scikit-image"}
+_DIST = {
+    "orbax": "orbax-checkpoint",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "absl": "absl-py",
+    "ml_collections": "ml-collections",
+}
 # Declared but never imported, on purpose: packages whose bundled data files a library reads.
 _DATA_ONLY = {"mri_sr_jax": {"nilearn", "dipy"}}
+
+
+def _declared(pyproject: pathlib.Path) -> set[str]:
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    return {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0] for dep in deps}
+
+
+def _third_party(files, local: set[str]) -> set[str]:
+    modules = set().union(*(_imports(p) for p in files))
+    return {
+        _DIST.get(m, m).replace("_", "-")
+        for m in modules
+        if m not in sys.stdlib_module_names and m not in local
+    }
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)
 def test_pyproject_declares_exactly_what_the_library_imports(pkg):
     base = ROOT / "packages" / pkg
-    declared = {
-        re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0]
-        for dep in tomllib.loads((base / "pyproject.toml").read_text())["project"]["dependencies"]
-    }
-    modules = set().union(*(_imports(p) for p in (base / "src").rglob("*.py")))
-    used = {_DIST.get(m, m) for m in modules if m not in sys.stdlib_module_names and m != pkg}
+    declared = _declared(base / "pyproject.toml")
+    used = _third_party((base / "src").rglob("*.py"), {pkg})
     assert used <= declared, f"packages/{pkg}: imported but not declared: {sorted(used - declared)}"
     unused = declared - used - _DATA_ONLY.get(pkg, set())
     assert not unused, f"packages/{pkg}: declared but never imported: {sorted(unused)}"
+
+
+def test_experiments_declare_what_they_import():
+    files = list((ROOT / "experiments").rglob("*.py"))
+    # A script's own folder is on sys.path; the libraries are workspace members.
+    local = {p.stem for p in files} | {"xplib"} | set(PACKAGES)
+    missing = _third_party(files, local) - _declared(ROOT / "experiments" / "pyproject.toml")
+    assert not missing, f"experiments/pyproject.toml: imported but not declared: {sorted(missing)}"
