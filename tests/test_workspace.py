@@ -95,7 +95,10 @@ _DATA_ONLY = {"mri_sr_jax": {"nilearn", "dipy"}}
 
 
 def _declared(pyproject: pathlib.Path) -> set[str]:
-    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    """Required dependencies plus every optional extra (e.g. `safe-rl-jax[brax]`)."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    extras = project.get("optional-dependencies", {}).values()
+    deps = project["dependencies"] + [dep for extra in extras for dep in extra]
     return {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0] for dep in deps}
 
 
