@@ -34,6 +34,10 @@ from ._entropy import gradient_entropy as gradient_entropy
 from ._entropy import histogram_entropy as histogram_entropy
 from ._entropy import subsample as subsample
 from ._entropy import uniform_histogram_entropy as uniform_histogram_entropy
+from ._pipeline import PipelineStats as PipelineStats
+from ._pipeline import gpipe as gpipe
+from ._pipeline import link_controller as link_controller
+from ._pipeline import stage_send as stage_send
 from ._policy import low_rank_policy as low_rank_policy
 from ._policy import matrix_shape as matrix_shape
 from ._policy import size_policy as size_policy
