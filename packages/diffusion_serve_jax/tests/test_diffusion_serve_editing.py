@@ -1,10 +1,16 @@
 """InstGenIE editing: the Pallas cache-gather attention against its reference, cached masked
-edits against full recomputation, the template store, step-level batching and balancing."""
+edits against full recomputation, the template store (memory + disk tier), step-level
+batching, balancing, and the HTTP editing API (aiohttp test client): submit / wait / poll,
+4xx naming the bad field, 429 when full, 503 when stopping, no accepted edit dropped."""
+
+import asyncio
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +19,7 @@ from diffusion_serve_jax import (
     DiT,
     EditEngine,
     EditRequest,
+    EditService,
     StaleCacheError,
     TemplateStore,
     balance,
@@ -23,6 +30,7 @@ from diffusion_serve_jax import (
     edit_cost,
     edit_reference,
     load_digits_dataset,
+    make_app,
     make_schedule,
     weights_version,
 )
@@ -140,6 +148,39 @@ def test_template_store_bounds_evicts_and_rejects_stale(editing):
         TemplateStore(max_bytes=0, version=ver)
 
 
+def test_template_store_spills_to_disk_and_never_serves_a_stale_file(editing, tmp_path):
+    dit, enc, cache, x, y, ver = editing
+    built = []
+
+    def builder(name, version=ver):
+        built.append(name)
+        return cache._replace(version=version, xs=cache.xs + len(built))
+
+    store = TemplateStore(max_bytes=int(cache.nbytes * 1.5), version=ver, spill_dir=tmp_path)
+    store.register("a", lambda: builder("a"))
+    store.register("b/c", lambda: builder("b/c"))
+    first = store.get("a")
+    store.get("b/c")  # evicts "a" to disk
+    assert store.spill_path("a").exists() and store.spills == 1
+    again = store.get("a")  # read back from disk, not rebuilt; evicts "b/c"
+    assert built == ["a", "b/c"] and store.disk_hits == 1
+    assert_trees_close(tuple(again), tuple(first))
+    assert store.nbytes <= store.max_bytes
+    # other weights: the old files are deleted, the template rebuilt under the new version
+    new = TemplateStore(max_bytes=10**8, version="v2", spill_dir=tmp_path)
+    new.register("a", lambda: builder("a", "v2"))
+    assert new.get("a").version == "v2" and built[-1] == "a" and new.stale_dropped == 1
+    assert not store.spill_path("a").exists()
+    # a file whose stamp disagrees with its name is dropped too
+    store.register("t", lambda: builder("t", "v2"))
+    np.savez(store.spill_path("t"), k=cache.k, v=cache.v, xs=cache.xs, label=1, version="v2")
+    with pytest.raises(StaleCacheError):
+        store.get("t")
+    assert not store.spill_path("t").exists() and store.stale_dropped == 1
+    with pytest.raises(ValueError, match="version"):
+        TemplateStore(max_bytes=10, version="a/b")
+
+
 def _requests(x, n=6):
     reqs = []
     for i in range(n):
@@ -207,3 +248,161 @@ def test_mask_aware_balancing_evens_out_cost(editing):
     assert max(loads["mask_aware"]) < max(loads["round_robin"])
     with pytest.raises(ValueError, match="policy"):
         balance(reqs, 2, policy="random", cost=cost)
+
+
+# -- HTTP editing API ------------------------------------------------------------------------------
+def _service(editing, gate=None, **kw):
+    dit, enc, cache, _, _, ver = editing
+    store = TemplateStore(max_bytes=10**8, version=ver)
+    store.register("digit0", lambda: cache)
+    if gate is not None:
+        store.register("slow", lambda: (gate.wait(10), cache)[1])
+    eng = EditEngine(
+        dit,
+        enc,
+        SCHED,
+        store,
+        steps=STEPS,
+        max_batch=kw.pop("max_batch", 2),
+        batch_buckets=(2,),
+        token_buckets=(16,),
+        batching=kw.pop("batching", "continuous"),
+    )
+    return EditService(eng, **kw)
+
+
+def _mask(rows=2):
+    m = np.zeros((8, 8), int)
+    m[:rows, 2:6] = 1
+    return m
+
+
+async def _poll_done(client, job_id, timeout=30.0):
+    for _ in range(int(timeout / 0.01)):
+        r = await client.get(f"/v1/edits/{job_id}")
+        body = await r.json()
+        if body["status"] in ("done", "failed"):
+            return r.status, body
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"edit {job_id} never finished")
+
+
+def test_edit_http_wait_poll_and_equal_to_direct_cached_edit(editing):
+    dit, enc, cache, _, _, ver = editing
+    svc = _service(editing)
+
+    async def main():
+        async with TestClient(TestServer(make_app(editor=svc))) as client:
+            r = await client.get("/v1/templates")
+            assert (await r.json()) == {"templates": ["digit0"], "version": ver}
+            body = {"template": "digit0", "mask": _mask().tolist(), "prompt": "a seven", "seed": 3}
+            r = await client.post("/v1/edits", json={**body, "wait": True})
+            assert r.status == 200, await r.text()
+            waited = await r.json()
+            r = await client.post("/v1/edits", json={**body, "mask": (_mask(4) > 0).tolist()})
+            assert r.status == 202
+            status, polled = await _poll_done(client, (await r.json())["id"])
+            assert status == 200 and polled["status"] == "done" and polled["latency_ms"] > 0
+            metrics = await (await client.get("/metrics")).text()
+            assert 'diffusion_edits_total{status="done"} 2' in metrics
+            health = await (await client.get("/healthz")).json()
+            assert health == {"status": "ok", "edit_queue": 0}
+            return waited, polled
+
+    waited, polled = asyncio.run(main())
+    for body, rows in ((waited, 2), (polled, 4)):
+        want = cached_edit(dit, enc, SCHED, cache, _mask(rows), 7, 3, steps=STEPS)
+        np.testing.assert_allclose(np.asarray(body["image"]), want, atol=1e-5)
+
+
+def test_edit_http_bad_requests_name_the_field(editing):
+    svc = _service(editing)
+    ok = {"template": "digit0", "mask": _mask().tolist(), "label": 3}
+    bad = [
+        ({**ok, "mask": np.ones((4, 4)).tolist()}, 400, "mask: expected shape"),
+        ({**ok, "mask": [["a"] * 8] * 8}, 400, "mask: expected numbers"),
+        ({**ok, "mask": [[0] * 8] * 7 + [[0] * 3]}, 400, "mask:"),
+        ({**ok, "mask": (2 * _mask()).tolist()}, 400, "mask: values must be"),
+        ({**ok, "mask": np.zeros((8, 8)).tolist()}, 400, "mask: is empty"),
+        ({k: v for k, v in ok.items() if k != "mask"}, 400, "mask: required"),
+        ({**ok, "template": "nope"}, 404, "template: unknown"),
+        ({**ok, "template": 5}, 400, "template: expected"),
+        ({**ok, "label": 12}, 400, "label: expected a digit"),
+        ({**ok, "label": "3"}, 400, "label: expected an integer"),
+        ({**ok, "prompt": "three"}, 400, "label, prompt: give exactly one"),
+        ({"template": "digit0", "mask": ok["mask"], "prompt": "a cat"}, 400, "prompt:"),
+        ({**ok, "seed": -1}, 400, "seed: expected"),
+        ({**ok, "colour": "red"}, 400, "body: unexpected fields"),
+        ([1, 2], 400, "body: expected a JSON object"),
+    ]
+
+    async def main():
+        async with TestClient(TestServer(make_app(editor=svc))) as client:
+            for body, status, msg in bad:
+                r = await client.post("/v1/edits", json=body)
+                assert r.status == status, (body, await r.text())
+                assert msg in (await r.json())["error"], (msg, await r.text())
+            r = await client.post("/v1/edits", data=b"{not json")
+            assert r.status == 400 and "body" in (await r.json())["error"]
+            r = await client.get("/v1/edits/deadbeef")
+            assert r.status == 404 and "id: unknown" in (await r.json())["error"]
+            assert svc.counts["accepted"] == 0
+
+    asyncio.run(main())
+    with pytest.raises(ValueError, match="runtime, editor"):
+        make_app()
+
+
+def test_edit_http_429_when_full_and_every_accepted_edit_finishes(editing):
+    """The worker is held inside the first admission; with one queue slot, the third request
+    at the latest is refused with 429 + Retry-After, and every accepted one still completes."""
+    gate = threading.Event()
+    svc = _service(editing, gate=gate, queue_limit=1, max_batch=1, batching="static")
+    body = {"template": "slow", "mask": _mask().tolist(), "label": 1}
+
+    async def main():
+        async with TestClient(TestServer(make_app(editor=svc))) as client:
+            accepted, refused = [], None
+            for _ in range(3):
+                r = await client.post("/v1/edits", json=body)
+                if r.status == 429:
+                    refused = r
+                    break
+                assert r.status == 202
+                accepted.append((await r.json())["id"])
+                await asyncio.sleep(0.05)
+            assert refused is not None and 1 <= len(accepted) <= 2
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert "queue full" in (await refused.json())["error"]
+            gate.set()
+            finals = [await _poll_done(client, i) for i in accepted]
+            assert all(b["status"] == "done" and len(b["image"]) == 8 for _, b in finals)
+            assert svc.counts["rejected"] >= 1
+
+    asyncio.run(main())
+
+
+def test_edit_http_stop_fails_inflight_explicitly_then_503(editing):
+    gate = threading.Event()
+    svc = _service(editing, gate=gate, max_batch=1, batching="static")
+    body = {"template": "slow", "mask": _mask().tolist(), "label": 1}
+
+    async def main():
+        async with TestClient(TestServer(make_app(editor=svc))) as client:
+            ids = []
+            for _ in range(2):
+                r = await client.post("/v1/edits", json=body)
+                assert r.status == 202
+                ids.append((await r.json())["id"])
+            timer = threading.Timer(0.2, gate.set)  # the held worker finishes its call
+            timer.start()
+            await svc.stop()
+            timer.join()
+            for i in ids:
+                status, b = await _poll_done(client, i)
+                assert b["status"] == "failed" and "shutting down" in b["error"]
+            r = await client.post("/v1/edits", json=body)
+            assert r.status == 503
+            await svc.start()  # the app's cleanup stops it again
+
+    asyncio.run(main())

@@ -13,6 +13,8 @@ from ._diffusion import ddim_update as ddim_update
 from ._diffusion import diffusion_loss as diffusion_loss
 from ._diffusion import make_schedule as make_schedule
 from ._diffusion import q_sample as q_sample
+from ._edit_service import EditJob as EditJob
+from ._edit_service import EditService as EditService
 from ._editing import TemplateCache as TemplateCache
 from ._editing import build_template_cache as build_template_cache
 from ._editing import cached_edit as cached_edit
