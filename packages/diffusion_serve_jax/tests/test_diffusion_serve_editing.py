@@ -23,6 +23,7 @@ from diffusion_serve_jax import (
     StaleCacheError,
     TemplateStore,
     balance,
+    block_plan,
     build_template_cache,
     cache_attention,
     cache_attention_reference,
@@ -130,6 +131,48 @@ def test_partial_edits_keep_the_template_outside_the_mask(editing, r, c, h, w):
     np.testing.assert_allclose(padded, out, atol=1e-5)
 
 
+def test_block_plan_all_full_blocks_equals_full_recompute(editing):
+    """Per-request block selection: recomputing every block in full is full recomputation;
+    any plan keeps the template outside the mask; the Pallas path agrees."""
+    dit, enc, cache, x, *_ = editing
+    mask = np.zeros((8, 8))
+    mask[2:8, :] = 1
+    ref = edit_reference(dit, enc, SCHED, cache, mask, 4, 2, steps=STEPS)
+    outs = [
+        cached_edit(dit, enc, SCHED, cache, mask, 4, 2, steps=STEPS, full_blocks=fb)
+        for fb in range(len(dit.blocks) + 1)
+    ]
+    np.testing.assert_allclose(outs[-1], ref, atol=1e-5)
+    assert np.abs(outs[0] - ref).max() > 1e-4  # the cache is an approximation: plans differ
+    for out in outs:
+        np.testing.assert_array_equal(out[mask == 0], x[0][mask == 0])
+    pallas = cached_edit(
+        dit, enc, SCHED, cache, mask, 4, 2, steps=STEPS, full_blocks=1, impl="pallas", pad_to=16
+    )
+    np.testing.assert_allclose(pallas, outs[1], atol=1e-5)
+    with pytest.raises(ValueError, match="full_blocks"):
+        cached_edit(dit, enc, SCHED, cache, mask, 4, 2, steps=STEPS, full_blocks=3)
+
+
+@settings(max_examples=12)
+@given(
+    st.integers(1, 15),
+    st.floats(1e-4, 1.0),
+    st.floats(0.0, 1.0),
+)
+def test_block_plan_properties(m, compute, load):
+    """Property: the plan is in 0..depth, never grows with the mask, caches every block when
+    loading is free, and a bigger mask never needs more full blocks."""
+    kw = dict(compute_per_token=compute, load_per_token=load)
+    fb = block_plan(m, 16, 4, **kw)
+    assert 0 <= fb <= 4
+    assert block_plan(m + 1, 16, 4, **kw) <= fb
+    assert block_plan(m, 16, 4, compute_per_token=compute, load_per_token=0.0) == 0
+    assert block_plan(m, 16, 4, compute_per_token=compute, load_per_token=1e6 * compute) == 4
+    with pytest.raises(ValueError, match="num_masked"):
+        block_plan(17, 16, 4, **kw)
+
+
 def test_template_store_bounds_evicts_and_rejects_stale(editing):
     dit, enc, cache, x, y, ver = editing
     store = TemplateStore(max_bytes=int(cache.nbytes * 1.5), version=ver)
@@ -190,7 +233,11 @@ def _requests(x, n=6):
     return reqs
 
 
-@pytest.mark.parametrize("compute", ["masked", "full"])
+def _plan(m):  # per-request block plan: small masks recompute more blocks in full
+    return 2 if m <= 2 else (1 if m <= 4 else 0)
+
+
+@pytest.mark.parametrize("compute", ["masked", "full", "planned"])
 def test_continuous_batching_matches_static_and_single_request_edits(editing, compute):
     dit, enc, cache, x, y, ver = editing
     store = TemplateStore(max_bytes=10**8, version=ver)
@@ -202,14 +249,23 @@ def test_continuous_batching_matches_static_and_single_request_edits(editing, co
             ),
         )
     reqs = _requests(x)
-    kw = dict(steps=STEPS, compute=compute, max_batch=4, batch_buckets=(4,), token_buckets=(16,))
-    cont = EditEngine(dit, enc, SCHED, store, batching="continuous", **kw).run(reqs)
+    plan = _plan if compute == "planned" else None
+    kw = dict(steps=STEPS, max_batch=4, batch_buckets=(4,), token_buckets=(16,), plan=plan)
+    kw["compute"] = "full" if compute == "full" else "masked"
+    cont = EditEngine(dit, enc, SCHED, store, batching="continuous", **kw)
+    got = cont.run(reqs)
     stat = EditEngine(dit, enc, SCHED, store, batching="static", **kw).run(reqs)
-    one = cached_edit if compute == "masked" else edit_reference
-    for (_, req), a, b in zip(reqs, cont, stat, strict=True):
-        want = one(
-            dit, enc, SCHED, store.get(req.template), req.mask, req.label, req.seed, steps=STEPS
-        )
+    if plan is not None:
+        assert dict(cont.stats.plans) == {2: 2, 1: 2, 0: 2}
+    for (_, req), a, b in zip(reqs, got, stat, strict=True):
+        tmpl = store.get(req.template)
+        if compute == "full":
+            want = edit_reference(dit, enc, SCHED, tmpl, req.mask, req.label, req.seed, steps=STEPS)
+        else:
+            fb = 0 if plan is None else plan(int(req.mask.sum()) // 4)
+            want = cached_edit(
+                dit, enc, SCHED, tmpl, req.mask, req.label, req.seed, steps=STEPS, full_blocks=fb
+            )
         np.testing.assert_allclose(a[1], want, atol=1e-5)
         np.testing.assert_allclose(b[1], want, atol=1e-5)
         assert a[0] > 0 and b[0] > 0

@@ -16,6 +16,7 @@ from ._diffusion import q_sample as q_sample
 from ._edit_service import EditJob as EditJob
 from ._edit_service import EditService as EditService
 from ._editing import TemplateCache as TemplateCache
+from ._editing import block_plan as block_plan
 from ._editing import build_template_cache as build_template_cache
 from ._editing import cached_edit as cached_edit
 from ._editing import compiled_steps as compiled_steps

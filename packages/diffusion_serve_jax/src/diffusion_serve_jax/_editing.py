@@ -113,6 +113,14 @@ def token_mask(dit: DiT, mask) -> np.ndarray:
     return m.reshape(g, p, g, p).transpose(0, 2, 1, 3).reshape(g * g, p * p).max(-1) > 0
 
 
+def _scatter_masked(x_tokens, xm, ids, valid):
+    """Template tokens (B, N, P) with the masked tokens' rows replaced by xm (B, M, P)."""
+    n = x_tokens.shape[1]
+    where = jnp.where(valid > 0, ids, n)  # padding rows go out of bounds and are dropped
+    rows = jnp.arange(x_tokens.shape[0])[:, None]
+    return x_tokens.at[rows, where].set(xm, mode="drop")
+
+
 def masked_eps(
     dit: DiT,
     xm,
@@ -126,16 +134,44 @@ def masked_eps(
     *,
     impl: str = "ref",
     interpret: bool = True,
+    full_blocks: int = 0,
+    x_tokens=None,
 ):
     """Noise prediction for masked tokens only.
 
     xm (B, M, patch_dim) patches of the masked tokens at token ids `ids` (B, M), `valid`
-    (B, M) marks real (non-padding) ones; k_cache/v_cache (B, blocks, N, heads, head_dim) the
-    template's keys/values at this step; keep (B, N) = 1 for unmasked tokens.
+    (B, M) marks real (non-padding) ones; k_cache/v_cache (B, blocks - full_blocks, N, heads,
+    head_dim) the template's keys/values at this step for the cached blocks; keep (B, N) = 1
+    for unmasked tokens.
+
+    `full_blocks` > 0 (the per-request block plan): the first `full_blocks` blocks recompute
+    every token, the unmasked ones from `x_tokens` (B, N, patch_dim), the template's noised
+    patches at this step, so those blocks need no cache; the remaining blocks use the cache.
+    `full_blocks == depth` is full recomputation.
     """
+    depth = len(dit.blocks)
+    if not 0 <= full_blocks <= depth:
+        raise ValueError(f"full_blocks: expected 0..{depth}, got {full_blocks}")
+    if k_cache.shape[1] != depth - full_blocks:
+        raise ValueError(
+            f"k_cache: expected {depth - full_blocks} cached blocks for full_blocks="
+            f"{full_blocks}, got {k_cache.shape[1]}"
+        )
     cvec = dit.conditioning(t, c)
-    h = dit.embed_patches(xm, ids)
-    for i, block in enumerate(dit.blocks):
+    if full_blocks:
+        if x_tokens is None:
+            raise ValueError("x_tokens: required when full_blocks > 0")
+        b, n = x_tokens.shape[:2]
+        every = jnp.broadcast_to(jnp.arange(n), (b, n))
+        h = dit.embed_patches(_scatter_masked(x_tokens, xm, ids, valid), every)
+        for block in dit.blocks[:full_blocks]:
+            mods = block.modulation(cvec)
+            q, k, v = block.attention_inputs(h, mods)
+            h = block.finish(h, attention(q, k, v), mods)
+        h = jnp.take_along_axis(h, ids[..., None], axis=1)
+    else:
+        h = dit.embed_patches(xm, ids)
+    for i, block in enumerate(dit.blocks[full_blocks:]):
         mods = block.modulation(cvec)
         q, k, v = block.attention_inputs(h, mods)
         if impl == "pallas":
@@ -149,11 +185,60 @@ def masked_eps(
 
 
 def masked_edit_step(
-    dit, schedule, xm, ids, valid, t, t_prev, c, k_cache, v_cache, keep, *, impl: str = "ref"
+    dit,
+    schedule,
+    xm,
+    ids,
+    valid,
+    t,
+    t_prev,
+    c,
+    k_cache,
+    v_cache,
+    keep,
+    x_tokens=None,
+    *,
+    impl: str = "ref",
+    full_blocks: int = 0,
 ):
     """One DDIM step of the masked tokens (per-sample timesteps t -> t_prev)."""
-    eps = masked_eps(dit, xm, ids, valid, t, c, k_cache, v_cache, keep, impl=impl)
+    eps = masked_eps(
+        dit,
+        xm,
+        ids,
+        valid,
+        t,
+        c,
+        k_cache,
+        v_cache,
+        keep,
+        impl=impl,
+        full_blocks=full_blocks,
+        x_tokens=x_tokens,
+    )
     return ddim_update(schedule, xm, eps, t, t_prev)
+
+
+def block_plan(
+    num_masked: int, num_tokens: int, depth: int, *, compute_per_token: float, load_per_token: float
+) -> int:
+    """How many leading blocks an edit with `num_masked` of `num_tokens` masked tokens should
+    recompute in full (no cache) so that loading the other blocks' cache hides behind compute.
+
+    Per step, block j costs `compute_per_token` x (N if full else M), and loading a cached
+    block costs `load_per_token` x N while the pipeline overlaps loading with compute. The plan
+    minimises max(compute, loading), ties to the fewest full blocks: a large mask caches every
+    block; a small one, whose masked compute is too short to hide the loads, recomputes early
+    blocks (whose time hides the later blocks' loads).
+    """
+    if not 0 <= num_masked <= num_tokens:
+        raise ValueError(f"num_masked: expected 0..{num_tokens}, got {num_masked}")
+
+    def step_time(j):
+        compute = compute_per_token * (j * num_tokens + (depth - j) * num_masked)
+        return max(compute, load_per_token * num_tokens * (depth - j))
+
+    return min(range(depth + 1), key=lambda j: (step_time(j), j))
 
 
 def full_edit_step(dit, schedule, x, t, t_prev, c, mask, x_template_next):
@@ -171,7 +256,12 @@ def compiled_steps(dit, encode, schedule, impl: str = "ref"):
         _COMPILED[key] = (
             (dit, encode, schedule),  # keep the objects alive while their id is a key
             jax.jit(lambda lab: encode(lab)),
-            jax.jit(lambda *a: masked_edit_step(dit, schedule, *a, impl=impl)),
+            jax.jit(
+                lambda *a, full_blocks=0: masked_edit_step(
+                    dit, schedule, *a, impl=impl, full_blocks=full_blocks
+                ),
+                static_argnames="full_blocks",
+            ),
             jax.jit(lambda *a: full_edit_step(dit, schedule, *a)),
         )
     return _COMPILED[key][1:]
@@ -208,8 +298,10 @@ def cached_edit(
     steps: int,
     impl: str = "ref",
     pad_to: int | None = None,
+    full_blocks: int = 0,
 ) -> np.ndarray:
-    """Cached (masked-token) edit of one request, all steps; `pad_to` pads the token axis."""
+    """Cached (masked-token) edit of one request, all steps; `pad_to` pads the token axis;
+    the first `full_blocks` blocks recompute every token (see `masked_eps`)."""
     tm = token_mask(dit, mask)
     ids = np.flatnonzero(tm)
     m = len(ids)
@@ -226,6 +318,7 @@ def cached_edit(
     ts_prev = np.append(ts[1:], -1)
     enc, step, _ = compiled_steps(dit, encode, schedule, impl)
     c = enc(jnp.array([label]))
+    templ = np.asarray(dit.patchify(jnp.asarray(cache.xs)))  # (steps + 1, N, P)
     for i in range(steps):
         xm = step(
             xm,
@@ -234,9 +327,11 @@ def cached_edit(
             jnp.array([ts[i]]),
             jnp.array([ts_prev[i]]),
             c,
-            cache.k[i][None],
-            cache.v[i][None],
+            cache.k[i][None, full_blocks:],
+            cache.v[i][None, full_blocks:],
             keep,
+            templ[i][None],
+            full_blocks=full_blocks,
         )
     patches = np.array(dit.patchify(jnp.asarray(cache.xs[-1])[None]))
     patches[0, ids] = np.asarray(xm)[0, :m]

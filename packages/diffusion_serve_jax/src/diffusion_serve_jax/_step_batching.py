@@ -166,6 +166,8 @@ class _Job:
     keep: np.ndarray
     state: np.ndarray
     mask: np.ndarray
+    full_blocks: int = 0
+    templ: np.ndarray | None = None  # the template's patches per step, when full_blocks > 0
     step: int = 0
 
 
@@ -176,6 +178,7 @@ class EngineStats:
     load_s: float = 0.0  # all cache-loading time
     hidden_load_s: float = 0.0  # the part that ran while a step was computing
     compute_s: float = 0.0
+    plans: dict = dataclasses.field(default_factory=lambda: collections.defaultdict(int))
 
     @property
     def overlap(self) -> float:
@@ -198,6 +201,7 @@ class EditEngine:
         token_buckets: Sequence[int] = (4, 8, 16),
         impl: str = "ref",
         prefetch: bool = True,
+        plan: Callable[[int], int] | None = None,
     ):
         if compute not in ("masked", "full"):
             raise ValueError(f"compute: expected 'masked' or 'full', got {compute!r}")
@@ -210,14 +214,32 @@ class EditEngine:
         self.batch_buckets = tuple(sorted(batch_buckets))
         self.token_buckets = tuple(sorted(set(token_buckets) | {dit.num_tokens}))
         self.prefetch = prefetch and compute == "masked"
+        self.plan = plan  # masked token count -> leading blocks recomputed in full
         ts = ddim_timesteps(schedule.alphas_cumprod.shape[0], steps)
         self.ts, self.ts_prev = ts, np.append(ts[1:], -1).astype(np.int32)
         self._encode, self._masked, self._full = compiled_steps(dit, encode, schedule, impl)
         self.stats = EngineStats()
         self._conds: dict[int, np.ndarray] = {}
 
+    def plans(self) -> set[tuple[int, int]]:
+        """The (token bucket, full blocks) pairs a masked step can take."""
+        if self.plan is None:
+            return {(mb, 0) for mb in self.token_buckets}
+        return {
+            (pick_bucket(m, self.token_buckets), self._full_blocks(m))
+            for m in range(1, self.dit.num_tokens + 1)
+        }
+
+    def _full_blocks(self, num_masked: int) -> int:
+        if self.plan is None or self.compute == "full":
+            return 0
+        fb = int(self.plan(num_masked))
+        if not 0 <= fb <= len(self.dit.blocks):
+            raise ValueError(f"plan: returned {fb} full blocks, expected 0..{len(self.dit.blocks)}")
+        return fb
+
     def warmup(self) -> None:
-        """Compile every (batch bucket, token bucket) shape before serving."""
+        """Compile every (batch bucket, token bucket, block plan) shape before serving."""
         d, p = self.dit, self.dit.patch**2
         w = self._encode(jnp.zeros((1,), jnp.int32)).shape[-1]
         for bb in self.batch_buckets:
@@ -227,8 +249,10 @@ class EditEngine:
                 z = np.zeros((bb, d.image_size, d.image_size), np.float32)
                 jax.block_until_ready(self._full(z, t, t, c, z, z))
                 continue
-            kv = np.zeros((bb, *self._kv_shape()), np.float32)
-            for mb in self.token_buckets:
+            for mb, fb in sorted(self.plans()):
+                kv = np.zeros((bb, *self._kv_shape(fb)), np.float32)
+                extra = (np.zeros((bb, d.num_tokens, p), np.float32),) if fb else ()
+                kw = {"full_blocks": fb} if fb else {}
                 jax.block_until_ready(
                     self._masked(
                         np.zeros((bb, mb, p), np.float32),
@@ -240,12 +264,15 @@ class EditEngine:
                         kv,
                         kv,
                         np.ones((bb, d.num_tokens), np.float32),
+                        *extra,
+                        **kw,
                     )
                 )
 
-    def _kv_shape(self):
+    def _kv_shape(self, full_blocks: int = 0):
         b = self.dit.blocks[0]
-        return (len(self.dit.blocks), self.dit.num_tokens, b.heads, self.dit.width // b.heads)
+        depth = len(self.dit.blocks) - full_blocks
+        return (depth, self.dit.num_tokens, b.heads, self.dit.width // b.heads)
 
     # -- requests ----------------------------------------------------------------------------
     def validate(self, req: EditRequest) -> None:
@@ -273,23 +300,34 @@ class EditEngine:
         if label not in self._conds:
             self._conds[label] = np.asarray(self._encode(jnp.array([label])))[0]
         cond = self._conds[label]
-        return _Job(idx, req, arrival, cache, cond, ids, (~tm).astype(np.float32), state, mask)
+        fb = self._full_blocks(len(ids))
+        self.stats.plans[fb] += 1
+        templ = None
+        if fb:
+            g, p = self.dit.grid, self.dit.patch
+            xs = np.asarray(cache.xs, np.float32)
+            templ = np.ascontiguousarray(
+                xs.reshape(-1, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(len(xs), g * g, p * p)
+            )
+        keep = (~tm).astype(np.float32)
+        return _Job(idx, req, arrival, cache, cond, ids, keep, state, mask, fb, templ)
 
     # -- one batched step -----------------------------------------------------------------------
-    def _load(self, jobs: list[_Job], steps: list[int]):
+    def _load(self, jobs: list[_Job], steps: list[int], full_blocks: int = 0):
         t0 = time.perf_counter()
-        k = np.stack([j.cache.k[s] for j, s in zip(jobs, steps, strict=True)])
-        v = np.stack([j.cache.v[s] for j, s in zip(jobs, steps, strict=True)])
+        pairs = list(zip(jobs, steps, strict=True))
+        k = np.stack([j.cache.k[s][full_blocks:] for j, s in pairs])
+        v = np.stack([j.cache.v[s][full_blocks:] for j, s in pairs])
         return (k, v), time.perf_counter() - t0
 
     def _step(self, jobs: list[_Job], prefetched):
-        n = len(jobs)
-        bb = pick_bucket(n, self.batch_buckets)
-        rows = list(range(n)) + [0] * (bb - n)
-        t = self.ts[[jobs[r].step for r in rows]]
-        tp = self.ts_prev[[jobs[r].step for r in rows]]
-        c = np.stack([jobs[r].cond for r in rows])
         if self.compute == "full":
+            n = len(jobs)
+            bb = pick_bucket(n, self.batch_buckets)
+            rows = list(range(n)) + [0] * (bb - n)
+            t = self.ts[[jobs[r].step for r in rows]]
+            tp = self.ts_prev[[jobs[r].step for r in rows]]
+            c = np.stack([jobs[r].cond for r in rows])
             x = np.stack([jobs[r].state for r in rows])
             m = np.stack([jobs[r].mask for r in rows])
             xn = np.stack([jobs[r].cache.xs[jobs[r].step + 1] for r in rows])
@@ -299,6 +337,43 @@ class EditEngine:
             for i, j in enumerate(jobs):
                 j.state = out[i]
             return None
+        # one call per block plan (jobs with the same number of full blocks batch together)
+        groups: dict[int, list[_Job]] = {}
+        for j in jobs:
+            groups.setdefault(j.full_blocks, []).append(j)
+        prefetched = prefetched or {}
+        t0 = time.perf_counter()
+        launched = [(fb, js, self._launch(js, fb, prefetched.get(fb))) for fb, js in groups.items()]
+        nxt = {}
+        if self.prefetch:  # gather the next step's cache rows while this step computes
+            dt = 0.0
+            for fb, js, _ in launched:
+                cont = [j for j in js if j.step + 1 < self.steps and fb < len(self.dit.blocks)]
+                if cont:
+                    kv, d = self._load(cont, [j.step + 1 for j in cont], fb)
+                    nxt[fb] = ([j.idx for j in cont], kv)
+                    dt += d
+            if dt:
+                waited = time.perf_counter()
+                launched[-1][2].block_until_ready()
+                self.stats.load_s += dt
+                if time.perf_counter() - waited > 1e-5:
+                    self.stats.hidden_load_s += dt
+        for _, js, fut in launched:
+            out = np.asarray(fut)
+            for i, j in enumerate(js):
+                j.state = out[i, : len(j.ids)]
+        self.stats.compute_s += time.perf_counter() - t0
+        return nxt
+
+    def _launch(self, jobs: list[_Job], fb: int, prefetched):
+        """Dispatch one masked step for jobs sharing the block plan `fb` (asynchronously)."""
+        n = len(jobs)
+        bb = pick_bucket(n, self.batch_buckets)
+        rows = list(range(n)) + [0] * (bb - n)
+        t = self.ts[[jobs[r].step for r in rows]]
+        tp = self.ts_prev[[jobs[r].step for r in rows]]
+        c = np.stack([jobs[r].cond for r in rows])
         mb = pick_bucket(max(len(j.ids) for j in jobs), self.token_buckets)
         xm = np.zeros((bb, mb, jobs[0].state.shape[-1]), np.float32)
         ids = np.zeros((bb, mb), np.int32)
@@ -314,30 +389,15 @@ class EditEngine:
             kp = vp = None
             have = 0
         extra = jobs[have:] + [jobs[0]] * (bb - n)
-        steps = [j.step for j in extra]
-        (kn, vn), dt = self._load(extra, steps) if extra else ((None, None), 0.0)
+        (kn, vn), dt = self._load(extra, [j.step for j in extra], fb) if extra else ((None,) * 2, 0)
         t_join = time.perf_counter()
         k = kp if kn is None else (kn if kp is None else np.concatenate([kp, kn]))
         v = vp if vn is None else (vn if vp is None else np.concatenate([vp, vn]))
         self.stats.load_s += dt + time.perf_counter() - t_join
-        t0 = time.perf_counter()
-        fut = self._masked(xm, ids, valid, t, tp, c, k, v, keep)
-        nxt = None
-        if self.prefetch:  # gather the next step's cache rows while this step computes
-            cont = [j for j in jobs if j.step + 1 < self.steps]
-            if cont:
-                kv, dt = self._load(cont, [j.step + 1 for j in cont])
-                waited = time.perf_counter()
-                fut.block_until_ready()
-                self.stats.load_s += dt
-                if time.perf_counter() - waited > 1e-5:
-                    self.stats.hidden_load_s += dt
-                nxt = ([j.idx for j in cont], kv)
-        out = np.asarray(fut)
-        self.stats.compute_s += time.perf_counter() - t0
-        for i, j in enumerate(jobs):
-            j.state = out[i, : len(j.ids)]
-        return nxt
+        if not fb:
+            return self._masked(xm, ids, valid, t, tp, c, k, v, keep)
+        xt = np.stack([jobs[r].templ[jobs[r].step] for r in rows])
+        return self._masked(xm, ids, valid, t, tp, c, k, v, keep, xt, full_blocks=fb)
 
     def _finish(self, job: _Job) -> np.ndarray:
         if self.compute == "full":
@@ -410,7 +470,8 @@ def balance(
     cost: Callable[[EditRequest], float],
 ) -> list[list[int]]:
     """Assign requests to workers at arrival: `"round_robin"`, or `"mask_aware"` (to the worker
-    whose estimated backlog, by the cost model, frees up first)."""
+    with the least estimated outstanding work by the cost model; ties rotate over workers so
+    that idle workers share a light load instead of the first one taking all of it)."""
     if policy not in ("round_robin", "mask_aware"):
         raise ValueError(f"policy: expected 'round_robin' or 'mask_aware', got {policy!r}")
     if num_workers < 1:
@@ -419,18 +480,36 @@ def balance(
     free_at = np.zeros(num_workers)
     for n, i in enumerate(sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])):
         t, req = arrivals[i]
-        w = n % num_workers if policy == "round_robin" else int(np.argmin(np.maximum(free_at, t)))
+        if policy == "round_robin":
+            w = n % num_workers
+        else:
+            backlog = np.maximum(free_at - t, 0.0)
+            order = [(n + k) % num_workers for k in range(num_workers)]
+            w = min(order, key=lambda x: backlog[x])  # first in rotation among the least
         free_at[w] = max(free_at[w], t) + cost(req)
         out[w].append(i)
     return out
 
 
-def edit_cost(dit: DiT, *, compute_per_token: float, load_per_token: float):
-    """Cost model of a masked edit: compute grows with masked tokens, cache loading with
-    unmasked ones (the time that is not hidden is the larger of the two per step)."""
+def edit_cost(
+    dit: DiT,
+    *,
+    compute_per_token: float,
+    load_per_token: float,
+    steps: int = 1,
+    plan: Callable[[int], int] | None = None,
+):
+    """Cost model of a masked edit in seconds: per step and block, compute grows with the
+    masked tokens (all tokens in the `plan`'s full blocks) and cache loading with the tokens
+    loaded for the cached blocks; the pipeline hides the smaller of the two, so a step costs
+    the larger, and an edit `steps` of them."""
+    n, depth = dit.num_tokens, len(dit.blocks)
 
     def cost(req: EditRequest) -> float:
         m = int(token_mask(dit, req.mask).sum())
-        return max(m * compute_per_token, (dit.num_tokens - m) * load_per_token)
+        fb = 0 if plan is None else int(plan(m))
+        compute = compute_per_token * (fb * n + (depth - fb) * m)
+        load = load_per_token * n * (depth - fb)
+        return steps * max(compute, load)
 
     return cost
