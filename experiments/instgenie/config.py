@@ -38,8 +38,8 @@ def get_config(arg=None):
         c.batch_buckets = (2, 8)
         c.token_buckets = (4, 16)
         c.rate_fractions = (0.5, 1.5)
-        c.duration_s = 1.0
-        c.quality_edits = 8
+        c.duration_s = 0.5
+        c.quality_edits = 4
     elif preset == "full":
         c.train_steps = 3000
         c.steps = 50

@@ -5,33 +5,28 @@ FISEdit-style mask skipping (masked + cache, static batches, no pipeline), and f
 recomputation with static request-level batching. Quality is PSNR/SSIM of the cached edit
 against the full-recomputation edit, inside and outside the mask."""
 
-import os
+import threading
+import time
 
-# One worker = one core: single-threaded XLA calls (as in the LegoDiffusion experiment).
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-).strip()
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+from skimage.metrics import structural_similarity
 
-import threading  # noqa: E402
-import time  # noqa: E402
+import diffusion_serve_jax as ds
+import xplib
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
-from absl import logging  # noqa: E402
-from flax import nnx  # noqa: E402
-from skimage.metrics import structural_similarity  # noqa: E402
-
-import diffusion_serve_jax as ds  # noqa: E402
-import xplib  # noqa: E402
+# one XLA CPU call = one core (a worker slot is a fixed amount of compute); before any jit
+ds.single_threaded_cpu()
 
 EXPERIMENT = "instgenie"
 PAPER = "InstGenIE (arXiv 2505.20600)"
 SYSTEMS = {
-    "instgenie": dict(compute="masked", batching="continuous", prefetch=True),
+    "instgenie": dict(compute="masked", batching="continuous", prefetch=True, plan=True),
     "fisedit": dict(compute="masked", batching="static", prefetch=False),
     "full_static": dict(compute="full", batching="static", prefetch=False),
 }
@@ -135,7 +130,20 @@ def measure_steps(models, sched, cache, config):
     return rows, t_full
 
 
-def serve(engine_kwargs, dit, enc, sched, store, config, arrivals):
+def calibrate(dit, cache, step_rows, config):
+    """Per-token, per-block costs of masked compute and of cache loading, measured here."""
+    n, depth = dit.num_tokens, len(dit.blocks)
+    m, masked_ms = max((int(r[0].split("/")[0]), r[2]) for r in step_rows)
+    compute = masked_ms / 1000 / (8 * m * depth)  # batch 8, m masked tokens, depth blocks
+    load = step_time(
+        lambda: (np.stack([cache.k[1]] * 8), np.stack([cache.v[1]] * 8)), repeats=20
+    ) / (8 * depth * n)
+    return compute, load
+
+
+def serve(engine_kwargs, dit, enc, sched, store, config, arrivals, plan=None):
+    engine_kwargs = dict(engine_kwargs)
+    engine_kwargs["plan"] = plan if engine_kwargs.pop("plan", False) else None
     eng = ds.EditEngine(
         dit,
         enc,
@@ -160,10 +168,11 @@ def serve(engine_kwargs, dit, enc, sched, store, config, arrivals):
         "p99_ms": 1000 * float(np.percentile(lat, 99)),
         "overlap": eng.stats.overlap,
         "rows_per_step": eng.stats.rows / max(eng.stats.steps, 1),
+        "full_block_share": 1 - eng.stats.plans.get(0, 0) / max(sum(eng.stats.plans.values()), 1),
     }, res
 
 
-def serve_balanced(policy, dit, enc, sched, store, config, arrivals, cost):
+def serve_balanced(policy, dit, enc, sched, store, config, arrivals, cost, plan):
     groups = ds.balance(arrivals, config.num_workers, policy=policy, cost=cost)
     out = [None] * len(arrivals)
 
@@ -177,6 +186,7 @@ def serve_balanced(policy, dit, enc, sched, store, config, arrivals, cost):
             max_batch=config.max_batch,
             batch_buckets=config.batch_buckets,
             token_buckets=config.token_buckets,
+            plan=plan,
         )
         for i, r in zip(g, eng.run([arrivals[i] for i in g]), strict=True):
             out[i] = r
@@ -237,6 +247,14 @@ def train_and_evaluate(config, workdir):
     logging.info("quality %s", qmed)
 
     step_rows, t_full = measure_steps(models, sched, store.get(templates[0]), config)
+    cpt, lpt = calibrate(dit, store.get(templates[0]), step_rows, config)
+    n_tok, depth = dit.num_tokens, len(dit.blocks)
+
+    def plan(m):  # per-request block plan from the measured compute / loading costs
+        return ds.block_plan(m, n_tok, depth, compute_per_token=cpt, load_per_token=lpt)
+
+    plan_rows = [[m, plan(m)] for m in config.mask_tokens]
+    logging.info("compute %.3g s, load %.3g s per token-block; plans %s", cpt, lpt, plan_rows)
     # capacity of the baseline as served (engine overheads included): a closed burst
     burst = make_requests(config, 4 * config.max_batch, jax.random.key(config.seed + 5), templates)
     probe, _ = serve(
@@ -258,7 +276,7 @@ def train_and_evaluate(config, workdir):
                 times = ds.poisson_arrivals(rate, config.duration_s, key=k)
                 reqs = make_requests(config, len(times), jax.random.fold_in(k, 1), templates)
                 m, _ = serve(
-                    kw, dit, enc, sched, store, config, list(zip(times, reqs, strict=True))
+                    kw, dit, enc, sched, store, config, list(zip(times, reqs, strict=True)), plan
                 )
                 reps.append(m)
             med = {k2: xplib.median_over(reps, k2) for k2 in reps[0]}
@@ -274,6 +292,7 @@ def train_and_evaluate(config, workdir):
                     round(med["p99_ms"], 1),
                     round(med["rows_per_step"], 2),
                     "-" if np.isnan(med["overlap"]) else round(med["overlap"], 3),
+                    round(med["full_block_share"], 3),
                 ]
             )
 
@@ -281,12 +300,12 @@ def train_and_evaluate(config, workdir):
     k = jax.random.fold_in(key, 999)
     times = ds.poisson_arrivals(rates[-2] if len(rates) > 1 else rates[0], config.duration_s, key=k)
     reqs = make_requests(config, len(times), jax.random.fold_in(k, 1), templates)
-    masked_t = {r[0]: r[2] / 1000 for r in step_rows}
-    per_tok = masked_t[list(masked_t)[-1]] / int(list(masked_t)[-1].split("/")[0]) / 8
-    cost = ds.edit_cost(dit, compute_per_token=per_tok, load_per_token=per_tok * 0.05)
+    cost = ds.edit_cost(
+        dit, compute_per_token=cpt, load_per_token=lpt, steps=config.steps, plan=plan
+    )
     bal = {
         p: serve_balanced(
-            p, dit, enc, sched, store, config, list(zip(times, reqs, strict=True)), cost
+            p, dit, enc, sched, store, config, list(zip(times, reqs, strict=True)), cost, plan
         )
         for p in ("mask_aware", "round_robin")
     }
@@ -379,6 +398,7 @@ def train_and_evaluate(config, workdir):
                 "P99 ms",
                 "rows/step",
                 "cache-load overlap",
+                "share with full blocks",
             ],
             rows,
         ),
@@ -386,6 +406,12 @@ def train_and_evaluate(config, workdir):
             "Masked step vs full step (batch 8, medians)",
             ["masked tokens", "full ms", "masked ms", "speed-up"],
             step_rows,
+        ),
+        xplib.Table(
+            "Per-request block plan (leading blocks recomputed in full) from measured costs: "
+            f"compute {1e9 * cpt:.1f} ns, cache loading {1e9 * lpt:.2f} ns per token and block",
+            ["masked tokens", "full blocks"],
+            plan_rows,
         ),
         xplib.Table(
             "Quality of cached edits vs full recomputation (medians)",
@@ -431,5 +457,7 @@ def train_and_evaluate(config, workdir):
             "quality": qmed,
             "cache_bytes": cache_bytes,
             "balancing": bal,
+            "cost_per_token_block_s": {"compute": cpt, "load": lpt},
+            "block_plan": plan_rows,
         },
     )

@@ -34,17 +34,22 @@ def get_config(arg=None):
     c.repeats = 1
     c.sim_workers = 64  # cluster-scale simulation
     c.sim_duration_s = 4.0
+    c.sim_rate_fractions = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0)
+    c.sim_cvs = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
     if preset == "smoke":
         c.width, c.depth = 32, 2
+        c.sample_steps = 10
         c.diffusion_steps, c.aux_steps, c.batch_size = 40, 40, 64
-        c.quality_samples = 50
+        c.quality_samples = 30
         c.buckets = (1, 8)
         c.max_batch = 8
         c.rate_fractions = (0.05, 0.15, 0.4)
         c.cvs = (1.0, 4.0)
-        c.duration_s = 1.0
-        c.sim_workers = 16
-        c.sim_duration_s = 2.0
+        c.duration_s = 0.6
+        c.sim_workers = 8
+        c.sim_duration_s = 0.5
+        c.sim_rate_fractions = (0.2, 0.5, 1.0, 2.0, 4.0)
+        c.sim_cvs = (1.0, 4.0, 16.0)
     elif preset == "full":
         c.diffusion_steps, c.aux_steps = 3000, 600
         c.quality_samples = 1000

@@ -3,27 +3,22 @@ real HTTP in two modes (micro-serving vs monolithic), drive open-loop load (Pois
 Gamma CV sweep with trace-schema workload), and compare SLO attainment; a calibrated
 discrete-event simulator is checked against the real runs and extends the comparison."""
 
+import asyncio
 import os
+import time
 
-# One device = one core: each jitted call runs single-threaded, so a worker slot is a fixed
-# amount of compute and an idle slot's core is not borrowed by a busy one (as on accelerators).
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-).strip()
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
 
-import asyncio  # noqa: E402
-import time  # noqa: E402
+import diffusion_serve_jax as ds
+import xplib
 
-import jax  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
-from absl import logging  # noqa: E402
-from flax import nnx  # noqa: E402
-
-import diffusion_serve_jax as ds  # noqa: E402
-import xplib  # noqa: E402
+# one XLA CPU call = one core (a worker slot is a fixed amount of compute); before any jit
+ds.single_threaded_cpu()
 
 EXPERIMENT = "lego_diffusion"
 PAPER = "LegoDiffusion (arXiv 2604.08123)"
@@ -272,10 +267,8 @@ def cluster_simulation(config, catalog, prof, device_s):
     n = config.sim_workers
     slo = {w: config.slo_scale * t for w, t in device_s.items()}
     capacity = n / float(np.mean(list(device_s.values())))
-    rates = [
-        f * capacity for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0)
-    ]
-    cvs = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
+    rates = [f * capacity for f in config.sim_rate_fractions]
+    cvs = list(config.sim_cvs)
     key = jax.random.key(config.seed + 99)
     out = {"rates": rates, "cvs": cvs}
 

@@ -30,7 +30,7 @@ def _median_time(fn, repeats=7):
     return float(np.median(ts))
 
 
-def bench_scheduler(n=300):
+def bench_scheduler(n=1000):
     def ident(p, x):
         return {"y": x["x"] + 0.0}
 
@@ -50,23 +50,33 @@ def bench_scheduler(n=300):
         _median_time(lambda: [ex.run({"x": np.zeros((1,), np.float32)}) for _ in range(50)]) / 50
     )
 
-    async def main():
-        rt = ds.ServingRuntime(cat, num_workers=1, executors={"id": ex}, buckets=(1,))
+    async def main(inline_below_s):
+        rt = ds.ServingRuntime(
+            cat, num_workers=1, executors={"id": ex}, buckets=(1,), inline_below_s=inline_below_s
+        )
         await rt.start()
         for i in range(20):
             await rt.submit("w", {"x": float(i)}).future
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(n):
             await rt.submit("w", {"x": float(i)}).future
-        per = (time.perf_counter() - t0) / n
+        per, cpu = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
         await rt.stop()
-        return per
+        return per, cpu
 
-    per = asyncio.run(main())
+    # before: every batch hops to the worker thread pool; after: tiny batches run inline
+    runs = {0.0: [], 5e-4: []}
+    for _ in range(5):  # interleaved, medians: the machine's load drifts
+        for inline in runs:
+            runs[inline].append(asyncio.run(main(inline)))
+    hop, per = (np.median(np.array(runs[k]), axis=0) for k in (0.0, 5e-4))
     return {
-        "runtime_round_trip_us": 1e6 * per,
+        "runtime_round_trip_us": 1e6 * per[0],
         "direct_call_us": 1e6 * direct,
-        "scheduler_overhead_us": 1e6 * (per - direct),
+        "scheduler_overhead_us": 1e6 * (per[0] - direct),
+        "scheduler_overhead_thread_hop_us": 1e6 * (hop[0] - direct),
+        "cpu_per_request_us": 1e6 * per[1],
+        "cpu_per_request_thread_hop_us": 1e6 * hop[1],
     }
 
 
@@ -195,22 +205,36 @@ def bench_overlap():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/bench_diffusion_serve.json")
+    ap.add_argument("--only", default="scheduler,node_throughput,masked_step,overlap")
     args = ap.parse_args()
-    res = {
-        "scheduler": bench_scheduler(),
-        "node_throughput": bench_node_throughput(),
-        "masked_step": bench_masked_step(),
-        "overlap": bench_overlap(),
+    benches = {
+        "scheduler": bench_scheduler,
+        "node_throughput": bench_node_throughput,
+        "masked_step": bench_masked_step,
+        "overlap": bench_overlap,
     }
-    s, t = res["scheduler"], res["node_throughput"]
-    print(
-        f"scheduler overhead per request: {s['scheduler_overhead_us']:.0f} us "
-        f"(round trip {s['runtime_round_trip_us']:.0f} us, model {s['direct_call_us']:.0f} us)"
-    )
-    print(
-        f"denoiser throughput served/direct: {1 / t['ratio']:.2f} "
-        f"({t['served_rows_per_s']:.0f} vs {t['direct_rows_per_s']:.0f} rows/s)"
-    )
+    res = {k: benches[k]() for k in args.only.split(",")}
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+    if "scheduler" in res:
+        s = res["scheduler"]
+        print(
+            f"scheduler overhead per request: {s['scheduler_overhead_us']:.0f} us "
+            f"(round trip {s['runtime_round_trip_us']:.0f} us, model {s['direct_call_us']:.0f} "
+            f"us); always via the thread pool: {s['scheduler_overhead_thread_hop_us']:.0f} us"
+        )
+        print(
+            f"CPU time per request: {s['cpu_per_request_us']:.0f} us "
+            f"(always via the thread pool: {s['cpu_per_request_thread_hop_us']:.0f} us)"
+        )
+    if "node_throughput" in res:
+        t = res["node_throughput"]
+        print(
+            f"denoiser throughput served/direct: {1 / t['ratio']:.2f} "
+            f"({t['served_rows_per_s']:.0f} vs {t['direct_rows_per_s']:.0f} rows/s)"
+        )
+    if "masked_step" not in res:
+        return
     print("mask ratio | full ms | masked ms | speed-up | cache load ms")
     for r in res["masked_step"]["rows"]:
         print(
@@ -221,10 +245,8 @@ def main():
         f"cache bytes per template (50 steps): "
         f"{res['masked_step']['cache_bytes_per_template_50_steps']}"
     )
-    for k, v in res["overlap"].items():
+    for k, v in res.get("overlap", {}).items():
         print(f"{k}: wall {v['wall_s']:.2f} s, cache-load overlap {v['overlap']:.2f}")
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
 
 
 if __name__ == "__main__":

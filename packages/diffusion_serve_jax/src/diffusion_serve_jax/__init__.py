@@ -47,6 +47,7 @@ from ._models import DiT as DiT
 from ._models import EdgeAdapter as EdgeAdapter
 from ._models import Upscaler as Upscaler
 from ._models import attention as attention
+from ._platform import single_threaded_cpu as single_threaded_cpu
 from ._quality import classifier_frechet as classifier_frechet
 from ._quality import conditioning_accuracy as conditioning_accuracy
 from ._quality import frechet_distance as frechet_distance

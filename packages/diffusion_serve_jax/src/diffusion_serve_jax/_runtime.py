@@ -9,6 +9,10 @@ finished items release their successor nodes into their models' queues.
 each holding the whole workflow); a worker batches requests of its own workflow only and
 runs the whole DAG for the batch as one unit.
 
+Batches whose measured (EWMA) time is below `inline_below_s` run inline on the event loop
+instead of hopping to the worker thread pool: for tiny nodes the two thread hops (submit, then
+wake the loop) cost more than the model call itself.
+
 Micro-serving is work-conserving: a model gets as many workers at once as its queue keeps
 busy (up to its cap in `replicas`), so its replica count follows its load.
 
@@ -104,6 +108,7 @@ class ServingRuntime:
         slo_admission: bool = False,
         executors: Mapping[str, NodeExecutor] | None = None,
         keep_results: int = 10_000,
+        inline_below_s: float = 5e-4,
     ):
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
@@ -117,6 +122,9 @@ class ServingRuntime:
         self.catalog, self.mode = catalog, mode
         self.num_workers, self.max_batch, self.queue_limit = num_workers, max_batch, queue_limit
         self.default_slo_s, self.slo_admission = default_slo_s, slo_admission
+        if not inline_below_s >= 0:
+            raise ValueError(f"inline_below_s: expected >= 0 seconds, got {inline_below_s}")
+        self.inline_below_s = inline_below_s
         used = sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
         self.executors = dict(executors or {})
         for m in used:
@@ -127,6 +135,8 @@ class ServingRuntime:
         self._seq = itertools.count()
         self._active: dict[str, int] = defaultdict(int)
         self._ewma: dict[str, float] = {}
+        self._timed: set[str] = set()  # keys whose first (compiling) batch has been seen
+        self._admit_keys: dict[str, list[str]] = {}
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -231,8 +241,8 @@ class ServingRuntime:
             raise ValueError(
                 f"inputs: expected an object of {sorted(spec)}, got {type(inputs).__name__}"
             )
-        missing, extra = sorted(set(spec) - set(inputs)), sorted(set(inputs) - set(spec))
-        if missing or extra:
+        if spec.keys() != inputs.keys():
+            missing, extra = sorted(set(spec) - set(inputs)), sorted(set(inputs) - set(spec))
             raise ValueError(
                 f"inputs: workflow {workflow!r} takes {sorted(spec)}; "
                 f"missing {missing}, unexpected {extra}"
@@ -267,10 +277,10 @@ class ServingRuntime:
         return req
 
     def _admit(self, cw: CompiledWorkflow, slo: float) -> None:
-        if self.mode == "micro":
-            keys = sorted({n.model for n in cw.workflow.nodes})
-        else:
-            keys = [cw.name]
+        keys = self._admit_keys.get(cw.name)
+        if keys is None:
+            models = sorted({n.model for n in cw.workflow.nodes})
+            keys = self._admit_keys[cw.name] = models if self.mode == "micro" else [cw.name]
         depth = max(len(self._queues[k]) for k in keys)
         est = self._estimate_wait(cw, keys)
         if depth >= self.queue_limit:
@@ -354,7 +364,13 @@ class ServingRuntime:
         while len(self._done_order) > self._keep:
             self._requests.pop(self._done_order.popleft(), None)
 
+    def _inline(self, key: str) -> bool:
+        return self._ewma.get(key, math.inf) < self.inline_below_s
+
     def _note_time(self, key: str, seconds: float) -> None:
+        if key not in self._timed:  # the first batch of a key includes compilation
+            self._timed.add(key)
+            return
         old = self._ewma.get(key)
         self._ewma[key] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
@@ -386,7 +402,11 @@ class ServingRuntime:
             t0 = time.perf_counter()
             try:
                 batch = self._gather(model, items)
-                outs = await loop.run_in_executor(self._pool, self.executors[model].run, batch)
+                if self._inline(model):
+                    outs = self.executors[model].run(batch)
+                    await asyncio.sleep(0)  # let the loop serve others between inline calls
+                else:
+                    outs = await loop.run_in_executor(self._pool, self.executors[model].run, batch)
             except asyncio.CancelledError:
                 for req, _ in items:
                     self._fail(req, "server shutting down", ShuttingDown("server shutting down"))
@@ -451,7 +471,11 @@ class ServingRuntime:
                 r.status = "running"
             t0 = time.perf_counter()
             try:
-                await loop.run_in_executor(self._pool, self._run_workflow, cw, reqs)
+                if self._inline(workflow):
+                    self._run_workflow(cw, reqs)
+                    await asyncio.sleep(0)
+                else:
+                    await loop.run_in_executor(self._pool, self._run_workflow, cw, reqs)
             except asyncio.CancelledError:
                 for r in reqs:
                     self._fail(r, "server shutting down", ShuttingDown("server shutting down"))
