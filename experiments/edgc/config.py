@@ -43,6 +43,16 @@ def get_config(arg=None):
     c.hysteresis_bits = 0.02
     c.loss_tolerance = 0.03  # EDGC must stay within 3% of the uncompressed validation loss
     c.ckpt_every = 100
+    # Pipeline mode: dp x pp mesh, GPipe over "pp", EDGC grads per stage + low-rank links
+    c.pipe_methods = ("none", "edgc")
+    c.pipe_seeds = (0,)
+    c.pp, c.micro, c.pipe_layers = 2, 2, 2  # 4 dp x 2 pp; one block per stage
+    c.pipe_batch = 4  # sequences per data-parallel replica (2 micro-batches of 2)
+    c.link_init_rank, c.link_min_rank = 16, 4  # of 64 features
+    if preset == "small":  # sized for <= 150 s on 2 CPU cores
+        c.seq = 32
+        c.steps, c.eval_every, c.window = 60, 20, 6
+        c.ckpt_every = 60
     if preset == "smoke":
         c.dim, c.heads, c.layers, c.seq = 32, 2, 2, 32
         c.batch_per_device = 2
@@ -52,6 +62,7 @@ def get_config(arg=None):
         c.window, c.period, c.fraction = 6, 1, 0.25
         c.init_rank, c.max_rank = 2, 4
         c.ckpt_every = 24
+        c.pipe_methods = ()
     elif preset == "full":
         c.dim, c.heads, c.layers, c.seq = 256, 8, 6, 128
         c.batch_per_device = 8
@@ -59,4 +70,7 @@ def get_config(arg=None):
         c.ckpt_every = 500
         c.seeds = (0, 1, 2)
         c.window = 100
+        c.pipe_seeds = (0, 1, 2)
+        c.pp, c.pipe_layers, c.micro, c.pipe_batch = 2, 6, 4, 16
+        c.link_init_rank, c.link_min_rank = 64, 8
     return c
