@@ -26,6 +26,31 @@ from ._degrade import radial_warp as radial_warp
 from ._degrade import reduce_contrast as reduce_contrast
 from ._degrade import rician as rician
 from ._degrade import upsample as upsample
+from ._distill import Distiller as Distiller
+from ._distill import DistillState as DistillState
+from ._distill import blur_target as blur_target
+from ._distill import curriculum_level as curriculum_level
+from ._distill import curriculum_sigmas as curriculum_sigmas
+from ._distill import ddim_step as ddim_step
+from ._distill import distill_loss as distill_loss
+from ._distill import feature_loss as feature_loss
+from ._distill import grid_alpha_bars as grid_alpha_bars
+from ._distill import halving_schedule as halving_schedule
+from ._distill import make_distiller as make_distiller
+from ._distill import sample_sr as sample_sr
+from ._distill import sample_sr_reference as sample_sr_reference
+from ._distill import teacher_target as teacher_target
+from ._fieldsim import GUIDANCE as GUIDANCE
+from ._fieldsim import FieldSimConfig as FieldSimConfig
+from ._fieldsim import LowField as LowField
+from ._fieldsim import correct_lowfield as correct_lowfield
+from ._fieldsim import guidance_maps as guidance_maps
+from ._fieldsim import guided_condition as guided_condition
+from ._fieldsim import lowres as lowres
+from ._fieldsim import lowres_shape as lowres_shape
+from ._fieldsim import radial_displacement as radial_displacement
+from ._fieldsim import radial_unwarp as radial_unwarp
+from ._fieldsim import simulate_lowfield as simulate_lowfield
 from ._losses import edge_loss as edge_loss
 from ._losses import fft_magnitude_loss as fft_magnitude_loss
 from ._losses import gate_targets as gate_targets
@@ -73,5 +98,9 @@ from ._train import make_trainer as make_trainer
 from ._train import moe_loss as moe_loss
 from ._train import regression_loss as regression_loss
 from ._train import sample_residual as sample_residual
+from ._unet import FeatureAdapters as FeatureAdapters
+from ._unet import GuidedUNet as GuidedUNet
+from ._unet import forward_cost as forward_cost
+from ._unet import gamma_embedding as gamma_embedding
 
 __version__ = "0.1.0"

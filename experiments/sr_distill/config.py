@@ -1,0 +1,100 @@
+"""1.5T -> 7T-like MRI SR: guidance-map diffusion teacher vs progressively distilled student.
+
+    python experiments/sr_distill/main.py --config=experiments/sr_distill/config.py:small \
+        --workdir=/tmp/sr_distill
+"""
+
+import ml_collections
+
+PAPER = "Distillation-driven multi-scale MRI SR, 1.5T -> 7T-like (arXiv 2501.18736)"
+ORDER = 61
+
+
+def get_config(arg=None):
+    preset = arg or "small"
+    if preset not in ("smoke", "small", "full"):
+        raise ValueError(f"preset: expected smoke, small or full, got {preset!r}")
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+    # data: axial MNI152 slices at 1 mm, held-out slabs for test, dipy's real slice as OOD test
+    c.crop = (64, 64)
+    c.test_slabs = [(70, 76), (92, 98)]
+    c.slab_gap = 3
+    c.min_brain = 0.3
+    c.train_stride = 2
+    c.test_stride = 3
+    c.pool_repeats = 2
+    # 1.5T-like acquisition (field-strength simulation) and scales
+    c.noise_sigma = 0.02
+    c.bias_strength = 0.1
+    c.warp_strength = 0.03
+    c.contrast_reduction = 0.3
+    c.train_scales = (2.0, 3.0, 4.0)
+    c.eval_scales = (2.0, 3.0, 4.0, 2.5)  # 2.5: never seen in training
+    c.residual_scale = 0.1
+    c.schedule = "cosine"
+    # teacher (SR3-style guided UNet) and student (small multi-scale UNet)
+    c.teacher_widths = (12, 24, 48)
+    c.teacher_emb = 32
+    c.student_widths = (6, 12, 24)
+    c.student_emb = 16
+    c.teacher_steps = 8  # DDIM steps of the teacher
+    # training
+    c.batch_size = 12
+    c.patch = 32
+    c.teacher_train_steps = 250
+    c.teacher_lr = 2e-3
+    # progressive distillation: stage 0 at teacher_steps (size), then halve per stage
+    c.stages = 3
+    c.stage_steps = 60
+    c.student_lr = 2e-3
+    c.curriculum_levels = 10
+    c.curriculum_sigma_max = 1.5
+    c.feature_layers = ("enc1", "mid", "dec1")
+    c.feature_weight = 0.1
+    # evaluation
+    c.dipy_eval = True
+    c.stage_eval = True  # evaluate every stage's student (where quality breaks)
+    c.time_repeats = 3
+    c.log_every = 25
+    c.ckpt_every = 0  # 0: checkpoint at the end of each loop only
+    if preset == "smoke":
+        c.crop = (48, 48)
+        c.train_stride = 6
+        c.test_stride = 6
+        c.pool_repeats = 1
+        c.teacher_widths = (8, 16, 32)
+        c.teacher_emb = 16
+        c.student_widths = (4, 8, 16)
+        c.teacher_steps = 4
+        c.batch_size = 8
+        c.teacher_train_steps = 20
+        c.stages = 2
+        c.stage_steps = 10
+        c.stage_eval = False
+        c.train_scales = (2.0, 4.0)
+        c.eval_scales = (4.0, 2.5)
+        c.time_repeats = 1
+        c.log_every = 10
+    elif preset == "full":
+        c.crop = (192, 192)
+        c.train_stride = 1
+        c.test_stride = 1
+        c.pool_repeats = 8
+        c.teacher_widths = (64, 128, 256)
+        c.teacher_emb = 128
+        c.student_widths = (16, 32, 64)
+        c.student_emb = 64
+        c.teacher_steps = 64
+        c.batch_size = 32
+        c.patch = 64
+        c.teacher_train_steps = 100_000
+        c.teacher_lr = 2e-4
+        c.stages = 5
+        c.stage_steps = 10_000
+        c.student_lr = 2e-4
+        c.time_repeats = 5
+        c.log_every = 500
+        c.ckpt_every = 2000
+    return c

@@ -1,0 +1,379 @@
+"""Guided diffusion teacher -> progressively distilled multi-scale student, side by side.
+
+1. Simulate 1.5T-like acquisitions of MNI152 training slabs at x2, x3, x4 (bias field, gradient
+   nonlinearity warp, contrast loss, Rician noise) with the correction maps as guidance.
+2. Train the teacher (SR3-style guided UNet, residual diffusion, v-prediction, L1).
+3. Distil stage by stage into a ~4x cheaper student: stage 0 at the teacher's steps, then each
+   stage halves the steps; feature matching at teacher layers + a sharpening target curriculum.
+4. Evaluate bicubic, bicubic + correction maps, teacher and every student stage at x2, x3, x4
+   and the unseen x2.5 on held-out slabs and dipy's real T1 slice; FLOPs, params, sample time.
+"""
+
+import pathlib
+
+import distill_lib as lib
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import logging
+from flax import nnx
+
+import mri_sr_jax as msr
+import xplib
+
+PAPER = "Distillation-driven multi-scale MRI SR, 1.5T -> 7T-like (arXiv 2501.18736)"
+METRICS = ("psnr", "ssim", "hfen")
+
+
+def train_teacher(tg, tp, sample, config, schedule, workdir, *, key):
+    def loss(m, b, k):
+        return msr.diffusion_loss(m, b, k, schedule=schedule, parameterisation="v")
+
+    trainer = msr.make_trainer(tg, loss, lib.adam(config.teacher_lr, config.teacher_train_steps))
+
+    def inputs(k):
+        k1, k2 = jax.random.split(k)
+        return lib.to_batch(sample(k1), config), k2
+
+    state, sec = lib.run_loop(
+        "teacher",
+        trainer.init(tp),
+        lambda s, step, b, k: trainer.update(s, b, k),
+        inputs,
+        config.teacher_train_steps,
+        workdir,
+        config,
+        key=key,
+    )
+    return state.params, sec
+
+
+def distil(tg, tp, sg, sp, ag, ap, sample, config, schedule, workdir, *, key):
+    """All stages; returns [(steps, substeps, student params, s/step)] per stage."""
+    sigmas = msr.curriculum_sigmas(config.curriculum_levels, config.curriculum_sigma_max)
+    plan = msr.halving_schedule(config.teacher_steps, config.stages)
+    target_gd, target_p = tg, tp
+    out = []
+    for k, (steps, substeps) in enumerate(plan):
+        dist = msr.make_distiller(
+            sg,
+            ag,
+            tg,
+            target_gd,
+            lib.adam(config.student_lr, config.stage_steps),
+            schedule=schedule,
+            num_steps=steps,
+            substeps=substeps,
+            feature_weight=config.feature_weight,
+        )
+
+        def update(state, step, batch, kk, dist=dist, target_p=target_p):
+            level = msr.curriculum_level(step, config.stage_steps, config.curriculum_levels)
+            state, metrics = dist.update(state, tp, target_p, batch, kk, sigmas[level])
+            return state, metrics | {"blur_sigma": sigmas[level]}
+
+        def inputs(kk):
+            k1, k2 = jax.random.split(kk)
+            return lib.to_batch(sample(k1), config), k2
+
+        state, sec = lib.run_loop(
+            f"stage{k}",
+            dist.init(sp, ap),
+            update,
+            inputs,
+            config.stage_steps,
+            workdir,
+            config,
+            key=jax.random.fold_in(key, k),
+        )
+        sp, ap = state.params["student"], state.params["adapters"]
+        out.append((steps, substeps, sp, sec))
+        target_gd, target_p = sg, sp
+        logging.info("stage %d: %d steps (substeps %d), %.3f s/step", k, steps, substeps, sec)
+    return out
+
+
+def eval_batch(test, config):
+    """Held-out slices plus (if enabled) dipy's real slice, centre-cropped, as one batch."""
+    t1, gm, wm = test
+    if not config.dipy_eval:
+        return t1, gm, wm, t1.shape[0]
+    dipy = msr.load_dipy_t1_slice()
+    ch, cw = config.crop
+    top, left = (dipy.shape[0] - ch) // 2, (dipy.shape[1] - cw) // 2
+    d = jnp.asarray(dipy[top : top + ch, left : left + cw])[None]
+    z = jnp.zeros_like(d)  # no tissue maps: no contrast change is simulated for dipy
+    cat = jnp.concatenate
+    return cat([t1, d]), cat([gm, z]), cat([wm, z]), t1.shape[0]
+
+
+def train_and_evaluate(config, workdir):
+    workdir = pathlib.Path(workdir)
+    key = jax.random.key(config.seed)
+    k_pool, k_teacher, k_student, k_eval, k_sample = jax.random.split(key, 5)
+    schedule = msr.make_schedule(config.schedule)
+    train, test, train_idx, test_idx = lib.load_split(config)
+    pool = lib.build_pool(train, config, key=k_pool)
+    logging.info(
+        "train slices %d, test %d, pool %d", len(train_idx), len(test_idx), pool[0].shape[0]
+    )
+    sample = jax.jit(lambda k: lib.sample_patches(pool, config.patch, config.batch_size, key=k))
+
+    teacher, student, adapters = lib.make_nets(config)
+    (tg, tp), (sg, sp), (ag, ap) = nnx.split(teacher), nnx.split(student), nnx.split(adapters)
+    params = {"teacher": msr.count_params(teacher), "student": msr.count_params(student)}
+    tp, teacher_sec = train_teacher(tg, tp, sample, config, schedule, workdir, key=k_teacher)
+    stages = distil(tg, tp, sg, sp, ag, ap, sample, config, schedule, workdir, key=k_student)
+    final_steps, _, final_p, _ = stages[-1]
+
+    samplers = {}
+
+    def predict(gd, p, cond, steps, k):
+        if (gd, steps) not in samplers:
+            samplers[(gd, steps)] = jax.jit(
+                lambda p, c, k: msr.sample_sr(
+                    gd,
+                    p,
+                    c,
+                    key=k,
+                    schedule=schedule,
+                    num_steps=steps,
+                    residual_scale=config.residual_scale,
+                )
+            )
+        return samplers[(gd, steps)](p, cond, k)
+
+    t1, gm, wm, n_test = eval_batch(test, config)
+    methods = {
+        "teacher": (tg, tp, config.teacher_steps),
+        "student": (sg, final_p, final_steps),
+    }
+    results, stage_rows, images, timing = {}, {}, {}, {}
+    for scale in config.eval_scales:
+        k = jax.random.fold_in(k_eval, int(10 * scale))
+        hr, up, base, g = lib.simulate(t1, gm, wm, config, scale, key=k)
+        cond = jnp.concatenate([base[..., None], g], axis=-1)
+        preds = {"bicubic": up, "bicubic+maps": base}
+        for name, (gd, p, steps) in methods.items():
+            preds[name] = predict(gd, p, cond, steps, k_sample)
+        rows = {m: lib.slice_metrics(x, hr) for m, x in preds.items()}
+        results[scale] = {
+            "test": {m: lib.medians(r[:n_test]) for m, r in rows.items()},
+            "dipy": {m: r[n_test] for m, r in rows.items()} if config.dipy_eval else None,
+        }
+        images[scale] = (hr[0], {m: x[0] for m, x in preds.items()})
+        for k, (steps, _, p, _) in enumerate(stages[:-1] if config.stage_eval else []):
+            x = predict(sg, p, cond, steps, k_sample)
+            stage_rows[(k, scale)] = lib.medians(lib.slice_metrics(x, hr)[:n_test])
+        stage_rows[(len(stages) - 1, scale)] = results[scale]["test"]["student"]
+        if scale == max(config.eval_scales):
+            for name, (gd, p, steps) in methods.items():
+                _, sec = lib.timed(
+                    lambda p, c, gd=gd, steps=steps: predict(gd, p, c, steps, k_sample),
+                    p,
+                    cond,
+                    repeats=config.time_repeats,
+                )
+                timing[name] = sec / cond.shape[0]
+        logging.info(
+            "x%s: %s", scale, {m: round(r["psnr"], 2) for m, r in results[scale]["test"].items()}
+        )
+
+    h, w = config.crop
+    cost = {
+        "teacher": msr.forward_cost(tg, tp, (1, h, w, 1), 3),
+        "student": msr.forward_cost(sg, final_p, (1, h, w, 1), 3),
+    }
+    steps_of = {"teacher": config.teacher_steps, "student": final_steps}
+    figures = [
+        _sample_figure(workdir, images, config),
+        _stage_figure(workdir, stages, stage_rows, results, config),
+    ]
+    tables = _tables(
+        config, results, stages, stage_rows, params, cost, steps_of, timing, teacher_sec
+    )
+    claims = _claims(config, results, timing, steps_of)
+    xplib.write_results(
+        workdir,
+        experiment="sr_distill",
+        paper=PAPER,
+        preset=config.preset,
+        claims=claims,
+        tables=tables,
+        figures=figures,
+        notes=(
+            f"MNI152 1 mm axial slices, crop {tuple(config.crop)}, train/test = disjoint slabs "
+            f"{list(config.test_slabs)}; 1.5T-like inputs simulated (noise {config.noise_sigma}, "
+            f"bias {config.bias_strength}, warp {config.warp_strength}, contrast loss "
+            f"{config.contrast_reduction}); trained on x{list(config.train_scales)}, x2.5 unseen. "
+            f"Teacher {config.teacher_train_steps} steps; distillation {config.stages} stages x "
+            f"{config.stage_steps} steps. Timings on this machine's CPU, one run. PSNR on a "
+            "template brain is not comparable with the paper's 1.5T/7T numbers (not retrievable)."
+        ),
+        extra={
+            "train_slices": train_idx.tolist(),
+            "test_slices": test_idx.tolist(),
+            "params": params,
+        },
+    )
+
+
+def _tables(config, results, stages, stage_rows, params, cost, steps_of, timing, teacher_sec):
+    names = ("bicubic", "bicubic+maps", "teacher", "student")
+    tables = []
+    for where in ("test", "dipy"):
+        if where == "dipy" and not config.dipy_eval:
+            continue
+        rows = []
+        for scale in config.eval_scales:
+            tag = f"x{scale:g}" + (" (unseen)" if scale not in config.train_scales else "")
+            for m in names:
+                r = results[scale][where][m]
+                rows.append([tag, m] + [round(r[k], 4) for k in METRICS])
+        title = (
+            "held-out slabs, medians over slices"
+            if where == "test"
+            else "dipy's real T1 slice (out of distribution)"
+        )
+        tables.append(xplib.Table(title, ["scale", "method", *METRICS], rows))
+    h, w = config.crop
+    cost_rows = []
+    for m in ("teacher", "student"):
+        mflop = cost[m]["flops"] / 1e6
+        cost_rows.append(
+            [
+                m,
+                params[m],
+                round(mflop, 2),
+                steps_of[m],
+                round(mflop * steps_of[m] / 1e3, 3),
+                round(timing[m], 4),
+                round(timing["teacher"] / timing[m], 2),
+            ]
+        )
+    tables.append(
+        xplib.Table(
+            f"Cost per {h}x{w} slice (FLOPs: XLA cost analysis; time: median of "
+            f"{config.time_repeats}, x{max(config.eval_scales):g} batch)",
+            [
+                "model",
+                "params",
+                "MFLOP / network call",
+                "steps",
+                "GFLOP / slice",
+                "s / slice",
+                "speed-up",
+            ],
+            cost_rows,
+        )
+    )
+    srows = [
+        ["teacher", config.teacher_steps, "-", round(teacher_sec, 4)]
+        + [round(results[s]["test"]["teacher"]["psnr"], 3) for s in config.eval_scales]
+    ]
+    for k, (steps, substeps, _, sec) in enumerate(stages):
+        if (k, config.eval_scales[0]) not in stage_rows:
+            continue
+        srows.append(
+            [f"student stage {k}", steps, substeps, round(sec, 4)]
+            + [round(stage_rows[(k, s)]["psnr"], 3) for s in config.eval_scales]
+        )
+    tables.append(
+        xplib.Table(
+            "Step halving stage by stage: PSNR (held-out) per scale",
+            ["model", "sampling steps", "substeps", "train s/step"]
+            + [f"psnr x{s:g}" for s in config.eval_scales],
+            srows,
+        )
+    )
+    return tables
+
+
+def _claims(config, results, timing, steps_of):
+    s4 = max(config.eval_scales)
+    unseen = [s for s in config.eval_scales if s not in config.train_scales]
+    r4 = results[s4]["test"]
+    claims = [
+        xplib.Claim(
+            f"student within 0.5 dB of the teacher (x{s4:g}, held-out)",
+            "PSNR dB",
+            round(r4["student"]["psnr"], 3),
+            round(r4["teacher"]["psnr"], 3),
+            "student 'sacrifices minimal performance' (tables not retrievable); issue target: "
+            "within 0.5 dB",
+            baseline_name="teacher",
+        ),
+        xplib.Claim(
+            f"student sampling time per slice (x{s4:g}; {steps_of['student']} vs "
+            f"{steps_of['teacher']} steps)",
+            "s / slice",
+            round(timing["student"], 4),
+            round(timing["teacher"], 4),
+            "smaller deployable model (no timing given); issue target: >= 4x less time",
+            baseline_name="teacher",
+            better="lower",
+        ),
+        xplib.Claim(
+            f"teacher beats bicubic (x{s4:g}, held-out)",
+            "PSNR dB",
+            round(r4["teacher"]["psnr"], 3),
+            round(r4["bicubic"]["psnr"], 3),
+            "teacher 'achieves state-of-the-art SR performance' (numbers not retrievable)",
+            baseline_name="bicubic",
+        ),
+    ]
+    for s in unseen:
+        r = results[s]["test"]
+        claims.append(
+            xplib.Claim(
+                f"student at the unseen scale x{s:g} without retraining vs bicubic",
+                "PSNR dB",
+                round(r["student"]["psnr"], 3),
+                round(r["bicubic"]["psnr"], 3),
+                "student accepts varying input resolutions without retraining (qualitative)",
+                baseline_name="bicubic",
+            )
+        )
+    return claims
+
+
+def _sample_figure(workdir, images, config):
+    scales = [max(config.eval_scales)] + [
+        s for s in config.eval_scales if s not in config.train_scales
+    ]
+    names = ("bicubic", "bicubic+maps", "teacher", "student")
+    fig, axes = plt.subplots(
+        len(scales),
+        len(names) + 1,
+        figsize=(2.3 * (len(names) + 1), 2.4 * len(scales)),
+        squeeze=False,
+    )
+    for i, s in enumerate(scales):
+        hr, preds = images[s]
+        axes[i, 0].imshow(np.asarray(hr).T, cmap="gray", origin="lower", vmin=0, vmax=1)
+        axes[i, 0].set_title(f"HR (x{s:g} row)")
+        for j, m in enumerate(names, 1):
+            axes[i, j].imshow(np.asarray(preds[m]).T, cmap="gray", origin="lower", vmin=0, vmax=1)
+            axes[i, j].set_title(m)
+    for a in axes.ravel():
+        a.set_xticks([])
+        a.set_yticks([])
+    return xplib.save_figure(fig, workdir, "samples")
+
+
+def _stage_figure(workdir, stages, stage_rows, results, config):
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    done = [k for k in range(len(stages)) if (k, config.eval_scales[0]) in stage_rows]
+    steps = [stages[k][0] for k in done]
+    for scale in config.eval_scales:
+        ys = [stage_rows[(k, scale)]["psnr"] for k in done]
+        line = ax.plot(steps, ys, "o-", label=f"student x{scale:g}")[0]
+        ax.axhline(
+            results[scale]["test"]["teacher"]["psnr"], color=line.get_color(), ls="--", lw=0.8
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("student sampling steps (stage by stage)")
+    ax.set_ylabel("PSNR dB (dashed: teacher)")
+    ax.legend(fontsize=7)
+    return xplib.save_figure(fig, workdir, "step_halving")
