@@ -133,7 +133,7 @@ def test_partial_edits_keep_the_template_outside_the_mask(editing, r, c, h, w):
 
 def test_block_plan_all_full_blocks_equals_full_recompute(editing):
     """Per-request block selection: recomputing every block in full is full recomputation;
-    any plan keeps the template outside the mask; the Pallas path agrees."""
+    any plan keeps the template outside the mask."""
     dit, enc, cache, x, *_ = editing
     mask = np.zeros((8, 8))
     mask[2:8, :] = 1
@@ -146,10 +146,6 @@ def test_block_plan_all_full_blocks_equals_full_recompute(editing):
     assert np.abs(outs[0] - ref).max() > 1e-4  # the cache is an approximation: plans differ
     for out in outs:
         np.testing.assert_array_equal(out[mask == 0], x[0][mask == 0])
-    pallas = cached_edit(
-        dit, enc, SCHED, cache, mask, 4, 2, steps=STEPS, full_blocks=1, impl="pallas", pad_to=16
-    )
-    np.testing.assert_allclose(pallas, outs[1], atol=1e-5)
     with pytest.raises(ValueError, match="full_blocks"):
         cached_edit(dit, enc, SCHED, cache, mask, 4, 2, steps=STEPS, full_blocks=3)
 
@@ -320,7 +316,7 @@ def _service(editing, gate=None, **kw):
         store,
         steps=STEPS,
         max_batch=kw.pop("max_batch", 2),
-        batch_buckets=(2,),
+        batch_buckets=(4,),  # the shapes the batching tests compiled
         token_buckets=(16,),
         batching=kw.pop("batching", "continuous"),
     )

@@ -40,6 +40,13 @@ from ._loadgen import run_open_loop as run_open_loop
 from ._loadgen import slo_attainment as slo_attainment
 from ._loadgen import synthetic_trace as synthetic_trace
 from ._loadgen import trace_to_workflow as trace_to_workflow
+from ._lora import LORA_LAYERS as LORA_LAYERS
+from ._lora import bold_style as bold_style
+from ._lora import lora_init as lora_init
+from ._lora import lora_merge as lora_merge
+from ._lora import lora_module as lora_module
+from ._lora import lora_stack as lora_stack
+from ._lora import lora_trainer as lora_trainer
 from ._models import NULL_LABEL as NULL_LABEL
 from ._models import ConditionEncoder as ConditionEncoder
 from ._models import DigitClassifier as DigitClassifier

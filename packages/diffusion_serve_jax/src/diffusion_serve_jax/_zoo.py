@@ -5,7 +5,9 @@ Models (each one `ModelSpec`, one shared instance): `encoder` (label -> conditio
 with guidance; the same DiT weights, with and without control), `upscaler` (8x8 -> 16x16),
 `classifier` (a safety-checker-style judge of the generated digit).
 
-Workflows: `t2i`, `t2i_upscale`, `t2i_checked`, `control_upscale`.
+Workflows: `t2i`, `t2i_upscale`, `t2i_checked`, `control_upscale`; with LoRA adapters attached
+(`Zoo.lora`, a `lora_stack`), also the model `denoiser_lora` (the shared DiT weights plus the
+adapter each request names by index) and the workflow `t2i_lora`.
 """
 
 import dataclasses
@@ -16,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from ._diffusion import DiffusionModels, Schedule, ddim_sample, make_schedule
+from ._lora import lora_module
 from ._models import NULL_LABEL, DigitClassifier, Upscaler
 from ._training import classifier_trainer, diffusion_trainer, fit, upscaler_trainer
 from ._workflow import Catalog, ModelSpec, TensorSpec, WorkflowBuilder
@@ -40,6 +43,8 @@ class Zoo:
     diffusion: DiffusionModels
     upscaler: Upscaler
     classifier: DigitClassifier
+    lora: dict | None = None  # a stack of style adapters (see `lora_stack`)
+    lora_scale: float = 1.0
 
     @property
     def schedule(self) -> Schedule:
@@ -106,6 +111,24 @@ def zoo_model_specs(zoo: Zoo) -> list[ModelSpec]:
     def upscale(p, x):
         return {"image": nnx.merge(u_gd, p)(x["image"])}
 
+    def denoise_lora(p, x):
+        def one(cond, uncond, seed, idx):
+            adapter = jax.tree.map(lambda a: a[idx], p["lora"])
+            dit = lora_module(dit_gd, p["dit"], adapter, scale=zoo.lora_scale)
+            noise = sample_noise(seed[None], (8, 8))
+            out = ddim_sample(
+                dit,
+                cond[None],
+                uncond[None],
+                noise,
+                schedule=sched,
+                steps=c.sample_steps,
+                guidance=c.guidance,
+            )
+            return out[0]
+
+        return {"image": jax.vmap(one)(x["cond"], x["uncond"], x["seed"], x["lora"])}
+
     def classify(p, x):
         return {"probs": jax.nn.softmax(nnx.merge(k_gd, p)(x["image"]), axis=-1)}
 
@@ -131,10 +154,22 @@ def zoo_model_specs(zoo: Zoo) -> list[ModelSpec]:
         ),
         ModelSpec("upscaler", {"image": img}, {"image": TensorSpec((16, 16))}, upscale, u_params),
         ModelSpec("classifier", {"image": img}, {"probs": TensorSpec((10,))}, classify, k_params),
-    ]
+    ] + (
+        []
+        if zoo.lora is None
+        else [
+            ModelSpec(
+                "denoiser_lora",
+                den_in | {"lora": TensorSpec((), "int32")},
+                {"image": img},
+                denoise_lora,
+                {"dit": dit_params, "lora": zoo.lora},
+            )
+        ]
+    )
 
 
-def zoo_workflows() -> list:
+def zoo_workflows(*, lora: bool = False) -> list:
     label, seed = TensorSpec((), "int32"), TensorSpec((), "int32")
     t2i = (
         WorkflowBuilder("t2i")
@@ -180,14 +215,33 @@ def zoo_workflows() -> list:
         .node("up", "upscaler", image="gen.image")
         .output("image", "up.image")
     )
-    return [t2i.output("image", "gen.image").build(), up.build(), chk.build(), ctl.build()]
+    out = [t2i.output("image", "gen.image").build(), up.build(), chk.build(), ctl.build()]
+    if lora:
+        out.append(
+            WorkflowBuilder("t2i_lora")
+            .input("label", label)
+            .input("seed", seed)
+            .input("lora", TensorSpec((), "int32"))
+            .node("enc", "encoder", label="input.label")
+            .node(
+                "gen",
+                "denoiser_lora",
+                cond="enc.cond",
+                uncond="enc.uncond",
+                seed="input.seed",
+                lora="input.lora",
+            )
+            .output("image", "gen.image")
+            .build()
+        )
+    return out
 
 
 def zoo_catalog(zoo: Zoo) -> Catalog:
     cat = Catalog()
     for spec in zoo_model_specs(zoo):
         cat.register_model(spec)
-    for wf in zoo_workflows():
+    for wf in zoo_workflows(lora=zoo.lora is not None):
         cat.register_workflow(wf)
     return cat
 
