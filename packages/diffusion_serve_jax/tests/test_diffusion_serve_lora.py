@@ -110,16 +110,14 @@ def test_zoo_lora_node_picks_each_rows_adapter():
     got = ex.run(batch | {"lora": np.array([1, 0], np.int32)})["image"]
     gd, state = nnx.split(zoo.diffusion.dit)
     noise = sample_noise(jnp.asarray(seeds), (8, 8))
+
+    @jax.jit
+    def reference(adapter, c, u, n):  # one row, its adapter merged by hand
+        dit = lora_module(gd, state, adapter)
+        return ddim_sample(dit, c, u, n, schedule=zoo.schedule, steps=2, guidance=cfg.guidance)
+
     for row, idx in enumerate((1, 0)):
-        dit = lora_module(gd, state, adapters[idx])
-        want = ddim_sample(
-            dit,
-            cond[row : row + 1],
-            uncond[row : row + 1],
-            noise[row : row + 1],
-            schedule=zoo.schedule,
-            steps=2,
-            guidance=cfg.guidance,
-        )
+        sl = slice(row, row + 1)
+        want = reference(adapters[idx], cond[sl], uncond[sl], noise[sl])
         np.testing.assert_allclose(got[row], np.asarray(want[0]), atol=1e-5)
     assert np.abs(got[0] - got[1]).max() > 1e-3
