@@ -1,9 +1,14 @@
-"""Benchmark: KGS-GCN vs ST-GCN / CTR-GCN-lite throughput and FLOPs, renderer share, dense vs
+"""Benchmark: KGS-GCN vs ST-GCN (as is and parameter-matched) / CTR-GCN-lite throughput and
+FLOPs, the renderer's cost (v1 vs exact vs separable) and share of the forward pass, dense vs
 segment_sum graph convolution.
 
     python packages/skel_gcn_jax/benchmarks/bench_kgs.py [--out /tmp/bench_kgs.json] [--batch 16]
 
-Prints a table and writes JSON. Medians of `--repeats` timed calls after one warm-up (compile).
+Prints tables and writes JSON. Medians of `--repeats` timed calls after one warm-up (compile).
+Times are the process's CPU time (user + sys of all XLA threads, `time.process_time`), which
+stays meaningful on a shared, loaded machine where wall time swings several-fold; wall-clock
+medians are written to the JSON too. Throughput is `batch / CPU seconds`. FLOPs,
+transcendentals and bytes are XLA's cost analysis of the compiled HLO.
 """
 
 import argparse
@@ -13,26 +18,70 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 import skel_gcn_jax as sg
+from skel_gcn_jax._models import _positions
+from skel_gcn_jax._splat import joint_velocity, splat_covariances
+
+WALL = {}
 
 
 def _time(f, *args, repeats):
+    """Median CPU seconds of `f(*args)` (the wall-clock median goes to `WALL[f]`)."""
     jax.block_until_ready(f(*args))
-    ts = []
+    cpu, wall = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(f(*args))
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    WALL[f] = statistics.median(wall)
+    return statistics.median(cpu)
 
 
-def _flops(f, *args):
+def _cost(f, *args):
     cost = jax.jit(f).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", float("nan")))
+    keys = ("flops", "transcendentals", "bytes accessed")
+    return {k: float(cost.get(k, float("nan"))) for k in keys}
+
+
+def render_v1(positions, valid, config):
+    """The first version's renderer, frozen here as the 'before' of the speed-up: 3x3
+    covariances through tiny einsums, a `(..., V, G, G)` density with joints major, and the
+    body-part sum as an einsum over a non-minor axis."""
+    vel = joint_velocity(positions, valid)
+    cov = splat_covariances(
+        vel, sigma=config.sigma, stretch=config.stretch, isotropic=config.isotropic
+    )
+    proj = jnp.asarray(np.asarray(config.views, np.float32).reshape(-1, 2, 3))
+    mu = jnp.einsum("kij,...vj->...kvi", proj, positions) / config.extent
+    cov2 = jnp.einsum("kij,...vjl,kml->...kvim", proj, cov, proj) / config.extent**2
+    a, b, d = cov2[..., 0, 0], cov2[..., 0, 1], cov2[..., 1, 1]
+    det = a * d - b * b
+    ia, ib, id_ = d / det, -b / det, a / det
+    g = config.grid
+    centres = ((jnp.arange(g) + 0.5) / g * 2.0 - 1.0).reshape((1,) * (mu.ndim - 1) + (g,))
+    du, dv = centres - mu[..., 0, None], centres - mu[..., 1, None]
+    q = (
+        ia[..., None, None] * du[..., None, :] ** 2
+        + 2.0 * ib[..., None, None] * dv[..., :, None] * du[..., None, :]
+        + id_[..., None, None] * dv[..., :, None] ** 2
+    )
+    dens = jnp.exp(-0.5 * q) * valid[..., None, :, None, None]
+    onehot = jax.nn.one_hot(jnp.asarray(config.groups), max(config.groups) + 1)
+    return jnp.einsum("...kvij,vp->...kpij", dens, onehot)
+
+
+def _skeleton_render(render, config):
+    def f(x):
+        pos, valid = _positions(x)
+        return jnp.sum(render(pos, valid, config), axis=1)
+
+    return f
 
 
 def main():
@@ -42,18 +91,23 @@ def main():
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--channels", default="32,64")
     p.add_argument("--grid", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     ch = tuple(int(c) for c in a.channels.split(","))
-    splat = sg.SplatConfig(grid=a.grid)
+    exact = sg.SplatConfig(grid=a.grid)
+    separable = exact._replace(separable=True)
     x = 0.3 * jax.random.normal(jax.random.key(0), (a.batch, 3, a.frames, 25, 1))
     y = jnp.zeros((a.batch,), jnp.int32)
+    kgs_cfg = sg.kgs_gcn_config(12, ch, splat=separable)
+    configs = {
+        "kgs_gcn": kgs_cfg,
+        "kgs_gcn_exact_render": kgs_cfg._replace(splat=exact),
+        "st_gcn": sg.st_gcn_config(12, ch),
+        "st_gcn_wide": sg.widen_to_params(sg.st_gcn_config(12, ch), sg.config_params(kgs_cfg)),
+        "ctr_gcn": sg.ctr_gcn_config(12, ch),
+    }
     rows = []
-    for name, cfg in [
-        ("kgs_gcn", sg.kgs_gcn_config(12, ch, splat=splat)),
-        ("st_gcn", sg.st_gcn_config(12, ch)),
-        ("ctr_gcn", sg.ctr_gcn_config(12, ch)),
-    ]:
+    for name, cfg in configs.items():
         model = sg.GCNClassifier(cfg, rngs=nnx.Rngs(0))
         trainer = sg.make_trainer(model, optax.adam(1e-3))
         state = trainer.init(model)
@@ -61,42 +115,67 @@ def main():
         fwd = lambda p, x, g=graphdef: nnx.merge(g, p)(x)  # noqa: E731  (renders inside)
         t_inf = _time(trainer.predict, state.params, x, repeats=a.repeats)
         t_train = _time(lambda s, t=trainer: t.update(s, x, y)[0], state, repeats=a.repeats)
-        flops = _flops(fwd, state.params, x) / a.batch
+        flops = _cost(fwd, state.params, x)["flops"] / a.batch
         rows.append(
             {
                 "model": name,
+                "channels": list(cfg.channels),
                 "params": sg.count_params(model),
                 "infer_seq_per_s": a.batch / t_inf,
                 "train_seq_per_s": a.batch / t_train,
                 "gflops_per_seq": flops / 1e9,
                 "infer_ms": 1e3 * t_inf,
+                "infer_wall_ms": 1e3 * WALL[trainer.predict],
             }
         )
-    base = next(r for r in rows if r["model"] == "st_gcn")
+    by = {r["model"]: r for r in rows}
     for r in rows:
-        r["infer_cost_vs_st_gcn"] = base["infer_seq_per_s"] / r["infer_seq_per_s"]
-    render = jax.jit(lambda x: sg.render_skeleton_heatmaps(x, splat))
-    t_render = _time(render, x, repeats=a.repeats)
-    kgs = rows[0]
-    render_share = t_render / (kgs["infer_ms"] / 1e3)
-    # dense einsum vs segment_sum message passing (the measured reason for dense adjacency)
+        r["infer_cost_vs_st_gcn"] = r["infer_ms"] / by["st_gcn"]["infer_ms"]
+    renders = {}
+    for name, fn, cfg, dtype, model in [
+        ("v1 (before)", render_v1, exact, jnp.float32, "kgs_gcn_exact_render"),
+        ("exact", sg.render_heatmaps, exact, jnp.float32, "kgs_gcn_exact_render"),
+        ("separable", sg.render_heatmaps, separable, jnp.float32, "kgs_gcn"),
+        ("separable bf16", sg.render_heatmaps, separable, jnp.bfloat16, "kgs_gcn"),
+    ]:
+        f = _skeleton_render(fn, cfg)
+        xd = x.astype(dtype)
+        jf = jax.jit(f)
+        t = _time(jf, xd, repeats=a.repeats)
+        renders[name] = {
+            "ms": 1e3 * t,
+            "wall_ms": 1e3 * WALL[jf],
+            "share_of_forward": t / (by[model]["infer_ms"] / 1e3),
+            "forward_of": model,
+            **_cost(f, xd),
+        }
     g = sg.ntu_graph()
     dense = sg.graph_to_dense(g)
     h = jax.random.normal(jax.random.key(1), (a.batch, a.frames, 25, 64))
     t_dense = _time(jax.jit(lambda h: sg.graph_conv_dense(h, dense)), h, repeats=a.repeats)
     t_seg = _time(jax.jit(lambda h: sg.graph_conv_segment_sum(h, g)), h, repeats=a.repeats)
-    print(f"batch {a.batch}, T {a.frames}, channels {ch}, grid {a.grid}, {jax.devices()[0]}")
+
     print(
-        f"{'model':10s} {'params':>8s} {'infer seq/s':>12s} {'train seq/s':>12s} "
-        f"{'GFLOP/seq':>10s} {'cost/ST-GCN':>12s}"
+        f"batch {a.batch}, T {a.frames}, channels {ch}, grid {a.grid}, {jax.devices()[0]}; "
+        "CPU-time medians"
+    )
+    print(
+        f"{'model':22s} {'channels':>10s} {'params':>7s} {'infer seq/s':>11s} "
+        f"{'train seq/s':>11s} {'GFLOP/seq':>9s} {'cost/ST-GCN':>11s}"
     )
     for r in rows:
         print(
-            f"{r['model']:10s} {r['params']:8d} {r['infer_seq_per_s']:12.1f} "
-            f"{r['train_seq_per_s']:12.1f} {r['gflops_per_seq']:10.4f} "
-            f"{r['infer_cost_vs_st_gcn']:12.2f}"
+            f"{r['model']:22s} {str(tuple(r['channels'])):>10s} {r['params']:7d} "
+            f"{r['infer_seq_per_s']:11.1f} {r['train_seq_per_s']:11.1f} "
+            f"{r['gflops_per_seq']:9.4f} {r['infer_cost_vs_st_gcn']:11.2f}"
         )
-    print(f"renderer: {1e3 * t_render:.1f} ms = {100 * render_share:.0f}% of the KGS-GCN forward")
+    print(f"{'renderer':16s} {'ms':>8s} {'% fwd':>6s} {'MFLOP':>8s} {'M exp':>7s} {'MB':>7s}")
+    for name, r in renders.items():
+        print(
+            f"{name:16s} {r['ms']:8.1f} {100 * r['share_of_forward']:6.0f} "
+            f"{r['flops'] / 1e6:8.1f} {r['transcendentals'] / 1e6:7.2f} "
+            f"{r['bytes accessed'] / 1e6:7.1f}"
+        )
     print(
         f"graph conv: dense {1e3 * t_dense:.2f} ms vs segment_sum {1e3 * t_seg:.2f} ms "
         f"({t_seg / t_dense:.1f}x)"
@@ -104,8 +183,7 @@ def main():
     out = {
         "args": vars(a),
         "models": rows,
-        "render_ms": 1e3 * t_render,
-        "render_share_of_kgs_forward": render_share,
+        "renderers": renders,
         "dense_ms": 1e3 * t_dense,
         "segment_sum_ms": 1e3 * t_seg,
         "device": str(jax.devices()[0]),

@@ -48,6 +48,16 @@ def test_kgs_gcn_is_about_the_papers_size_at_full_width():
     assert 1.0e6 < sg.count_params(model) < 1.8e6
 
 
+def test_widened_st_gcn_matches_the_kgs_gcn_parameter_count():
+    target = sg.config_params(sg.kgs_gcn_config(12, (16, 32)))
+    wide = sg.widen_to_params(sg.st_gcn_config(12, (16, 32)), target)
+    assert wide.topology == "physical" and wide.fusion == "none"
+    assert wide.channels[0] > 16 and wide.channels[1] > 32
+    assert abs(sg.config_params(wide) - target) / target < 0.03
+    with pytest.raises(ValueError, match="target"):
+        sg.widen_to_params(sg.st_gcn_config(12, (16, 32)), 10)
+
+
 def test_bad_model_inputs_are_named():
     with pytest.raises(ValueError, match="x"):
         sg.check_skeletons(jnp.zeros((2, 2, 6, 25, 2)))

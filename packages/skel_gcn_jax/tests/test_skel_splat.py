@@ -19,9 +19,10 @@ def _positions(seed, shape=(2, 4, 25, 3)):
     return 0.4 * jax.random.normal(jax.random.key(seed), shape)
 
 
-@pytest.mark.parametrize("isotropic", [False, True])
-def test_fast_renderer_matches_reference_loops(isotropic):
-    cfg = CFG._replace(isotropic=isotropic)
+@pytest.mark.parametrize("separable", [False, True], ids=["exact", "separable"])
+@pytest.mark.parametrize("isotropic", [False, True], ids=["velocity", "isotropic"])
+def test_fast_renderer_matches_reference_loops(isotropic, separable):
+    cfg = CFG._replace(isotropic=isotropic, separable=separable)
     pos = _positions(0, (1, 3, 25, 3))
     valid = (jax.random.uniform(jax.random.key(1), pos.shape[:-1]) > 0.2).astype(jnp.float32)
     fast = _render(pos, valid, cfg)
@@ -79,9 +80,34 @@ def test_velocity_anisotropy_changes_the_heatmaps():
     )
 
 
-def test_gradient_flows_through_rendering():
+def test_separable_renderer_is_exact_for_isotropic_splats():
+    pos = _positions(7)
+    iso = CFG._replace(isotropic=True)
+    assert_trees_close(
+        _render(pos, None, iso._replace(separable=True)), _render(pos, None, iso), atol=1e-6
+    )
+    moving = _render(pos, None, CFG._replace(separable=True))
+    assert not np.allclose(moving, _render(pos, None, CFG), atol=1e-3)  # it is an approximation
+
+
+# one joint, three frames -v, 0, +v: the middle frame's splat moves with velocity v
+ONE_JOINT = sg.SplatConfig(grid=48, groups=(0,))
+
+
+@given(arrays(np.float64, (3,), elements=st.floats(-0.12, 0.12)))
+def test_separable_splat_keeps_both_marginals_of_the_exact_splat(v):
+    v = jnp.asarray(v, jnp.float32)
+    pos = jnp.stack([-v, jnp.zeros(3), v])[:, None, :]  # (T=3, V=1, 3)
+    exact = np.asarray(_render(pos, None, ONE_JOINT))[1, :, 0]  # (views, G, G)
+    sep = np.asarray(_render(pos, None, ONE_JOINT._replace(separable=True)))[1, :, 0]
+    for axis in (-1, -2):  # sum over columns -> v-marginal, over rows -> u-marginal
+        np.testing.assert_allclose(sep.sum(axis), exact.sum(axis), rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("separable", [False, True], ids=["exact", "separable"])
+def test_gradient_flows_through_rendering(separable):
     def loss(p):
-        return jnp.sum(sg.render_heatmaps(p, None, CFG) ** 2)
+        return jnp.sum(sg.render_heatmaps(p, None, CFG._replace(separable=separable)) ** 2)
 
     g = jax.jit(jax.grad(loss))(_positions(6))
     assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g).sum()) > 0

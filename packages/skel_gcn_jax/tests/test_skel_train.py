@@ -31,6 +31,14 @@ def single():
     return _trainer()
 
 
+def test_update_keeps_the_state_types_so_the_step_compiles_once(single):
+    # a weakly typed initial parameter would change type after one step and retrigger
+    # compilation of the whole train step on the next call
+    _, trainer, state = single
+    new, _ = trainer.update(state, X, Y, HM)
+    assert jax.tree.map(jax.typeof, new) == jax.tree.map(jax.typeof, state)
+
+
 def test_visual_gate_is_identity_at_init_and_active_after_perturbation(single):
     _, trainer, state = single
     assert HM.shape == (8, 4, 3, 5, 4, 4)

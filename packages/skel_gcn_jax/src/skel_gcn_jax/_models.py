@@ -28,6 +28,7 @@ from ._topology import bhattacharyya_adjacency, joint_gaussians
 from ._types import Logits, SkeletonBatch
 
 ISOTROPIC_SPLAT = DEFAULT_SPLAT._replace(isotropic=True)
+SEPARABLE_SPLAT = DEFAULT_SPLAT._replace(separable=True)  # KGS-GCN's default renderer
 
 
 class ModelConfig(NamedTuple):
@@ -43,6 +44,8 @@ class ModelConfig(NamedTuple):
 
 
 def kgs_gcn_config(num_classes: int, channels=(32, 32, 64, 64), **kw) -> ModelConfig:
+    """KGS-GCN; renders with the separable splat unless `splat=` says otherwise."""
+    kw.setdefault("splat", SEPARABLE_SPLAT)
     return ModelConfig(num_classes=num_classes, channels=tuple(channels), **kw)
 
 
@@ -130,7 +133,9 @@ class GCNClassifier(nnx.Module):
         self.blocks = nnx.List(blocks)
         self.gates = nnx.List(gates)
         self.prior_weight = (
-            nnx.Param(jnp.full((k,), 0.5)) if config.topology == "bhattacharyya" else None
+            nnx.Param(jnp.full((k,), 0.5, jnp.float32))
+            if config.topology == "bhattacharyya"
+            else None
         )
         if config.fusion != "none":
             ch = len(config.splat.views) * (max(config.splat.groups) + 1)
@@ -140,19 +145,25 @@ class GCNClassifier(nnx.Module):
         head_in = cin + (config.visual_dim if config.fusion == "concat" else 0)
         self.head = nnx.Linear(head_in, config.num_classes, rngs=rngs)
 
-    def adjacency(self, x: SkeletonBatch) -> jax.Array:
-        """The adjacency the blocks use: `(K, V, V)`, or `(N*M, K, V, V)` with the
-        Bhattacharyya prior (before each block's learned offset)."""
-        base = jnp.asarray(_partitions(), x.dtype)
+    def sample_prior(self, x: SkeletonBatch) -> jax.Array | None:
+        """The row-normalised Bhattacharyya prior `(N*M, V, V)` of each skeleton, or None."""
         if self.config.topology != "bhattacharyya":
-            return base
+            return None
         pos, valid = _positions(x)
         n, m = pos.shape[:2]
         mean, cov = joint_gaussians(pos, valid, min_var=self.config.splat.sigma**2)
         prior = bhattacharyya_adjacency(mean, cov, temperature=self.config.topology_temperature)
         prior = prior / jnp.sum(prior, axis=-1, keepdims=True)
-        prior = prior.reshape(n * m, 1, *prior.shape[-2:])
-        return base[None] + self.prior_weight[...][None, :, None, None] * prior
+        return prior.reshape(n * m, *prior.shape[-2:])
+
+    def adjacency(self, x: SkeletonBatch) -> jax.Array:
+        """The adjacency the blocks use: `(K, V, V)`, or `(N*M, K, V, V)` with the
+        Bhattacharyya prior (before each block's learned offset)."""
+        base = jnp.asarray(_partitions(), x.dtype)
+        prior = self.sample_prior(x)
+        if prior is None:
+            return base
+        return base[None] + self.prior_weight[...][None, :, None, None] * prior[:, None]
 
     def __call__(self, x: SkeletonBatch, heatmaps: jax.Array | None = None) -> Logits:
         """Logits for `(N, 3, T, 25, M)` skeletons; `heatmaps` may be passed precomputed
@@ -210,3 +221,29 @@ class HeatmapCNN(nnx.Module):
 
 def count_params(model: nnx.Module) -> int:
     return int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+@functools.lru_cache(maxsize=256)
+def config_params(config: ModelConfig) -> int:
+    """Parameter count of `GCNClassifier(config)` (shapes only, nothing is initialised)."""
+    return count_params(nnx.eval_shape(lambda: GCNClassifier(config, rngs=nnx.Rngs(0))))
+
+
+def widen_to_params(config: ModelConfig, target: int) -> ModelConfig:
+    """`config` with every block's width scaled by one common factor so that its parameter
+    count is as close as possible to `target` (for parameter-matched baselines)."""
+    _check_config(config)
+    if target < config_params(config._replace(channels=(3,) * len(config.channels))):
+        raise ValueError(f"target: expected at least the narrowest model's size, got {target}")
+
+    def scaled(f):
+        return config._replace(channels=tuple(max(3, round(c * f)) for c in config.channels))
+
+    lo, hi = 0.0, 1.0
+    while config_params(scaled(hi)) < target:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(12):  # bisection on the (monotone) parameter count
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if config_params(scaled(mid)) < target else (lo, mid)
+    best = min((scaled(lo), scaled(hi)), key=lambda c: abs(config_params(c) - target))
+    return best

@@ -10,6 +10,18 @@ so a still joint is an isotropic blob and a fast joint a streak along its motion
 orthographically into K views (`P Sigma P^T`, `P mu`) and evaluated on a G x G pixel grid; joints
 are summed into body-part channels. Everything is differentiable in the joint positions.
 `isotropic=True` gives the ablation in which every covariance is `sigma^2 I`.
+
+Two renderers share the projection:
+- exact (`separable=False`): every joint's 2-D Gaussian is evaluated on the full G x G grid
+  (`V G^2` exponentials per frame and view), laid out joints-last so the sum into body parts is one
+  matmul over the minor axis;
+- separable (`separable=True`): each view-projected Gaussian `N(mu, [[a, b], [b, d]])` is replaced
+  by the product of its two 1-D marginals, scaled by `sqrt(1 - rho^2)` (`rho = b / sqrt(a d)`) so
+  that its row and column sums (its u- and v-marginals) equal the exact splat's. A heatmap is then
+  `sum_v Y_v X_v^T` over the joints of a part: `2 V G` exponentials and one contraction, never a
+  `(V, G, G)` tensor. It is exact whenever the view covariance is diagonal (isotropic splats, motion
+  along an image axis) and otherwise drops only the in-view orientation of the streak (its sign of
+  correlation), keeping its extent along both image axes.
 """
 
 from typing import NamedTuple
@@ -39,6 +51,7 @@ class SplatConfig(NamedTuple):
     sigma: float = 0.06  # isotropic radius in metres
     stretch: float = 2.0  # metres of elongation per (metre per frame) of speed
     isotropic: bool = False
+    separable: bool = False  # product-of-marginals renderer (see module docstring)
     views: tuple = tuple(map(tuple, DEFAULT_VIEWS.reshape(3, 6).tolist()))
     groups: tuple = tuple(BODY_PARTS.tolist())  # body-part channel of each joint
 
@@ -116,29 +129,67 @@ def render_heatmaps(
     dtype = positions.dtype
     if valid is None:
         valid = jnp.ones(positions.shape[:-1], dtype)
-    vel = joint_velocity(positions, valid)
-    cov = splat_covariances(
-        vel, sigma=config.sigma, stretch=config.stretch, isotropic=config.isotropic
-    )
-    proj = jnp.asarray(np.asarray(config.views, np.float32).reshape(-1, 2, 3), dtype)
-    mu = jnp.einsum("kij,...vj->...kvi", proj, positions) / config.extent  # (..., T, K, V, 2)
-    cov2 = jnp.einsum("kij,...vjl,kml->...kvim", proj, cov, proj) / config.extent**2
-    a, b, d = cov2[..., 0, 0], cov2[..., 0, 1], cov2[..., 1, 1]
-    det = a * d - b * b
-    ia, ib, id_ = d / det, -b / det, a / det  # inverse of [[a, b], [b, d]]
+    mu, a, b, d = _view_gaussians(positions, valid, config)  # (..., T, K, V[, 2])
     g = config.grid
     centres = (jnp.arange(g, dtype=dtype) + 0.5) / g * 2.0 - 1.0
-    centres = centres.reshape((1,) * (mu.ndim - 1) + (g,))
+    centres = centres.reshape((1,) * (a.ndim) + (g,))
+    onehot = jax.nn.one_hot(jnp.asarray(config.groups), max(config.groups) + 1, dtype=dtype)
     du = centres - mu[..., 0, None]  # (..., T, K, V, G) along image u (columns)
     dv = centres - mu[..., 1, None]  # along image v (rows)
+    w = valid[..., None, :]  # (..., T, 1, V)
+    if config.separable:
+        # product of the marginals N(mu_u, a) N(mu_v, d), mass-matched by sqrt(1 - rho^2)
+        scale = w * jnp.sqrt(jnp.clip(1.0 - b * b / (a * d), 0.0, 1.0))
+        cols = jnp.exp(-0.5 * du * du / a[..., None]) * scale[..., None]
+        rows = jnp.exp(-0.5 * dv * dv / d[..., None])
+        return jnp.einsum("...kvi,...kvj,vp->...kpij", rows, cols, onehot)
+    det = a * d - b * b
+    # joints last: (..., T, K, G, V) profiles, (..., T, K, G rows, G cols, V) densities
+    ia, ib, id_ = (c[..., None, None, :] for c in (d / det, -b / det, a / det))
+    du, dv = jnp.swapaxes(du, -1, -2), jnp.swapaxes(dv, -1, -2)
     q = (
-        ia[..., None, None] * du[..., None, :] ** 2
-        + 2.0 * ib[..., None, None] * dv[..., :, None] * du[..., None, :]
-        + id_[..., None, None] * dv[..., :, None] ** 2
-    )  # (..., T, K, V, G rows, G cols)
-    dens = jnp.exp(-0.5 * q) * valid[..., None, :, None, None]
-    onehot = jax.nn.one_hot(jnp.asarray(config.groups), max(config.groups) + 1, dtype=dtype)
-    return jnp.einsum("...kvij,vp->...kpij", dens, onehot)
+        ia * du[..., None, :, :] ** 2
+        + 2.0 * ib * dv[..., :, None, :] * du[..., None, :, :]
+        + id_ * dv[..., :, None, :] ** 2
+    )
+    dens = jnp.exp(-0.5 * q) * w[..., None, None, :]
+    return jnp.moveaxis(dens @ onehot, -1, -3)  # (..., T, K, P, G, G)
+
+
+def _view_gaussians(positions, valid, config):
+    """Per view and joint: the projected centre `(..., T, K, V, 2)` and covariance entries
+    `a, b, d` `(..., T, K, V)` of `[[a, b], [b, d]]`, in units of `extent`.
+
+    Written per coordinate with the (static) view matrices as Python constants, so the 3-long
+    contractions become a few fused multiply-adds instead of tiny matmuls, using
+    `P Sigma P^T = sigma^2 P P^T + e (P u)(P u)^T` with `e = (sigma + stretch |v|)^2 - sigma^2`.
+    """
+    vel = joint_velocity(positions, valid)
+    pos = [positions[..., i] for i in range(3)]  # (..., T, V) each
+    vel = [vel[..., i] for i in range(3)]
+    sq = vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2
+    speed = jnp.sqrt(sq + 1e-12)
+    # e u u^T = (e / |v|^2) v v^T; e / |v|^2 = stretch (2 sigma + stretch |v|) / |v|
+    k_e = 0.0 if config.isotropic else config.stretch * (2 * config.sigma + config.stretch * speed)
+    k_e = k_e / speed
+    ext = config.extent
+    mus, aa, bb, dd = [], [], [], []
+    for row_u, row_v in np.asarray(config.views, np.float64).reshape(-1, 2, 3).tolist():
+
+        def dot(row, vec):
+            terms = [c * x for c, x in zip(row, vec, strict=True) if c != 0.0]
+            return sum(terms[1:], terms[0]) if terms else jnp.zeros_like(vec[0])
+
+        pu, pv = dot(row_u, vel), dot(row_v, vel)
+        s2 = config.sigma**2 / ext**2
+        uu, uv, vv = (
+            float(np.dot(r1, r2)) for r1, r2 in ((row_u, row_u), (row_u, row_v), (row_v, row_v))
+        )
+        mus.append(jnp.stack([dot(row_u, pos), dot(row_v, pos)], axis=-1) / ext)
+        aa.append(s2 * uu + k_e * pu * pu / ext**2)
+        bb.append(s2 * uv + k_e * pu * pv / ext**2)
+        dd.append(s2 * vv + k_e * pv * pv / ext**2)
+    return (jnp.stack(mus, axis=-3), *(jnp.stack(c, axis=-2) for c in (aa, bb, dd)))
 
 
 def render_heatmaps_reference(
@@ -173,11 +224,16 @@ def render_heatmaps_reference(
                     ) * np.outer(u, u)
                 for k, p in enumerate(views):
                     mu = p @ pos[n, f, j] / config.extent
-                    inv = np.linalg.inv(p @ cov @ p.T / config.extent**2)
+                    cov2 = p @ cov @ p.T / config.extent**2
+                    amp = 1.0
+                    if config.separable:  # product of the two marginals, mass-matched
+                        amp = np.sqrt(np.linalg.det(cov2) / (cov2[0, 0] * cov2[1, 1]))
+                        cov2 = np.diag(np.diag(cov2))
+                    inv = np.linalg.inv(cov2)
                     for row in range(g):
                         for col in range(g):
                             dlt = np.array([centres[col], centres[row]]) - mu
-                            out[n, f, k, groups[j], row, col] += val[n, f, j] * np.exp(
-                                -0.5 * dlt @ inv @ dlt
+                            out[n, f, k, groups[j], row, col] += (
+                                amp * val[n, f, j] * np.exp(-0.5 * dlt @ inv @ dlt)
                             )
     return out.reshape(*lead, t, len(views), groups.max() + 1, g, g)
