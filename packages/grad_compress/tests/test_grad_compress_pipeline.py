@@ -167,5 +167,9 @@ def test_bad_pipeline_inputs_raise_naming_the_argument():
     f = jax.shard_map(bad, mesh=MESH, in_specs=(SPECS, P()), out_specs=P(), check_vma=False)
     with pytest.raises(ValueError, match="stage_fn"):
         jax.jit(f)(placed[0], jnp.zeros((MICRO, MB, T, D)))
+    send = lambda x: gc.stage_send(x, axis_name="pp", ranks=jnp.full((S,), 2))  # no max_rank
+    f = jax.shard_map(send, mesh=MESH, in_specs=P(), out_specs=P(), check_vma=False)
+    with pytest.raises(ValueError, match="max_rank"):
+        jax.jit(f)(jnp.zeros((MB, D)))
     with pytest.raises(ValueError, match="stages"):
         gc.link_controller(8, 8, stages=1, init_rank=2, max_rank=4)

@@ -102,6 +102,7 @@ def stage_send(
     stages = lax.axis_size(axis_name)
     if ranks is None:
         return lax.ppermute(x, axis_name, _forward_perm(stages))
+    _check_ranks(ranks, stages, max_rank, x.size // x.shape[-1], x.shape[-1])
     s = lax.axis_index(axis_name)
     fwd_rank = ranks[jnp.minimum(s, stages - 1)]
     bwd_rank = ranks[jnp.maximum(s - 1, 0)]
