@@ -72,7 +72,7 @@ def test_spray_violation_map_matches_numpy_reference():
         jnp.zeros((T, E, 1)),
         jnp.zeros((T, E), bool),
     )
-    actions = jnp.stack([jnp.zeros((T, E)), jnp.array(rate_a)], -1)
+    actions = jnp.array(rate_a)[..., None]
     traj = srl.Trajectories(states, actions, jnp.ones((T, E)))
     ys = np.array([[0.0], [0.3], [0.7]], np.float32)
     got = np.asarray(jax.jit(lambda t, y: srl.violation_map(env, t, y))(traj, jnp.array(ys)))
@@ -114,3 +114,64 @@ def test_separated_starts_find_both_peaks():
         )
     )()
     np.testing.assert_allclose(np.sort(np.asarray(ys[:, 0], np.float64)), [0.2, 0.8], atol=1e-3)
+
+
+def test_fixed_grid_is_regular_and_padded():
+    g, m = srl.fixed_grid(srl.box([0.0, -1.0], [1.0, 1.0]), 10)
+    assert g.shape == (10, 2) and int(m.sum()) == 9  # 3 x 3 grid, one masked pad slot
+    np.testing.assert_allclose(np.unique(np.asarray(g[:9, 1])), [-1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="capacity"):
+        srl.fixed_grid(srl.box([0.0, 0.0], [1.0, 1.0]), 3)
+
+
+@given(cost=st.floats(-3.0, 3.0), limit=st.floats(0.0, 2.0))
+def test_penalty_multiplier_is_proportional_to_violation(cost, limit):
+    ctrl = srl.penalty(4.0)
+    lam, _ = ctrl.update(ctrl.init(2), srl.constraint_signal([cost, cost], limit, [True, False]))
+    np.testing.assert_allclose(float(lam[0]), 4.0 * max(0.0, cost - limit), rtol=1e-5, atol=1e-5)
+    assert float(lam[1]) == 0.0  # masked slot
+    with pytest.raises(ValueError, match="coefficient"):
+        srl.penalty(0.0)
+
+
+def test_robust_cart_closed_form_matches_simulation_under_other_dynamics():
+    """position_under(state, (m, w)) == simulating the same forces with mass m and push w."""
+    env = srl.RobustCart()
+    forces = np.linspace(1.0, -0.6, env.episode_length).astype(np.float32)
+    state = env.reset(jax.random.key(3))
+    x0 = float(state.physics[0])
+    for m, w in [(0.8, 0.03), (1.5, -0.03), (1.0, 0.0)]:
+        x, v, s = x0, 0.0, state
+        for t, f in enumerate(forces):
+            pred = float(env.position_under(s, jnp.array([m, w])))
+            np.testing.assert_allclose(pred, x, rtol=1e-4, atol=1e-5, err_msg=f"m={m} w={w} t={t}")
+            v = v + env.dt * (f + w) / m
+            x = x + env.dt * v
+            s = env.step(s, jnp.array([f]))
+
+
+def test_ship_pollution_map_matches_numpy_reference():
+    env = srl.ShipRoute(episode_length=5)
+    T, E = 5, 2
+    pos = np.random.default_rng(0).uniform(0, 1, (T, E, 2)).astype(np.float32)
+    act = np.random.default_rng(1).uniform(-1, 1, (T, E, 2)).astype(np.float32)
+    states = srl.EnvState(
+        (jnp.array(pos), jnp.zeros((T, E, 2))),
+        jnp.zeros((T, E, 6)),
+        jnp.zeros((T, E)),
+        jnp.zeros((T, E, 1)),
+        jnp.zeros((T, E), bool),
+    )
+    valid = np.ones((T, E), np.float32)
+    valid[3:, 1] = 0.0  # the second episode ended (arrived) after 3 steps
+    traj = srl.Trajectories(states, jnp.array(act), jnp.array(valid))
+    ys = np.array([[0.45, 0.52], [0.2, 0.7], [0.9, 0.5]], np.float32)
+    got = np.asarray(jax.jit(lambda t, y: srl.violation_map(env, t, y))(traj, jnp.array(ys)))
+    sites = np.array(env.sites)
+    for j, y in enumerate(ys):
+        e = env.idle_emission + env.load_emission * (act**2).sum(-1) / 2
+        plume = np.exp(-((pos - y) ** 2).sum(-1) / (2 * env.plume**2))
+        pollution = (e * env.gain * plume * valid).sum(0).mean()
+        near = np.exp(-((y - sites) ** 2).sum(-1) / (2 * env.site_radius**2)).max()
+        cap = env.cap - (env.cap - env.protected_cap) * near
+        np.testing.assert_allclose(got[j], pollution - cap, rtol=1e-4, atol=1e-5)

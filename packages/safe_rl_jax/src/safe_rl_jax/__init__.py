@@ -1,12 +1,17 @@
 """Constrained RL in JAX: PLO (predictive Lagrangian) and EPO (semi-infinite exchange policy
 optimization)."""
 
+from ._brax import VELOCITY_THRESHOLDS as VELOCITY_THRESHOLDS
+from ._brax import BraxVelocity as BraxVelocity
+from ._brax import brax_velocity_task as brax_velocity_task
+from ._brax import metric_speed as metric_speed
 from ._controllers import ConstraintSignal as ConstraintSignal
 from ._controllers import MultiplierController as MultiplierController
 from ._controllers import constraint_signal as constraint_signal
 from ._controllers import incremental_pid_lagrangian as incremental_pid_lagrangian
 from ._controllers import lagrangian as lagrangian
 from ._controllers import masked as masked
+from ._controllers import penalty as penalty
 from ._controllers import pid_lagrangian as pid_lagrangian
 from ._env import Environment as Environment
 from ._env import EnvState as EnvState
@@ -16,6 +21,7 @@ from ._epo import FIXED_GRID as FIXED_GRID
 from ._epo import RANDOM as RANDOM
 from ._epo import EPOConfig as EPOConfig
 from ._epo import EPOState as EPOState
+from ._epo import fixed_grid as fixed_grid
 from ._epo import make_epo as make_epo
 from ._exchange import WorkingSet as WorkingSet
 from ._exchange import add_violated as add_violated
@@ -33,6 +39,7 @@ from ._metrics import feasible_region as feasible_region
 from ._networks import Agent as Agent
 from ._plo import plo as plo
 from ._plo import predicted_step as predicted_step
+from ._robust import RobustCart as RobustCart
 from ._semi_infinite import Box as Box
 from ._semi_infinite import Trajectories as Trajectories
 from ._semi_infinite import box as box
@@ -40,6 +47,7 @@ from ._semi_infinite import record_rollouts as record_rollouts
 from ._semi_infinite import violation_fn as violation_fn
 from ._semi_infinite import violation_map as violation_map
 from ._semi_infinite import worst_violations as worst_violations
+from ._ship import ShipRoute as ShipRoute
 from ._spray import SprayField as SprayField
 from ._spray import spray_cost_fn as spray_cost_fn
 from ._switch import SwitchState as SwitchState

@@ -165,3 +165,31 @@ def incremental_pid_lagrangian(
         return lam, IncrementalPIDState(lam, e, state.e1)
 
     return masked(MultiplierController(init, update))
+
+
+# --- penalty method (a P-controller on the violation) ----------------------------------------
+
+
+class PenaltyState(NamedTuple):
+    lam: Costs
+
+
+def penalty(coefficient: float = 5.0) -> MultiplierController:
+    """Quadratic exterior penalty: the policy maximises J_r - (coefficient / 2) sum relu(J_c - d)^2.
+
+    Its gradient weighs each cost gradient by `coefficient * relu(J_c - d)`, so in the
+    Lagrangian learner the penalty method is the multiplier `lam = coefficient * relu(J_c - d)`:
+    pure proportional feedback, no memory (PLO's framing). It cannot hold the cost exactly at
+    the limit: at equilibrium some violation remains, shrinking as `coefficient` grows.
+    """
+    if coefficient <= 0:
+        raise ValueError(f"coefficient: expected > 0, got {coefficient}")
+
+    def init(k):
+        return PenaltyState(jnp.zeros((k,), jnp.float32))
+
+    def update(state, s):
+        lam = coefficient * jnp.maximum(0.0, s.cost - s.limit)
+        return lam, PenaltyState(lam)
+
+    return masked(MultiplierController(init, update))

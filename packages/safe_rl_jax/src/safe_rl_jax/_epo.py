@@ -7,19 +7,22 @@ working set (one multiplier per active slot, index-conditioned cost critic); (4)
 deletion: active slots whose multiplier is zero are dropped.
 
 Baselines share the same learner and capacity (`mode`, data in the state so all modes vmap in
-one program): `FIXED_GRID` keeps a fixed grid of `capacity` constraints (discretisation),
-`RANDOM` re-samples `capacity` random indices every outer iteration (SI-CPO-style).
+one program): `FIXED_GRID` keeps a fixed regular grid of at most `capacity` constraints
+(discretisation; `fixed_grid`), `RANDOM` re-samples `capacity` random indices every outer
+iteration (SI-CPO-style). The penalty method is `FIXED_GRID` with the `penalty` controller.
 """
 
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._exchange import WorkingSet, add_violated, drop_inactive
 from ._learner import PPOConfig, TrainState, make_trainer
 from ._semi_infinite import record_rollouts, violation_fn, worst_violations
-from ._spray import spray_cost_fn
+from ._spray import spray_cost_fn as indexed_cost_fn
+from ._types import Array, Bool, Float
 
 EPO, FIXED_GRID, RANDOM = 0, 1, 2
 
@@ -43,6 +46,25 @@ class EPOState(NamedTuple):
     key: Any
 
 
+def fixed_grid(
+    index_set, capacity: int
+) -> tuple[Float[Array, "capacity d"], Bool[Array, " capacity"]]:
+    """The densest regular grid over the box with at most `capacity` points, padded to capacity.
+
+    `n = floor(capacity ** (1 / d))` points per axis (endpoints included); unused slots are
+    masked off (they repeat the first grid point).
+    """
+    d = index_set.low.shape[0]
+    n = int(np.floor(capacity ** (1.0 / d) + 1e-9))
+    if n < 2:
+        raise ValueError(f"capacity: expected >= 2**index_dim = {2**d} for a grid, got {capacity}")
+    grid = index_set.grid(n)
+    used = grid.shape[0]
+    pad = jnp.broadcast_to(grid[:1], (capacity - used, d))
+    mask = jnp.arange(capacity) < used
+    return jnp.concatenate([grid, pad], 0), mask
+
+
 def make_epo(env, controller, ppo: PPOConfig | None = None, cfg: EPOConfig | None = None):
     """Returns `(init(key, mode), iteration(state) -> (state, metrics), trainer)`."""
     ppo = PPOConfig() if ppo is None else ppo
@@ -57,21 +79,19 @@ def make_epo(env, controller, ppo: PPOConfig | None = None, cfg: EPOConfig | Non
         ppo,
         num_costs=cfg.capacity,
         index_dim=env.index_dim,
-        cost_fn=spray_cost_fn(env) if not hasattr(env, "cost_fn") else env.cost_fn,
+        cost_fn=indexed_cost_fn(env),
     )
     Y = env.index_set
-    fixed = (
-        Y.grid(cfg.capacity)
-        if env.index_dim == 1
-        else Y.sample(cfg.capacity, key=jax.random.key(0))
-    )
+    fixed, grid_mask = fixed_grid(Y, cfg.capacity)
     thresholds = jax.vmap(env.threshold)
 
     def init(key, mode):
         k1, k2 = jax.random.split(key)
         mode = jnp.asarray(mode, jnp.int32)
         mask = jnp.where(
-            mode == EPO, jnp.zeros((cfg.capacity,), bool), jnp.ones((cfg.capacity,), bool)
+            mode == EPO,
+            jnp.zeros((cfg.capacity,), bool),
+            jnp.where(mode == FIXED_GRID, grid_mask, jnp.ones((cfg.capacity,), bool)),
         )
         st = trainer.init(k1, thresholds(fixed), mask=mask, index=fixed)
         return EPOState(st, mode, jax.random.key_data(k2))

@@ -37,6 +37,14 @@ class PPOConfig(NamedTuple):
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: Sequence[int] = (64, 64)
+    # > 0: the learning rate decays linearly to `final_lr_fraction * learning_rate` over this
+    # many policy iterations (then stays there); 0 keeps it constant.
+    decay_iterations: int = 0
+    final_lr_fraction: float = 0.1
+    # "per_cost": standardise each cost channel's advantages (OmniSafe); "shared": centre each
+    # channel but divide all by one pooled std, keeping the channels' relative scales (many
+    # correlated constraints, EPO: a barely-touched constraint is not blown up to unit scale).
+    cost_advantage_scale: str = "per_cost"
 
 
 class TrainState(NamedTuple):
@@ -86,6 +94,16 @@ def _check_config(config: PPOConfig, env) -> None:
         v = getattr(config, name)
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"config.{name}: expected in [0, 1], got {v}")
+    if config.decay_iterations < 0 or not 0.0 < config.final_lr_fraction <= 1.0:
+        raise ValueError(
+            "config.decay_iterations/final_lr_fraction: expected >= 0 and in (0, 1], got "
+            f"{config.decay_iterations} and {config.final_lr_fraction}"
+        )
+    if config.cost_advantage_scale not in ("per_cost", "shared"):
+        raise ValueError(
+            "config.cost_advantage_scale: expected 'per_cost' or 'shared', "
+            f"got {config.cost_advantage_scale!r}"
+        )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
 
@@ -134,10 +152,19 @@ def make_trainer(
 
     # Separate clipping for actor and critics (as OmniSafe): value-loss gradients, whose scale
     # follows the returns, must not shrink the policy step through a shared global-norm clip.
-    def opt():
-        return optax.chain(
-            optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)
+    updates_per_iteration = config.num_epochs * config.num_minibatches
+    lr = (
+        optax.linear_schedule(
+            config.learning_rate,
+            config.learning_rate * config.final_lr_fraction,
+            config.decay_iterations * updates_per_iteration,
         )
+        if config.decay_iterations > 0
+        else config.learning_rate
+    )
+
+    def opt():
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(
@@ -267,6 +294,14 @@ def make_trainer(
         sd = jnp.sqrt(jnp.sum(((adv - mu) * w) ** 2, axis=axes, keepdims=True) / n)
         return (adv - mu) / (sd + 1e-8)
 
+    def normalise_shared(adv, valid, mask):
+        w = valid[..., None] * mask
+        n = jnp.maximum(jnp.sum(valid), 1.0)
+        mu = jnp.sum(adv * valid[..., None], axis=(0, 1)) / n
+        centred = (adv - mu) * w
+        sd = jnp.sqrt(jnp.sum(centred**2) / jnp.maximum(jnp.sum(w), 1.0))
+        return centred / (sd + 1e-8)
+
     def step(state: TrainState):
         key = jax.random.wrap_key_data(state.key)
         key, k_roll, k_perm = jax.random.split(key, 3)
@@ -287,7 +322,11 @@ def make_trainer(
             discount=config.cost_discount,
             lambda_=config.gae_lambda,
         )
-        adv_r, adv_c = normalise(adv_r, traj.valid), normalise(adv_c, traj.valid)
+        adv_r = normalise(adv_r, traj.valid)
+        if config.cost_advantage_scale == "shared":
+            adv_c = normalise_shared(adv_c, traj.valid, state.mask)
+        else:
+            adv_c = normalise(adv_c, traj.valid)
         ep_return = jnp.mean(jnp.sum(traj.reward, 0))
         ep_cost = jnp.mean(jnp.sum(traj.cost, 0), 0)
         if controller.uses_gradients:

@@ -1,12 +1,13 @@
 """Agricultural spraying over a field strip: a semi-infinite constrained task (EPO's family).
 
-A sprayer moves along a strip Y = [0, 1] for `episode_length` steps. Action = (move, rate) in
-[-1, 1]^2: it moves by `max_speed * move` and releases chemical at `(rate + 1) / 2`. Chemical
-lands with a Gaussian footprint, so the deposit at field point y is
+A sprayer flies one pass over a strip Y = [0, 1] at constant speed in `episode_length` steps
+(starting at 0, ending at 1). Action = rate in [-1, 1]: it releases chemical at
+`(rate + 1) / 2`. Chemical lands with a Gaussian footprint, so the deposit at field point y is
 `deposit(y) = sum_t rate_t * gain * exp(-(x_t - y)^2 / (2 width^2))`. The constraint must hold
 at every field point: deposit(y) >= demand(y), i.e. per-step cost
 `c(s, a, y) = demand(y) / T - rate * gain * kernel(x - y)` with threshold d(y) = 0.
-Reward = -chemical - energy. `demand` has a base level plus a hot spot (e.g. a pest focus).
+Reward = -chemical - pump energy (`-0.1 rate - 0.05 rate^2`). `demand` has a base level plus
+a hot spot (e.g. a pest focus).
 """
 
 import dataclasses
@@ -21,14 +22,13 @@ from ._semi_infinite import Box, box
 @dataclasses.dataclass(frozen=True)
 class SprayField:
     episode_length: int = 30
-    max_speed: float = 0.08
     width: float = 0.08
     gain: float = 0.25
     base_demand: float = 0.4
     hot_spot: float = 0.7
     hot_width: float = 0.06
     observation_size: int = 2
-    action_size: int = 2
+    action_size: int = 1
     num_costs: int = 1  # the cost channel in EnvState is the field-wide shortfall proxy
     index_dim: int = 1
 
@@ -45,15 +45,19 @@ class SprayField:
         return jnp.float32(0.0)
 
     def _rate(self, action):
-        return (jnp.clip(action[1], -1.0, 1.0) + 1.0) / 2.0
+        return (jnp.clip(action[0], -1.0, 1.0) + 1.0) / 2.0
 
     def cost_at(self, state: EnvState, action, y):
         x = state.physics[0]
         kernel = jnp.exp(-((x - y[0]) ** 2) / (2 * self.width**2))
         return self.demand(y) / self.episode_length - self._rate(action) * self.gain * kernel
 
+    @property
+    def nominal_speed(self) -> float:
+        return 1.0 / (self.episode_length - 1)
+
     def reset(self, key) -> EnvState:
-        x = jax.random.uniform(key, (), minval=0.0, maxval=0.05)
+        x = jax.random.uniform(key, (), minval=0.0, maxval=0.01)
         phys = (x, jnp.int32(0))
         return EnvState(phys, self._obs(phys), jnp.float32(0.0), jnp.zeros(1), jnp.bool_(False))
 
@@ -63,10 +67,9 @@ class SprayField:
 
     def step(self, state: EnvState, action) -> EnvState:
         x, t = state.physics
-        move = jnp.clip(action[0], -1.0, 1.0)
         rate = self._rate(action)
-        phys = (jnp.clip(x + self.max_speed * move, 0.0, 1.0), t + 1)
-        reward = -0.1 * rate - 0.02 * move**2
+        phys = (jnp.clip(x + self.nominal_speed, 0.0, 1.0), t + 1)
+        reward = -0.1 * rate - 0.05 * rate**2
         return EnvState(phys, self._obs(phys), reward, jnp.zeros(1), jnp.bool_(False))
 
 
