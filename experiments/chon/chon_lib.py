@@ -30,6 +30,7 @@ def policies(name: str, hcp_k: int, default: fq.MatmulRecipe):
     structure = fq.PrecisionPolicy(default=default, hcp_k=hcp_k)  # every switch present
     table = {
         "f32": fq.high_precision_policy(),
+        "plain_nvfp4": fq.plain_nvfp4_policy(),
         "nvfp4": fq.PrecisionPolicy(default=default),
         "hcp_only": fq.PrecisionPolicy(default=default, hcp_k=hcp_k),
         "postqk_only": fq.PrecisionPolicy(default=default, high_precision_names=fq.POST_QK),
@@ -39,15 +40,9 @@ def policies(name: str, hcp_k: int, default: fq.MatmulRecipe):
 
 
 def variant_groups(variants: list[str]) -> list[tuple[fq.MatmulRecipe, list[str]]]:
-    """Variants sharing one graph: everything on the NVIDIA recipe (f32 rides along through
-    runtime gates); `plain_nvfp4` (no SR/RHT/2-D blocks) needs a graph of its own."""
-    groups = []
-    main = [v for v in variants if v != "plain_nvfp4"]
-    if main:
-        groups.append((fq.NVIDIA_NVFP4, main))
-    if "plain_nvfp4" in variants:
-        groups.append((fq.PLAIN_NVFP4, ["plain_nvfp4"]))
-    return groups
+    """Variants sharing one graph: the NVIDIA recipe's; f32 (quantization off) and plain NVFP4
+    (SR, RHT and 2-D weight blocks off) ride along through runtime gates."""
+    return [(fq.NVIDIA_NVFP4, list(variants))]
 
 
 def build_runs(cfg, arch: str, recipe, names: list[str], n_seeds: int, seed: int):
@@ -65,8 +60,7 @@ def build_runs(cfg, arch: str, recipe, names: list[str], n_seeds: int, seed: int
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.01))
     states, graphdef = [], None
     for name in names:
-        pol = fq.PrecisionPolicy(default=recipe) if name == "plain_nvfp4" else None
-        policy, structure = (pol, pol) if pol else policies(name, cfg.hcp_k, recipe)
+        policy, structure = policies(name, cfg.hcp_k, recipe)
         for s in range(n_seeds):
             model = fq.DecoderLM(mcfg, policy, rngs=nnx.Rngs(seed + s), structure=structure)
             g, st = fq.init_train_state(model, opt)

@@ -19,8 +19,9 @@ def get_config(arg=None):
     c.n_seeds = 2
     c.archs = ["gla"]
     # Variants share one compiled, vmapped step (runtime precision gates): f32 (high precision),
-    # nvfp4 (NVIDIA recipe: 16x16 weights, SR, RHT), chon (nvfp4 + HCP + post-QK protection).
-    c.variants = ["f32", "nvfp4", "chon"]
+    # plain_nvfp4 (1x16 blocks everywhere, nearest rounding, no RHT), nvfp4 (NVIDIA recipe:
+    # 16x16 weights, SR, RHT), chon (nvfp4 + HCP + post-QK protection).
+    c.variants = ["f32", "plain_nvfp4", "nvfp4", "chon"]
     c.hcp_k = 4
     c.hcp_period = 10
     c.d_model = 64
@@ -48,7 +49,7 @@ def get_config(arg=None):
         c.planted_trials = 4
     elif preset == "small":
         c.archs = ["gla", "softmax"]
-        c.variants = ["f32", "nvfp4", "chon"]
+        c.n_seeds = 4
         c.steps = 120
         c.eval_every = 40
         c.stats_every = 40

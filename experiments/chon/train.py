@@ -87,10 +87,27 @@ def _train_group(cfg, workdir, arch, gi, recipe, names, data, logger):
     return losses, curve, stats, time.time() - t0
 
 
-def _gap(losses, name):
-    """Median over paired seeds of the relative eval-loss gap to f32, in percent."""
+def _gaps(losses, name):
+    """Per paired seed: relative eval-loss gap to the f32 run of the same seed, in percent."""
     ref = np.asarray(losses["f32"])
-    return float(np.median((np.asarray(losses[name]) - ref) / ref * 100.0))
+    return (np.asarray(losses[name]) - ref) / ref * 100.0
+
+
+def _spread(a) -> str:
+    """'median [min, max]' of per-seed numbers."""
+    a = np.asarray(a)
+    return f"{np.median(a):+.3f} [{a.min():+.3f}, {a.max():+.3f}]"
+
+
+def _paired_rows(arch, losses):
+    """Method vs baseline on the same seeds: per-seed difference of the gaps to f32."""
+    rows = []
+    for method, base in (("nvfp4", "plain_nvfp4"), ("chon", "nvfp4"), ("chon", "plain_nvfp4")):
+        if method in losses and base in losses:
+            diff = _gaps(losses, method) - _gaps(losses, base)
+            wins = int(np.sum(diff < 0))
+            rows.append([arch, f"{method} - {base}", _spread(diff), f"{wins}/{len(diff)}"])
+    return rows
 
 
 def _figures(workdir, cfg, all_curves, all_stats):
@@ -146,18 +163,27 @@ def train_and_evaluate(config, workdir):
     planted = chon_lib.planted_check(jax.random.key(cfg.seed), cfg.planted_trials, cfg.hcp_k)
     figures = _figures(workdir, cfg, all_curves, all_stats)
 
-    claims, rows = [], []
+    claims, rows, paired = [], [], []
     for arch, losses in all_losses.items():
-        gaps = {n: _gap(losses, n) for n in losses if n != "f32"}
+        per_seed = {n: _gaps(losses, n) for n in losses if n != "f32"}
+        gaps = {n: float(np.median(g)) for n, g in per_seed.items()}
         for n, ls in losses.items():
             rows.append(
-                [arch, n, float(np.median(ls)), ", ".join(f"{x:.4f}" for x in ls), gaps.get(n, 0.0)]
+                [
+                    arch,
+                    n,
+                    round(float(np.median(ls)), 4),
+                    ", ".join(f"{x:.4f}" for x in ls),
+                    _spread(per_seed[n]) if n in per_seed else "0",
+                ]
             )
+        paired += _paired_rows(arch, losses)
         if "chon" in gaps and "nvfp4" in gaps:
             claims.append(
                 xplib.Claim(
                     claim=f"CHON narrows the NVFP4 loss gap to high precision ({arch})",
-                    metric="relative held-out loss gap to f32, % (median over paired seeds)",
+                    metric=f"relative held-out loss gap to f32, % (median over {cfg.n_seeds} "
+                    "paired seeds; per-seed spread in the tables)",
                     ours=round(gaps["chon"], 3),
                     baseline=round(gaps["nvfp4"], 3),
                     baseline_name="NVFP4 (NVIDIA recipe)",
@@ -199,8 +225,13 @@ def train_and_evaluate(config, workdir):
     tables = [
         xplib.Table(
             "Held-out loss after training (nats/byte)",
-            ["arch", "variant", "median loss", "per seed", "gap to f32 %"],
+            ["arch", "variant", "median loss", "per seed", "gap to f32 %, median [min, max]"],
             rows,
+        ),
+        xplib.Table(
+            "Paired seeds: difference of gaps to f32 (method - baseline, % points)",
+            ["arch", "comparison", "median [min, max]", "seeds where method is better"],
+            paired,
         ),
         xplib.Table(
             "Outliers of the NVFP4 run's projection inputs (last step)",
@@ -222,7 +253,8 @@ def train_and_evaluate(config, workdir):
     notes = (
         f"Byte-level LM on pydoc_data.topics; d_model {cfg.d_model}, {cfg.n_layers} layer(s), "
         f"seq {cfg.seq_len}, batch {cfg.batch}, {cfg.steps} steps, {cfg.n_seeds} paired seed(s). "
-        "f32 stands in for BF16. nvfp4 = NVIDIA recipe (16x16 weight blocks, stochastic rounding "
+        "f32 stands in for BF16. plain_nvfp4 = 1x16 blocks, nearest rounding, no RHT; "
+        "nvfp4 = NVIDIA recipe (16x16 weight blocks, stochastic rounding "
         "of gradients, RHT on wgrad) on every projection; chon = nvfp4 + HCP "
         f"(k={cfg.hcp_k}, re-selected every {cfg.hcp_period} steps) + o_proj/gk_proj in high "
         "precision. At this scale the gap is dominated by few-step noise; the paper's gap is "

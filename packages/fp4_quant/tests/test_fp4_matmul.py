@@ -65,6 +65,26 @@ def test_runtime_gates_switch_quantization_and_patch_off():
         fq.quantized_matmul(x, w, recipe=fq.PLAIN_NVFP4, gates=jnp.ones(3))
 
 
+def test_runtime_gates_turn_the_nvidia_recipe_into_plain_nvfp4():
+    """gates[2:5] = 0 (no SR, no RHT, 1x16 weights) inside an NVIDIA-recipe graph give the
+    static PLAIN_NVFP4 matmul: values and both gradients."""
+    x, w, _ = _planted(jax.random.key(4))
+
+    def loss(recipe, key, gates):
+        def f(x, w):
+            y = fq.quantized_matmul(x, w, recipe=recipe, key=key, gates=gates)
+            return jnp.sum(jnp.sin(y))
+
+        return jax.jit(lambda x, w: (f(x, w), jax.grad(f, argnums=(0, 1))(x, w)))(x, w)
+
+    gated = loss(fq.NVIDIA_NVFP4, KEY, jnp.array([1.0, 0.0, 0.0, 0.0, 0.0]))
+    static = loss(fq.PLAIN_NVFP4, None, None)
+    assert_trees_close(gated, static, rtol=1e-5, atol=1e-6)
+    full = loss(fq.NVIDIA_NVFP4, KEY, jnp.ones(5))
+    assert_trees_close(full, loss(fq.NVIDIA_NVFP4, KEY, None), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(full[1][1]), np.asarray(static[1][1]))
+
+
 def test_high_precision_recipe_is_plain_matmul():
     y = fq.quantized_matmul(X, W, recipe=fq.HIGH_PRECISION)
     np.testing.assert_allclose(np.asarray(y), np.asarray(X @ W), rtol=1e-6)

@@ -70,3 +70,34 @@ class TestHCPMatmulKernel:
         xt, wt = fq.nvfp4_quantize(x), fq.nvfp4_quantize(w.T)
         with pytest.raises(ValueError, match="x_patch/w_patch"):
             fq.hcp_matmul_pallas(xt, wt, jnp.ones((32, 4)), jnp.ones((32, 2)), interpret=True)
+
+
+def test_quantize_kernel_matches_reference_on_special_blocks():
+    x = np.asarray(jax.random.normal(jax.random.key(0), (32, 64))) * 30.0
+    x[0, 3], x[1, 17], x[2, 40] = np.nan, np.inf, -np.inf  # poisoned blocks -> NaN scales
+    x[3, :16], x[4, 16:32], x[5, 0] = 0.0, 1e-30, -0.0
+    for block_rows in (1, 16):
+        got = fq.nvfp4_quantize_pallas(jnp.asarray(x), block_rows=block_rows, interpret=True)
+        ref = fq.nvfp4_quantize_reference(jnp.asarray(x), block_rows=block_rows)
+        np.testing.assert_array_equal(np.asarray(got.codes), np.asarray(ref.codes))
+        np.testing.assert_array_equal(
+            np.asarray(got.block_scale.astype(jnp.float32)),
+            np.asarray(ref.block_scale.astype(jnp.float32)),
+        )
+        assert float(got.tensor_scale) == float(ref.tensor_scale)
+
+
+def test_gpu_block_shape_rules_are_checked_before_lowering():
+    """interpret=False validates the Triton constraints on the host (so this runs on CPU)."""
+    with pytest.raises(ValueError, match="power-of-two"):
+        fq.nvfp4_quantize_pallas(jnp.ones((16, 96)), tile_cols=96, interpret=False)
+    x, w = jnp.ones((32, 48)), jnp.ones((48, 32))
+    xt, wt = fq.nvfp4_quantize(x), fq.nvfp4_quantize(w.T)
+    with pytest.raises(ValueError, match="power-of-two"):
+        fq.hcp_matmul_pallas(xt, wt, jnp.ones((32, 2)), jnp.ones((32, 2)), interpret=False)
+    x, w = jnp.ones((32, 64)), jnp.ones((64, 32))
+    xt, wt = fq.nvfp4_quantize(x), fq.nvfp4_quantize(w.T)
+    with pytest.raises(ValueError, match="dot dimensions"):
+        fq.hcp_matmul_pallas(
+            xt, wt, jnp.ones((32, 2)), jnp.ones((32, 2)), tile_m=8, tile_n=16, interpret=False
+        )

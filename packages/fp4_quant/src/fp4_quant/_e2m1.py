@@ -18,6 +18,10 @@ def _grid_step(a: Array) -> Array:
     return jnp.where(a < 2.0, 0.5, jnp.where(a < 4.0, 1.0, 2.0))
 
 
+def _inv_grid_step(a: Array) -> Array:
+    return jnp.where(a < 2.0, 2.0, jnp.where(a < 4.0, 1.0, 0.5))
+
+
 def key_seed(key: PRNGKey, salt: int = 0) -> Array:
     """Two uint32 words from a typed or raw key, mixed with `salt` by cheap integer hashing
     (no threefry: derived streams for each GEMM operand cost nothing to compile)."""
@@ -51,15 +55,15 @@ def round_to_e2m1(
     `key`. NaN stays NaN here: callers decide how to report it.
     """
     a = jnp.minimum(jnp.abs(v), E2M1_MAX)
-    step = _grid_step(a)
+    step, inv_step = _grid_step(a), _inv_grid_step(a)  # powers of two: * inv_step == / step
     if rounding == "nearest":
-        q = jnp.round(a / step) * step
+        q = jnp.round(a * inv_step) * step
     else:
-        lo = jnp.floor(a / step) * step
-        frac = (a - lo) / step
+        lo = jnp.floor(a * inv_step) * step
+        frac = (a - lo) * inv_step
         u = uniform_bits(key, a.shape)
         q = jnp.minimum(lo + jnp.where(u < frac, step, 0.0), E2M1_MAX)
-    return jnp.copysign(q, v)
+    return jnp.where(v < 0, -q, q)  # -0.0 rounds to +0 (no `signbit`: see `_nvfp4_fast`)
 
 
 def e2m1_encode(q: Float[Array, "*shape"]) -> Codes:
@@ -67,7 +71,7 @@ def e2m1_encode(q: Float[Array, "*shape"]) -> Codes:
     a = jnp.abs(q)
     idx = jnp.where(a < 2.0, a * 2.0, jnp.where(a < 4.0, a + 2.0, a * 0.5 + 4.0))
     idx = jnp.nan_to_num(idx, nan=0.0)
-    sign = jnp.signbit(q) | jnp.isnan(q)
+    sign = (jax.lax.bitcast_convert_type(q, jnp.uint32) >> 31).astype(bool) | jnp.isnan(q)
     return (idx.astype(jnp.uint8) + jnp.where(sign, 8, 0).astype(jnp.uint8)).astype(jnp.uint8)
 
 

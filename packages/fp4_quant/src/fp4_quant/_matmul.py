@@ -94,15 +94,18 @@ def _patch(xq, x, wq, w, channels, patch_gate=None):
     """Append the hot channels' residual columns to the contraction axis (see module doc)."""
     if channels.shape[0] == 0:
         return xq @ wq
-    dx_s = jnp.take(x - xq, channels, axis=1)
-    dw_s = jnp.take(w - wq, channels, axis=0)
-    if patch_gate is not None:
-        dx_s, dw_s = dx_s * patch_gate, dw_s * patch_gate
     xq_s = jnp.take(xq, channels, axis=1)
     wq_s = jnp.take(wq, channels, axis=0)
-    x_ext = jnp.concatenate([xq, dx_s, xq_s], axis=1)
-    w_ext = jnp.concatenate([wq, wq_s, dw_s], axis=0)
-    return x_ext @ w_ext
+    dx_s = jnp.take(x, channels, axis=1) - xq_s
+    dw_s = jnp.take(w, channels, axis=0) - wq_s
+    if patch_gate is not None:
+        dx_s, dw_s = dx_s * patch_gate, dw_s * patch_gate
+    # [xq | dx_S | xq_S] @ [wq ; wq_S ; dw_S], written as the sum of its two contraction
+    # ranges so the full operands are not copied into concatenated buffers (on a GPU the
+    # Pallas kernel `hcp_matmul_pallas` accumulates both ranges in one kernel).
+    x_patch = jnp.concatenate([dx_s, xq_s], axis=1)
+    w_patch = jnp.concatenate([wq_s, dw_s], axis=0)
+    return xq @ wq + x_patch @ w_patch
 
 
 def _gated(gates):
@@ -112,10 +115,35 @@ def _gated(gates):
     return lambda q, a: jnp.where(gates[0] > 0, q, a)
 
 
+# gates[2:5] switch recipe features off at runtime: SR on gradients, RHT on wgrad, 2-D weights.
+_SR, _RHT, _W2D = 2, 3, 4
+
+
+def _flag(gates, i: int, compiled: bool):
+    """Runtime switch `i` (None when the static recipe alone decides)."""
+    if not compiled or gates is None or gates.shape[0] <= i:
+        return None
+    return gates[i] > 0
+
+
+def _pick(flag, on, off):
+    """on() if the feature is on; both branches are computed when the flag is a runtime value."""
+    return on() if flag is None else jnp.where(flag, on(), off())
+
+
+def _uses_2d(recipe: MatmulRecipe) -> bool:
+    return recipe.fmt == "nvfp4" and recipe.weight_2d
+
+
 def _forward(x2, w, channels, gates, recipe):
     sel = _gated(gates)
     xq = sel(fake_quantize(x2, recipe), x2)
-    wq = sel(fake_quantize(w.T, recipe, weight=True).T, w)
+    wq_t = _pick(
+        _flag(gates, _W2D, _uses_2d(recipe)),
+        lambda: fake_quantize(w.T, recipe, weight=True),
+        lambda: fake_quantize(w.T, recipe._replace(weight_2d=False), weight=True),
+    )
+    wq = sel(wq_t.T, w)
     y = _patch(xq, x2, wq, w, channels, None if gates is None else gates[1])
     return y, wq
 
@@ -143,10 +171,23 @@ def _qmm_bwd(recipe, res, dy):
     sel = _gated(gates)
     k_sr1, k_sr2, k_rht = _keys(key)
     sr = recipe.sr_grad and recipe.fmt != "none"
+    sr_on = _flag(gates, _SR, sr)
+
+    def quantize_grad(a, key):
+        return _pick(
+            sr_on,
+            lambda: fake_quantize(a, recipe, stochastic=sr, key=key),
+            lambda: fake_quantize(a, recipe),
+        )
+
     # dgrad: contraction over N.
-    dyq = sel(fake_quantize(dy, recipe, stochastic=sr, key=k_sr1), dy)
-    if recipe.fmt == "nvfp4" and recipe.weight_2d:
-        w_n = wq  # 16x16 tiles: the column-wise copy is the same numbers.
+    dyq = sel(quantize_grad(dy, k_sr1), dy)
+    if _uses_2d(recipe):
+        w_n = _pick(
+            _flag(gates, _W2D, True),
+            lambda: wq,  # 16x16 tiles: the column-wise copy is the same numbers.
+            lambda: sel(fake_quantize(w, recipe._replace(weight_2d=False), weight=True), w),
+        )
     else:
         w_n = sel(fake_quantize(w, recipe, weight=True), w)
     dx = (dyq @ w_n.T).astype(x2.dtype)
@@ -154,10 +195,12 @@ def _qmm_bwd(recipe, res, dy):
     xt = _pad_to(x2.T, 1, BLOCK)
     dyt = _pad_to(dy.T, 1, BLOCK)
     if recipe.rht_wgrad and recipe.fmt != "none":
-        h = sel(random_hadamard_matrix(key=k_rht), jnp.eye(BLOCK, dtype=jnp.float32))
+        eye = jnp.eye(BLOCK, dtype=jnp.float32)
+        h = sel(random_hadamard_matrix(key=k_rht), eye)
+        h = _pick(_flag(gates, _RHT, True), lambda: h, lambda: eye)
         xt, dyt = apply_rht(xt, h), apply_rht(dyt, h)
     xtq = sel(fake_quantize(xt, recipe), xt)
-    dytq = sel(fake_quantize(dyt, recipe, stochastic=sr, key=k_sr2), dyt)
+    dytq = sel(quantize_grad(dyt, k_sr2), dyt)
     dw = (xtq @ dytq.T).astype(w.dtype)
     return dx, dw, _zero_ct(channels), _zero_ct(key), _zero_ct(gates)
 
@@ -179,9 +222,12 @@ def quantized_matmul(
 
     `key` drives stochastic rounding and the RHT signs (required when the recipe uses them);
     `hot_channels` (int indices into k) turns on the Hot-Channel Patch in the forward GEMM.
-    `gates` (optional f32 [2], may be traced): gates[0] == 0 switches quantization off (all
-    three GEMMs exact) and gates[1] scales the patch (0 = off), so one compiled training step
-    can serve several precision variants (e.g. under `vmap`).
+    `gates` (optional f32 [2] or [5], may be traced): gates[0] == 0 switches quantization off
+    (all three GEMMs exact), gates[1] scales the patch (0 = off), and gates[2], gates[3],
+    gates[4] == 0 switch the recipe's stochastic rounding, RHT and 2-D weight blocks off (a
+    plain NVFP4 GEMM inside an NVIDIA-recipe graph), so one compiled training step can serve
+    several precision variants (e.g. under `vmap`). A switch can only turn off a feature the
+    static `recipe` has; where it does, both branches are computed.
     """
     _checks.check_float_array(x, "x", min_ndim=1)
     _checks.check_float_array(w, "w", ndim=2)
@@ -204,9 +250,11 @@ def quantized_matmul(
     if not recipe.needs_key:
         key = None
     x2 = x.reshape(-1, x.shape[-1])
-    if gates is not None and (gates.shape != (2,) or not jnp.issubdtype(gates.dtype, jnp.floating)):
+    if gates is not None and (
+        gates.shape not in ((2,), (5,)) or not jnp.issubdtype(gates.dtype, jnp.floating)
+    ):
         raise ValueError(
-            f"gates: expected a float array of shape (2,), got {gates.dtype}{gates.shape}"
+            f"gates: expected a float array of shape (2,) or (5,), got {gates.dtype}{gates.shape}"
         )
     y = _qmm_jit(x2, w, hot_channels, key, gates, recipe)
     return y.reshape(*x.shape[:-1], w.shape[1])

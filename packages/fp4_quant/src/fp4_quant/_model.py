@@ -23,7 +23,8 @@ class HCPVar(nnx.Variable):
 
 
 class Gate(nnx.Variable):
-    """Runtime precision switches of a QLinear: [quantize on, HCP patch on] as 0/1 floats."""
+    """Runtime precision switches of a QLinear as 0/1 floats: [quantize, HCP patch, stochastic
+    rounding, RHT, 2-D weight blocks] (see `quantized_matmul`'s `gates`)."""
 
 
 class ModelConfig(NamedTuple):
@@ -60,7 +61,7 @@ class QLinear(nnx.Module):
         hcp_period: int = 10,
         hcp_decay: float = 0.9,
         std: float = 0.02,
-        gates: tuple[float, float] = (1.0, 1.0),
+        gates: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0),
         rngs: nnx.Rngs,
     ):
         self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (d_in, d_out)))
@@ -106,6 +107,16 @@ class QLinear(nnx.Module):
         return y
 
 
+def _switchable(structure: MatmulRecipe, want: MatmulRecipe) -> bool:
+    """Runtime gates can turn quantization off, or turn recipe features off (not on)."""
+    if want == HIGH_PRECISION or want == structure:
+        return True
+    features = ("sr_grad", "rht_wgrad", "weight_2d")
+    return want.fmt == structure.fmt and all(
+        getattr(structure, f) or not getattr(want, f) for f in features
+    )
+
+
 def _rms(x: Array, eps: float = 1e-6) -> Array:
     return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
 
@@ -128,12 +139,13 @@ class _Block(nnx.Module):
         def lin(name, a, b, std=0.02):
             recipe, hcp_k = structure.recipe_for(layer, name), structure.hcp_k_for(layer, name)
             want, want_k = policy.recipe_for(layer, name), policy.hcp_k_for(layer, name)
-            if want not in (recipe, HIGH_PRECISION) or want_k not in (0, hcp_k):
+            if not _switchable(recipe, want) or want_k not in (0, hcp_k):
                 raise ValueError(
                     f"policy: {name} of layer {layer} wants {want} with hcp_k={want_k}, which "
                     f"the structure ({recipe}, hcp_k={hcp_k}) cannot switch to at runtime"
                 )
             gates = (float(want.fmt != "none"), float(want_k > 0))
+            gates += (float(want.sr_grad), float(want.rht_wgrad), float(want.weight_2d))
             return QLinear(
                 a,
                 b,
