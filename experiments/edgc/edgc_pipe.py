@@ -146,7 +146,7 @@ def build(config, gds, method: str, start: int, mesh):
             "dp_bytes": dp_bytes,
             "p2p_bytes": p2p,
             "stage_rank": jax.lax.all_gather(stage_rank, "pp"),
-            "link_rank": link["ctrl"].ranks if links else jnp.zeros((pp,), jnp.int32),
+            "link_rank": ranks if links else jnp.zeros((pp,), jnp.int32),  # as used
             "link_bits": bits,
         }
         cs = jax.tree.map(lambda a: a[None, None], (cs_sh, cs_st))
