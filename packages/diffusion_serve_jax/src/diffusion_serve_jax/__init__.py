@@ -1,5 +1,7 @@
 """LegoDiffusion micro-serving of diffusion workflows and InstGenIE mask-aware cached editing."""
 
+from ._balancing import balance as balance
+from ._balancing import edit_cost as edit_cost
 from ._cache_attention import cache_attention as cache_attention
 from ._cache_attention import cache_attention_reference as cache_attention_reference
 from ._data import downsample2 as downsample2
@@ -70,10 +72,8 @@ from ._simulator import simulate as simulate
 from ._step_batching import EditEngine as EditEngine
 from ._step_batching import EditRequest as EditRequest
 from ._step_batching import EngineStats as EngineStats
-from ._step_batching import StaleCacheError as StaleCacheError
-from ._step_batching import TemplateStore as TemplateStore
-from ._step_batching import balance as balance
-from ._step_batching import edit_cost as edit_cost
+from ._template_store import StaleCacheError as StaleCacheError
+from ._template_store import TemplateStore as TemplateStore
 from ._training import Trainer as Trainer
 from ._training import TrainState as TrainState
 from ._training import classifier_trainer as classifier_trainer

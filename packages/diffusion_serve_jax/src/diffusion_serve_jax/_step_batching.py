@@ -1,5 +1,6 @@
-"""Serving edit requests: a template cache store, a step-level (continuous) batching engine
-with cache prefetching, and mask-aware load balancing.
+"""Serving edit requests: a step-level (continuous) batching engine with cache prefetching and
+per-request block plans (the template caches live in `TemplateStore`, balancing across
+engines in `_balancing`).
 
 `EditEngine.run(arrivals)` serves timed requests on the real clock. With
 `batching="continuous"` waiting requests join the running batch before every denoising step
@@ -11,11 +12,6 @@ the next step's cache rows of continuing requests are gathered while the current
 
 import collections
 import dataclasses
-import hashlib
-import os
-import pathlib
-import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -27,124 +23,7 @@ from ._diffusion import Schedule, ddim_timesteps
 from ._editing import TemplateCache, compiled_steps, edit_noise, token_mask
 from ._executor import pick_bucket
 from ._models import DiT
-
-
-class StaleCacheError(RuntimeError):
-    """A cached template was built with different model weights."""
-
-
-class TemplateStore:
-    """Template caches in host memory, bounded in bytes with least-recently-used eviction,
-    optionally spilled to a disk tier.
-
-    Templates are registered with a builder; the cache is built on first use (the template's
-    full pass). An entry evicted from memory is written to `spill_dir` (one `.npz` per
-    template, named and stamped with the weights version) when one is given, and read back on
-    its next use instead of being rebuilt; without a disk tier it is rebuilt. A cache whose
-    `version` differs from the store's (other weights) is never served: a stale file on disk
-    is deleted and the template rebuilt, a stale build raises `StaleCacheError`.
-    """
-
-    def __init__(self, *, max_bytes: int, version: str, spill_dir: str | os.PathLike | None = None):
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes: expected a positive byte budget, got {max_bytes}")
-        if not re.fullmatch(r"[A-Za-z0-9_-]*", version):
-            raise ValueError(f"version: expected an [A-Za-z0-9_-] tag, got {version!r}")
-        self.max_bytes, self.version = max_bytes, version
-        self.spill_dir = None if spill_dir is None else pathlib.Path(spill_dir)
-        if self.spill_dir is not None:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-        self._builders: dict[str, Callable[[], TemplateCache]] = {}
-        self._lru: collections.OrderedDict[str, TemplateCache] = collections.OrderedDict()
-        self._lock = threading.RLock()
-        self.hits = self.misses = self.evictions = 0
-        self.spills = self.disk_hits = self.stale_dropped = 0
-
-    def register(self, template_id: str, builder: Callable[[], TemplateCache]) -> None:
-        with self._lock:
-            self._builders[template_id] = builder
-
-    def __contains__(self, template_id: str) -> bool:
-        return template_id in self._builders
-
-    @property
-    def template_ids(self) -> list[str]:
-        return list(self._builders)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.nbytes for c in self._lru.values())
-
-    # -- disk tier -------------------------------------------------------------------------
-    def _stem(self, template_id: str) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_-]", "_", template_id)[:40]
-        return f"{safe}-{hashlib.sha1(template_id.encode()).hexdigest()[:8]}"
-
-    def spill_path(self, template_id: str) -> pathlib.Path | None:
-        """Where `template_id`'s cache for the current weights lives on disk (if spilling)."""
-        if self.spill_dir is None:
-            return None
-        return self.spill_dir / f"{self._stem(template_id)}.v{self.version}.npz"
-
-    def _spill(self, template_id: str, cache: TemplateCache) -> None:
-        path = self.spill_path(template_id)
-        if path is None or path.exists():
-            return
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, k=cache.k, v=cache.v, xs=cache.xs, label=cache.label, version=cache.version)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
-        self.spills += 1
-
-    def _unspill(self, template_id: str) -> TemplateCache | None:
-        if self.spill_dir is None:
-            return None
-        path = self.spill_path(template_id)
-        for old in self.spill_dir.glob(f"{self._stem(template_id)}.*.npz"):
-            if old != path:  # written for other weights: never used, removed
-                old.unlink(missing_ok=True)
-                self.stale_dropped += 1
-        if not path.exists():
-            return None
-        with np.load(path) as f:
-            cache = TemplateCache(f["k"], f["v"], f["xs"], int(f["label"]), str(f["version"]))
-        if cache.version != self.version:  # renamed or tampered with
-            path.unlink(missing_ok=True)
-            self.stale_dropped += 1
-            return None
-        return cache
-
-    # -- lookup ----------------------------------------------------------------------------
-    def get(self, template_id: str) -> TemplateCache:
-        if template_id not in self._builders:
-            raise KeyError(f"template: unknown {template_id!r}; known {sorted(self._builders)}")
-        with self._lock:
-            if template_id in self._lru:
-                self.hits += 1
-                self._lru.move_to_end(template_id)
-                return self._lru[template_id]
-            cache = self._unspill(template_id)
-            if cache is not None:
-                self.disk_hits += 1
-            else:
-                self.misses += 1
-                cache = self._builders[template_id]()
-            if cache.version != self.version:
-                raise StaleCacheError(
-                    f"template {template_id!r}: cache built for weights "
-                    f"{cache.version}, model is {self.version}"
-                )
-            if cache.nbytes > self.max_bytes:
-                raise ValueError(
-                    f"max_bytes: one template needs {cache.nbytes} bytes, "
-                    f"more than the budget {self.max_bytes}"
-                )
-            self._lru[template_id] = cache
-            while self.nbytes > self.max_bytes:
-                evicted_id, evicted = self._lru.popitem(last=False)
-                self.evictions += 1
-                self._spill(evicted_id, evicted)
-            return cache
+from ._template_store import TemplateStore
 
 
 @dataclasses.dataclass(eq=False)
@@ -460,56 +339,3 @@ class EditEngine:
                 for j, image in done:
                     results[j.idx] = (end - j.arrival, image)
         return results
-
-
-def balance(
-    arrivals: Sequence[tuple[float, EditRequest]],
-    num_workers: int,
-    *,
-    policy: str,
-    cost: Callable[[EditRequest], float],
-) -> list[list[int]]:
-    """Assign requests to workers at arrival: `"round_robin"`, or `"mask_aware"` (to the worker
-    with the least estimated outstanding work by the cost model; ties rotate over workers so
-    that idle workers share a light load instead of the first one taking all of it)."""
-    if policy not in ("round_robin", "mask_aware"):
-        raise ValueError(f"policy: expected 'round_robin' or 'mask_aware', got {policy!r}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers: expected >= 1, got {num_workers}")
-    out: list[list[int]] = [[] for _ in range(num_workers)]
-    free_at = np.zeros(num_workers)
-    for n, i in enumerate(sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])):
-        t, req = arrivals[i]
-        if policy == "round_robin":
-            w = n % num_workers
-        else:
-            backlog = np.maximum(free_at - t, 0.0)
-            order = [(n + k) % num_workers for k in range(num_workers)]
-            w = min(order, key=lambda x: backlog[x])  # first in rotation among the least
-        free_at[w] = max(free_at[w], t) + cost(req)
-        out[w].append(i)
-    return out
-
-
-def edit_cost(
-    dit: DiT,
-    *,
-    compute_per_token: float,
-    load_per_token: float,
-    steps: int = 1,
-    plan: Callable[[int], int] | None = None,
-):
-    """Cost model of a masked edit in seconds: per step and block, compute grows with the
-    masked tokens (all tokens in the `plan`'s full blocks) and cache loading with the tokens
-    loaded for the cached blocks; the pipeline hides the smaller of the two, so a step costs
-    the larger, and an edit `steps` of them."""
-    n, depth = dit.num_tokens, len(dit.blocks)
-
-    def cost(req: EditRequest) -> float:
-        m = int(token_mask(dit, req.mask).sum())
-        fb = 0 if plan is None else int(plan(m))
-        compute = compute_per_token * (fb * n + (depth - fb) * m)
-        load = load_per_token * n * (depth - fb)
-        return steps * max(compute, load)
-
-    return cost

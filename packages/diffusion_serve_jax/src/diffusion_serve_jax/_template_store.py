@@ -1,0 +1,131 @@
+"""Template activation caches in host memory (byte-bounded LRU) with a versioned disk tier."""
+
+import collections
+import hashlib
+import os
+import pathlib
+import re
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from ._editing import TemplateCache
+
+
+class StaleCacheError(RuntimeError):
+    """A cached template was built with different model weights."""
+
+
+class TemplateStore:
+    """Template caches in host memory, bounded in bytes with least-recently-used eviction,
+    optionally spilled to a disk tier.
+
+    Templates are registered with a builder; the cache is built on first use (the template's
+    full pass). An entry evicted from memory is written to `spill_dir` (one `.npz` per
+    template, named and stamped with the weights version) when one is given, and read back on
+    its next use instead of being rebuilt; without a disk tier it is rebuilt. A cache whose
+    `version` differs from the store's (other weights) is never served: a stale file on disk
+    is deleted and the template rebuilt, a stale build raises `StaleCacheError`.
+    """
+
+    def __init__(self, *, max_bytes: int, version: str, spill_dir: str | os.PathLike | None = None):
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes: expected a positive byte budget, got {max_bytes}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", version):
+            raise ValueError(f"version: expected an [A-Za-z0-9_-] tag, got {version!r}")
+        self.max_bytes, self.version = max_bytes, version
+        self.spill_dir = None if spill_dir is None else pathlib.Path(spill_dir)
+        if self.spill_dir is not None:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._builders: dict[str, Callable[[], TemplateCache]] = {}
+        self._lru: collections.OrderedDict[str, TemplateCache] = collections.OrderedDict()
+        self._lock = threading.RLock()
+        self.hits = self.misses = self.evictions = 0
+        self.spills = self.disk_hits = self.stale_dropped = 0
+
+    def register(self, template_id: str, builder: Callable[[], TemplateCache]) -> None:
+        with self._lock:
+            self._builders[template_id] = builder
+
+    def __contains__(self, template_id: str) -> bool:
+        return template_id in self._builders
+
+    @property
+    def template_ids(self) -> list[str]:
+        return list(self._builders)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self._lru.values())
+
+    # -- disk tier -------------------------------------------------------------------------
+    def _stem(self, template_id: str) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_-]", "_", template_id)[:40]
+        return f"{safe}-{hashlib.sha1(template_id.encode()).hexdigest()[:8]}"
+
+    def spill_path(self, template_id: str) -> pathlib.Path | None:
+        """Where `template_id`'s cache for the current weights lives on disk (if spilling)."""
+        if self.spill_dir is None:
+            return None
+        return self.spill_dir / f"{self._stem(template_id)}.v{self.version}.npz"
+
+    def _spill(self, template_id: str, cache: TemplateCache) -> None:
+        path = self.spill_path(template_id)
+        if path is None or path.exists():
+            return
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, k=cache.k, v=cache.v, xs=cache.xs, label=cache.label, version=cache.version)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        self.spills += 1
+
+    def _unspill(self, template_id: str) -> TemplateCache | None:
+        if self.spill_dir is None:
+            return None
+        path = self.spill_path(template_id)
+        for old in self.spill_dir.glob(f"{self._stem(template_id)}.*.npz"):
+            if old != path:  # written for other weights: never used, removed
+                old.unlink(missing_ok=True)
+                self.stale_dropped += 1
+        if not path.exists():
+            return None
+        with np.load(path) as f:
+            cache = TemplateCache(f["k"], f["v"], f["xs"], int(f["label"]), str(f["version"]))
+        if cache.version != self.version:  # renamed or tampered with
+            path.unlink(missing_ok=True)
+            self.stale_dropped += 1
+            return None
+        return cache
+
+    # -- lookup ----------------------------------------------------------------------------
+    def get(self, template_id: str) -> TemplateCache:
+        if template_id not in self._builders:
+            raise KeyError(f"template: unknown {template_id!r}; known {sorted(self._builders)}")
+        with self._lock:
+            if template_id in self._lru:
+                self.hits += 1
+                self._lru.move_to_end(template_id)
+                return self._lru[template_id]
+            cache = self._unspill(template_id)
+            if cache is not None:
+                self.disk_hits += 1
+            else:
+                self.misses += 1
+                cache = self._builders[template_id]()
+            if cache.version != self.version:
+                raise StaleCacheError(
+                    f"template {template_id!r}: cache built for weights "
+                    f"{cache.version}, model is {self.version}"
+                )
+            if cache.nbytes > self.max_bytes:
+                raise ValueError(
+                    f"max_bytes: one template needs {cache.nbytes} bytes, "
+                    f"more than the budget {self.max_bytes}"
+                )
+            self._lru[template_id] = cache
+            while self.nbytes > self.max_bytes:
+                evicted_id, evicted = self._lru.popitem(last=False)
+                self.evictions += 1
+                self._spill(evicted_id, evicted)
+            return cache
