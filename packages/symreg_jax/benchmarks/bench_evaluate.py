@@ -78,9 +78,7 @@ def main():
     ap.add_argument("--out", default="/tmp/bench_symreg_evaluate.json")
     args = ap.parse_args()
     pset = sr.PrimitiveSet(n_vars=2, max_len=32)  # +, -, *, /, sin, cos, exp, log
-    tokens, consts = sr.random_trees(
-        jax.random.key(0, impl="rbg"), pset, args.pop, max_depth=4, full=True
-    )
+    tokens, consts = sr.random_trees(jax.random.key(0), pset, args.pop, max_depth=4, full=True)
     x = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (args.points, 2)), jnp.float32)
     nodes = int(sr.expression_length(tokens, pset).sum()) * args.points
     impls = {

@@ -26,7 +26,7 @@ Y_HARD = (np.sin(3 * X[:, 0]) * X[:, 0] ** 3 + np.sin(X[:, 0] ** 2)).astype(np.f
 
 
 def _key(seed):
-    return jax.random.key(seed, impl="rbg")
+    return jax.random.key(seed)
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,15 @@ def guided(models):
     mm, cm = models
     (mgd, mst), (cgd, cst) = nnx.split(mm), nnx.split(cm)
     eng = sr.make_engine(PSET, CFG, mgd, cgd)
-    return jax.jit(eng.init), jax.jit(eng.run), (mst, cst)
+    # The run-time switch is on: the guided tests below run the models through `lax.cond`.
+    return jax.jit(eng.init), jax.jit(eng.run), (mst, cst, True)
 
 
 def test_guided_run_keeps_population_valid_and_improves(guided):
     init, run, guide = guided
-    s0 = init(X, Y, key=_key(0))
-    s1 = run(s0, X, Y, guide, 6)
-    s2 = run(s0, X, Y, guide, 6)
+    s0 = init(X, Y_HARD, key=_key(0))
+    s1 = run(s0, X, Y_HARD, guide, 6)
+    s2 = run(s0, X, Y_HARD, guide, 6)
     assert_trees_close(jax.tree.map(np.asarray, s1.tokens), np.asarray(s2.tokens))  # deterministic
     assert int(s1.generation) >= 1
     assert float(s1.best_nmse) <= float(s0.best_nmse)
@@ -56,7 +57,7 @@ def test_guided_run_keeps_population_valid_and_improves(guided):
     assert all(sr.is_valid_reference(t, PSET) for t in toks)
     # Stored fitness is the fitness of the stored programs (elites and optimised constants too).
     pred = sr.evaluate_population(s1.tokens, s1.consts, X, PSET)
-    nmse = np.asarray(sr.normalized_mse(pred, jnp.asarray(Y)))
+    nmse = np.asarray(sr.normalized_mse(pred, jnp.asarray(Y_HARD)))
     np.testing.assert_allclose(np.asarray(s1.nmse), nmse, rtol=1e-4, atol=1e-6)
     # Evaluations: the initial population, edited children, constant-optimisation steps.
     gens = int(s1.generation)
@@ -74,6 +75,30 @@ def test_guided_run_keeps_population_valid_and_improves(guided):
         assert t[p] == PSET.mask_token and cls[y] >= 0
         assert sr.is_valid_reference(np.where(np.arange(16) == p, y, t), PSET)
     del ar
+
+
+def test_guides_switched_off_is_exactly_plain_gp(guided):
+    """One compiled engine serves both methods: switched off, it is the plain-GP engine."""
+    init, run, (mst, cst, _) = guided
+    plain = sr.make_engine(PSET, CFG)
+    s0 = init(X, Y_HARD, key=_key(5))
+    off = run(s0, X, Y_HARD, (mst, cst, False), 4)
+    ref = jax.jit(plain.run)(s0, X, Y_HARD, None, 4)
+    off, ref = (
+        jax.tree.map(np.asarray, s._replace(key=jax.random.key_data(s.key))) for s in (off, ref)
+    )
+    assert_trees_close(off, ref)
+    on = run(s0, X, Y_HARD, (mst, cst, True), 4)
+    assert not np.array_equal(np.asarray(on.tokens), off.tokens)
+
+
+def test_public_api_takes_standard_and_legacy_keys(guided):
+    init, _, _ = guided
+    for key in (jax.random.key(7), jax.random.PRNGKey(7)):
+        s = init(X, Y, key=key)
+        assert all(sr.is_valid_reference(t, PSET) for t in np.asarray(s.tokens))
+    a, b = init(X, Y, key=jax.random.key(7)), init(X, Y, key=jax.random.key(8))
+    assert not np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
 
 
 def test_early_stopping_on_target(guided):

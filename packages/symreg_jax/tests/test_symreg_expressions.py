@@ -21,7 +21,7 @@ POP = 16
 
 
 def _key(seed):
-    return jax.random.key(seed, impl="rbg")
+    return jax.random.key(seed)
 
 
 @jax.jit

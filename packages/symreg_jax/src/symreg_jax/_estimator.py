@@ -168,7 +168,7 @@ class GESRRegressor:
 
     def _fit_one(self, x: np.ndarray, y: np.ndarray, seed: int) -> None:
         t0 = time.perf_counter()
-        key = jax.random.key(seed, impl="rbg")
+        key = jax.random.key(seed)
         mm = cm = None
         if self.guided:
             mm, cm = self._models()
@@ -194,27 +194,25 @@ class GESRRegressor:
             if self.guided and self.online_every:
                 buf, cap = state.buffer, self.config_.buffer_capacity
                 k = jax.random.fold_in(key, done)
-                n_mut, n_xo = min(int(buf.mut_count), cap), min(int(buf.xo_count), cap)
-                if n_mut >= 8:
-                    mm = train_model(
-                        mm,
-                        mutation_loss,
-                        mutation_data(buf),
-                        self.pset_,
-                        key=k,
-                        steps=int(self.online_steps),
-                        n_valid=n_mut,
-                    ).model
-                if n_xo >= 8:
-                    cm = train_model(
-                        cm,
-                        crossover_loss,
-                        crossover_data(buf),
-                        self.pset_,
-                        key=k,
-                        steps=int(self.online_steps),
-                        n_valid=n_xo,
-                    ).model
+                models = [mm, cm]
+                for j, (loss, data, count) in enumerate(
+                    (
+                        (mutation_loss, mutation_data(buf), buf.mut_count),
+                        (crossover_loss, crossover_data(buf), buf.xo_count),
+                    )
+                ):
+                    n_valid = min(int(count), cap)
+                    if n_valid >= 8:  # fine-tune on the run's own improving edits
+                        models[j] = train_model(
+                            models[j],
+                            loss,
+                            data,
+                            self.pset_,
+                            key=k,
+                            steps=int(self.online_steps),
+                            n_valid=n_valid,
+                        ).model
+                mm, cm = models
                 guide = (nnx.state(mm), nnx.state(cm))
         if self.guided:
             self.mutation_model_, self.crossover_model_ = mm, cm

@@ -4,6 +4,9 @@
 `Engine(init, step, run)`. With graphdefs given (GESR), point mutations sample the new gene from
 the masked-gene model and crossover points from the crossover model, whose NNX states are
 passed as `guide=(mutation_state, crossover_state)`; without them (plain GP) both are uniform.
+`guide=(mutation_state, crossover_state, enabled)` with a boolean scalar `enabled` switches the
+models on or off at run time (`lax.cond`): switched off, a step is exactly the plain-GP step and
+the models are not run, so one compiled engine serves both methods.
 Everything else (selection, subtree mutation, elitism, parsimony, constant optimisation) is
 shared, so the two differ only in where the edits come from.
 """
@@ -21,6 +24,7 @@ from . import _tree
 from ._bert import masked_point_logits, node_logits
 from ._buffer import EditBuffer, empty_buffer, record_crossovers, record_mutations
 from ._evaluate import evaluate_population, normalized_mse
+from ._keys import loop_key
 from ._primitives import PrimitiveSet
 
 
@@ -132,7 +136,7 @@ def make_engine(
     n, length = config.population_size, pset.max_len
 
     def init(inputs, targets, *, key: Array) -> GPState:
-        k_tree, k_state = jax.random.split(key)
+        k_tree, k_state = jax.random.split(loop_key(key))
         ramp = config.init_max_depth - config.init_min_depth + 1
         depths = config.init_min_depth + jnp.arange(n) % ramp
         full = (jnp.arange(n) // ramp) % 2 == 0
@@ -190,28 +194,41 @@ def make_engine(
     n_xo = int(round(config.p_crossover * n))
     n_sm = int(round(config.p_subtree_mutation * n))
     n_pm = min(int(round(config.p_point_mutation * n)), n - n_xo - n_sm)
-    n - n_xo - n_sm - n_pm
     cols = 2 * t_size + 5 + 2 * length + pset.vocab_size
 
+    def _switch(graphdef, guide, guided_fn, uniform_fn):
+        """The guided edit, or the uniform one where the model is absent or switched off."""
+        if guide is None or graphdef is None:
+            return uniform_fn()
+        if len(guide) == 2:
+            return guided_fn()
+        return jax.lax.cond(guide[2], guided_fn, uniform_fn)
+
     def _crossover_points(u_a, u_b, g_a, g_b, parents, donors, guide):
-        if crossover_graphdef is None:
+        def uniform():
             return node_at(u_a, parents, pset), node_at(u_b, donors, pset)
-        model = nnx.merge(crossover_graphdef, guide[1])
-        sa, sb = model(parents, donors)
-        t = config.temperature
-        pa = jnp.argmax(node_logits(sa, parents, pset.pad) / t + g_a, axis=1)
-        pb = jnp.argmax(node_logits(sb, donors, pset.pad) / t + g_b, axis=1)
-        return pa.astype(jnp.int32), pb.astype(jnp.int32)
+
+        def guided():
+            sa, sb = nnx.merge(crossover_graphdef, guide[1])(parents, donors)
+            t = config.temperature
+            pa = jnp.argmax(node_logits(sa, parents, pset.pad) / t + g_a, axis=1)
+            pb = jnp.argmax(node_logits(sb, donors, pset.pad) / t + g_b, axis=1)
+            return pa.astype(jnp.int32), pb.astype(jnp.int32)
+
+        return _switch(crossover_graphdef, guide, guided, uniform)
 
     def _point_tokens(g, parents, points, guide):
         rows = jnp.arange(parents.shape[0])
         allowed = jax.vmap(_tree.same_class_mask, in_axes=(0, 0, None))(parents, points, pset)
         masked = parents.at[rows, points].set(pset.mask_token)
-        if mutation_graphdef is None:
-            logits = jnp.where(allowed, 0.0, -jnp.inf)
-        else:
-            model = nnx.merge(mutation_graphdef, guide[0])
-            logits = masked_point_logits(model(masked), points, allowed) / config.temperature
+
+        def guided():
+            logits = nnx.merge(mutation_graphdef, guide[0])(masked)
+            return masked_point_logits(logits, points, allowed) / config.temperature
+
+        logits = _switch(
+            mutation_graphdef, guide, guided, lambda: jnp.where(allowed, 0.0, -jnp.inf)
+        )
         new = jnp.argmax(logits + g, axis=1).astype(jnp.int32)
         # A gene with no alternative of its arity stays as it is.
         new = jnp.where(jnp.any(allowed, axis=1), new, parents[rows, points])

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ._bert import CrossoverModel, MutationModel, masked_point_logits, node_logits
+from ._keys import loop_key
 from ._primitives import PrimitiveSet
 
 
@@ -61,7 +62,9 @@ def _train_run(
         upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s), loss
 
-    (p, _), losses = jax.lax.scan(body, (params, opt.init(params)), jax.random.split(key, steps))
+    (p, _), losses = jax.lax.scan(
+        body, (params, opt.init(params)), jax.random.split(loop_key(key), steps)
+    )
     return p, losses
 
 
