@@ -319,7 +319,8 @@ def _claims(config, results, timing, steps_of):
             "PSNR dB",
             round(r4["teacher"]["psnr"], 3),
             round(r4["bicubic"]["psnr"], 3),
-            "teacher 'achieves state-of-the-art SR performance' (numbers not retrievable)",
+            "teacher 'achieves state-of-the-art SR performance' (tables not retrievable; "
+            "anchor: 7T-Restormer 1.5T->7T 26.0 dB / SSIM 0.861, 10.5M params)",
             baseline_name="bicubic",
         ),
     ]

@@ -6,7 +6,8 @@ Untrained weights (time and memory do not depend on their values). Teacher: Guid
 (16, 32, 64) with DDIM `--teacher-steps`; student: multi-scale GuidedUNet (8, 16, 32) at the
 teacher's steps halved `--halvings` times. Peak memory is XLA's compiled memory analysis of the
 whole sampler (arguments + outputs + temporaries - aliased), the figure a device must provide.
-Medians of `--repeats` timed calls after one warm-up call.
+Medians of `--repeats` timed calls after one warm-up call, as wall time and as process CPU
+time (all XLA threads; the robust figure on a shared machine).
 """
 
 import argparse
@@ -43,12 +44,14 @@ def measure(gd, params, cond, steps, repeats):
         - mem.alias_size_in_bytes
     )
     jax.block_until_ready(compiled(params, cond, key))
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(compiled(params, cond, key))
         times.append(time.perf_counter() - t0)
-    return float(np.median(times)) / cond.shape[0], int(peak)
+        cpu.append(time.process_time() - c0)
+    b = cond.shape[0]
+    return float(np.median(times)) / b, float(np.median(cpu)) / b, int(peak)
 
 
 def main():
@@ -57,7 +60,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--teacher-steps", type=int, default=16)
     ap.add_argument("--halvings", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="/tmp/bench_distill.json")
     args = ap.parse_args()
     cond = jax.random.normal(jax.random.key(1), (args.batch, args.size, args.size, 3))
@@ -65,27 +68,29 @@ def main():
     s_gd, s_p, s_n = build((8, 16, 32), 16, True, 1)
     shape = (1, args.size, args.size, 1)
     rows = []
-    t_sec, t_mem = measure(t_gd, t_p, cond, args.teacher_steps, args.repeats)
+    t_sec, t_cpu, t_mem = measure(t_gd, t_p, cond, args.teacher_steps, args.repeats)
     t_flops = msr.forward_cost(t_gd, t_p, shape, 3)["flops"] * args.teacher_steps
-    rows.append(("teacher", t_n, args.teacher_steps, t_flops, t_sec, t_mem))
+    rows.append(("teacher", t_n, args.teacher_steps, t_flops, t_sec, t_cpu, t_mem))
     for h in range(args.halvings + 1):
         steps = args.teacher_steps // 2**h
-        sec, mem = measure(s_gd, s_p, cond, steps, args.repeats)
+        sec, cpu, mem = measure(s_gd, s_p, cond, steps, args.repeats)
         flops = msr.forward_cost(s_gd, s_p, shape, 3)["flops"] * steps
-        rows.append((f"student ({steps} steps)", s_n, steps, flops, sec, mem))
+        rows.append((f"student ({steps} steps)", s_n, steps, flops, sec, cpu, mem))
     header = (
         "model",
         "params",
         "steps",
         "GFLOP/slice",
-        "s/slice",
-        "time ratio",
+        "wall s/slice",
+        "wall ratio",
+        "CPU s/slice",
+        "CPU ratio",
         "peak MiB",
         "mem ratio",
     )
     print(" | ".join(header))
     out = []
-    for name, n, steps, flops, sec, mem in rows:
+    for name, n, steps, flops, sec, cpu, mem in rows:
         rec = {
             "model": name,
             "params": n,
@@ -93,12 +98,15 @@ def main():
             "gflop_per_slice": flops / 1e9,
             "seconds_per_slice": sec,
             "time_ratio_teacher_over_this": t_sec / sec,
+            "cpu_seconds_per_slice": cpu,
+            "cpu_ratio_teacher_over_this": t_cpu / cpu,
             "peak_bytes": mem,
             "memory_ratio_teacher_over_this": t_mem / mem,
         }
         out.append(rec)
         print(
             f"{name} | {n} | {steps} | {flops / 1e9:.3f} | {sec:.4f} | {t_sec / sec:.2f} | "
+            f"{cpu:.4f} | {t_cpu / cpu:.2f} | "
             f"{mem / 2**20:.2f} | {t_mem / mem:.2f}"
         )
     meta = {"args": vars(args), "jax": jax.__version__, "backend": jax.default_backend()}

@@ -125,7 +125,7 @@ def test_curriculum_blur_and_levels(sigma, c):
 
 
 @functools.cache
-def _distiller(mesh=None, substeps=2, num_steps=4):
+def _distiller(mesh=None, substeps=1, num_steps=4):
     (tg, _), (sg, _), (ag, _) = nets()
     return msr.make_distiller(
         sg,

@@ -166,7 +166,7 @@ def forward_cost(graphdef, params, shape: tuple[int, int, int, int], cond_channe
     c = jax.ShapeDtypeStruct(shape[:3] + (cond_channels,), jnp.float32)
     ab = jax.ShapeDtypeStruct(shape[:1], jnp.float32)
     fn = jax.jit(lambda p, x, c, ab: nnx.merge(graphdef, p)(x, c, ab))
-    cost = fn.lower(params, x, c, ab).compile().cost_analysis()
+    cost = fn.lower(params, x, c, ab).cost_analysis()  # HLO-level: no backend compile
     if isinstance(cost, list | tuple):
         cost = cost[0]
     return {
