@@ -1,4 +1,5 @@
-"""GESR vs plain GP on Nguyen / AI Feynman problems (evaluations to solution, success, R^2).
+"""GESR vs plain GP vs gplearn vs Operon on Nguyen / AI Feynman problems (same evaluation
+budget; evaluations to solution, success, test R^2, symbolic recovery, size, seconds).
 
 python experiments/gesr/main.py --config=experiments/gesr/config.py:small --workdir=/tmp/gesr
 """
@@ -16,23 +17,26 @@ def get_config(arg=None):
     c.seed = 0
     c.operators = ("add", "sub", "mul", "div", "sin", "cos", "exp", "log")
     c.max_len = 32
-    c.population_size = 200
-    c.generations = 60
+    c.population_size = 128
+    c.generations = 40
     c.tournament_size = 5
     c.parsimony = 1e-3
     c.target_nmse = 1e-6  # train 1 - R^2 counted as "solved"
     c.noise = 0.0  # SRBench noise level gamma: y + N(0, gamma * RMS(y))
     c.n_test = 200
-    c.sympy_seconds = 5.0  # time limit of one symbolic-recovery check
-    c.seeds = 5
+    c.const_every = 10  # constant optimisation of the best 8 every this many generations
+    c.sympy_seconds = 3.0  # time limit of one symbolic-recovery check
+    c.seeds = 8  # GP and GESR (vmapped), paired by seed
+    c.baselines = ("gplearn", "Operon")
+    c.baseline_seeds = ml_collections.ConfigDict({"gplearn": 2, "Operon": 8})
     # BERT guides: size, offline pre-training on GP runs over random target expressions.
     c.model_dim = 16
     c.model_depth = 1
     c.model_heads = 2
     c.temperature = 1.0
-    c.pretrain_problems = 8
-    c.pretrain_generations = 40
-    c.pretrain_steps = 300
+    c.pretrain_problems = 6
+    c.pretrain_generations = 30
+    c.pretrain_steps = 200
     c.problems = (
         "Nguyen-1",
         "Nguyen-2",
@@ -42,19 +46,28 @@ def get_config(arg=None):
         "Nguyen-6",
         "Nguyen-7",
         "Nguyen-8",
+        # A few AI Feynman equations (2 variables, 100 points): a second group, compiled once.
+        "I.14.4",
+        "I.25.13",
+        "I.34.27",
+        "II.3.24",
+        "II.38.14",
     )
     if preset == "smoke":
-        c.population_size = 128
-        c.generations = 25
+        c.population_size = 100
+        c.generations = 20
         c.seeds = 3
-        c.pretrain_problems = 4
-        c.pretrain_generations = 15
-        c.pretrain_steps = 100
+        c.baseline_seeds = ml_collections.ConfigDict({"gplearn": 1, "Operon": 3})
+        c.sympy_seconds = 1.0
+        c.pretrain_problems = 3
+        c.pretrain_generations = 12
+        c.pretrain_steps = 60
         c.problems = ("Nguyen-1", "Nguyen-5", "Nguyen-7")
     elif preset == "full":
         c.population_size = 1000
         c.generations = 200
         c.seeds = 10
+        c.baseline_seeds = ml_collections.ConfigDict({"gplearn": 10, "Operon": 10})
         c.pretrain_problems = 64
         c.pretrain_generations = 100
         c.pretrain_steps = 3000

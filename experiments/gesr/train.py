@@ -1,10 +1,14 @@
-"""GESR vs the same GP engine without the BERT guides, side by side, medians over seeds.
+"""GESR vs plain GP vs gplearn vs Operon, side by side on the same problems and budgets.
 
-1. Offline pre-training: plain GP runs on random target expressions record the point
-   mutations and crossovers that improved fitness; the two BERT models are trained on them and
+1. Problems are grouped by (variables, training points): one group shares one primitive set,
+   one pair of BERT guides and ONE compiled engine (the guides are switched on or off at run
+   time, so GESR and plain GP run the same executable and every problem of the group reuses it).
+2. Offline pre-training per group: plain GP runs on random target expressions record the point
+   mutations and crossovers that improved fitness; the two BERTs are trained on them and
    checkpointed with orbax (a resumed run restores them).
-2. Benchmark: for every problem both methods run from the same seeds with the same population,
-   generation and evaluation budget (seeds vmapped into one compiled call per method).
+3. Benchmark: per problem, GP and GESR run from the same seeds (same initial populations,
+   seeds vmapped into one call) with the same generation and evaluation budget; gplearn and
+   Operon get the same population, operators, size limit and evaluation budget.
 """
 
 import contextlib
@@ -13,13 +17,14 @@ import pathlib
 import signal
 import time
 
+import gesr_baselines
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 import orbax.checkpoint as ocp
 import sympy
 from flax import nnx
 from gesr_problems import ALL
+from gesr_report import report
 
 import symreg_jax as sr
 import xplib
@@ -48,337 +53,287 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
+_SYMPY_ERRORS = (TimeoutError, TypeError, ValueError, RecursionError, sympy.SympifyError)
+
+
+def _symbolic(make_expr, truth, seconds, check):
+    """(exact recovery, expression size in sympy nodes, text); recovery is only checked where
+    `check`, and undecided within the time limit counts as not recovered."""
+    try:
+        with _time_limit(seconds):
+            expr = make_expr()
+            size = sum(1 for _ in sympy.preorder_traversal(expr))
+            text = str(expr)
+    except _SYMPY_ERRORS:
+        return False, -1, "?"
+    if not check:
+        return False, size, text
+    try:
+        with _time_limit(seconds):
+            return bool(sr.is_symbolic_match(expr, truth)), size, text
+    except _SYMPY_ERRORS:
+        return False, size, text
+
+
 class _Runner:
-    """Seed-vmapped init/run for one primitive set, plain and guided."""
+    """Seed-vmapped init and run of one engine whose guides are switched at run time."""
 
     def __init__(self, pset, gp_cfg, mm, cm):
-        plain = sr.make_engine(pset, gp_cfg)
         mgd, self.mst = nnx.split(mm)
         cgd, self.cst = nnx.split(cm)
-        guided = sr.make_engine(pset, gp_cfg, mgd, cgd)
-        self.init = jax.jit(jax.vmap(lambda x, y, k: plain.init(x, y, key=k), (None, None, 0)))
-        self.run_plain = jax.jit(
-            jax.vmap(lambda s, x, y, g: plain.run(s, x, y, None, g), (0, None, None, None))
-        )
-        self.run_guided = jax.jit(
-            jax.vmap(
-                lambda s, x, y, m, c, g: guided.run(s, x, y, (m, c), g),
-                (0, None, None, None, None, None),
-            )
-        )
+        eng = sr.make_engine(pset, gp_cfg, mgd, cgd)
+
+        def init_and_run(x, y, k, m, c, on, g):
+            return eng.run(eng.init(x, y, key=k), x, y, (m, c, on), g)
+
+        axes = (None, None, 0, None, None, None, None)
+        self._run = jax.jit(jax.vmap(init_and_run, axes))  # one executable for everything
 
     def run(self, guided, x, y, keys, generations):
-        s = self.init(x, y, keys)
-        if guided:
-            return self.run_guided(s, x, y, self.mst, self.cst, generations)
-        return self.run_plain(s, x, y, generations)
+        """Fresh populations from `keys` (vmapped), evolved for `generations`."""
+        return self._run(x, y, keys, self.mst, self.cst, bool(guided), generations)
 
 
-def _pretrain_data(runner, pset, config, key):
-    """Improving edits recorded by plain GP on random target expressions."""
-    bufs, k = [], key
-    x = np.random.default_rng(config.seed).uniform(-1, 1, (20, pset.n_vars)).astype(np.float32)
-    made = 0
-    for _ in xplib.progress(range(config.pretrain_problems * 4), desc="pretrain data"):
+def _sample_x(ranges, n, rng):
+    lo, hi = np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+    return rng.uniform(lo, hi, (n, len(ranges))).astype(np.float32)
+
+
+def _pretrain_data(runner, pset, ranges, n_train, config, key):
+    """Improving edits recorded by plain GP on random target expressions (drawn in one call,
+    filtered on the host: finite, not constant, at least 4 nodes)."""
+    x = _sample_x(ranges, n_train, np.random.default_rng(config.seed))
+    k_trees, k_runs = jax.random.split(key)
+    draw = jax.jit(sr.random_trees, static_argnums=(1, 2), static_argnames=("max_depth",))
+    toks, consts = map(np.asarray, draw(k_trees, pset, 8 * config.pretrain_problems, max_depth=3))
+    bufs, made = [], 0
+    for i in xplib.progress(range(len(toks)), desc="pretrain data"):
         if made == config.pretrain_problems:
             break
-        k, kt, ks = jax.random.split(k, 3)
-        t, c = sr.random_trees(kt, pset, 1, max_depth=3, full=False)
-        y = sr.evaluate_reference(np.asarray(t)[0], np.asarray(c)[0], x, pset)
-        if not np.all(np.isfinite(y)) or np.std(y) < 1e-3 or (np.asarray(t)[0] != 0).sum() < 4:
+        y = sr.evaluate_reference(toks[i], consts[i], x, pset)
+        if not np.all(np.isfinite(y)) or np.std(y) < 1e-3 or (toks[i] != pset.pad).sum() < 4:
             continue
-        # As many seeds as the benchmark, so the compiled plain run is reused.
-        s = runner.run(False, x, y, jax.random.split(ks, config.seeds), config.pretrain_generations)
-        bufs += [jax.tree.map(lambda a, i=i: a[i], s.buffer) for i in range(config.seeds)]
+        keys = jax.random.split(jax.random.fold_in(k_runs, i), config.seeds)
+        s = runner.run(False, x, y.astype(np.float32), keys, config.pretrain_generations)
+        buf = jax.tree.map(np.asarray, s.buffer)  # index on the host: no per-seed dispatch
+        bufs += [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
         made += 1
     return sr.merge_buffers(bufs)
 
 
-def _guides(workdir, pset, config, runner, key):
+def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
     """Pre-trained (mutation, crossover) models: restored from the checkpoint or trained."""
-    kw = dict(dim=config.model_dim, depth=config.model_depth, heads=config.model_heads)
-    mm = sr.MutationModel(pset, **kw, rngs=nnx.Rngs(config.seed))
-    cm = sr.CrossoverModel(pset, **kw, rngs=nnx.Rngs(config.seed + 1))
-    mngr = xplib.checkpoint_manager(pathlib.Path(workdir) / f"guides_nv{pset.n_vars}")
+    mm, cm = models
+    mngr = xplib.checkpoint_manager(pathlib.Path(workdir) / f"guides_{tag}")
     target = {"mutation": nnx.state(mm), "crossover": nnx.state(cm)}
     info = {"rows_mutation": 0, "rows_crossover": 0, "loss_mutation": [], "loss_crossover": []}
     if mngr.latest_step() is not None:
-        abstract = jax.eval_shape(lambda: target)
-        got = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+        got = mngr.restore(
+            mngr.latest_step(), args=ocp.args.StandardRestore(jax.eval_shape(lambda: target))
+        )
         nnx.update(mm, got["mutation"])
         nnx.update(cm, got["crossover"])
         info["restored"] = True
         return mm, cm, info
-    data = _pretrain_data(runner, pset, config, key)
-    info["rows_mutation"], info["rows_crossover"] = len(data["mut_point"]), len(data["xo_point"])
+    data = _pretrain_data(runner, pset, ranges, n_train, config, key)
     km, kc = jax.random.split(jax.random.fold_in(key, 7))
-    if len(data["mut_point"]):
-        res = sr.train_model(
-            mm, sr.mutation_loss, sr.mutation_data(data), pset, key=km, steps=config.pretrain_steps
-        )
-        mm, info["loss_mutation"] = res.model, res.losses.tolist()
-    if len(data["xo_point"]):
-        res = sr.train_model(
-            cm,
-            sr.crossover_loss,
-            sr.crossover_data(data),
-            pset,
-            key=kc,
-            steps=config.pretrain_steps,
-        )
-        cm, info["loss_crossover"] = res.model, res.losses.tolist()
-    mngr.save(
-        1, args=ocp.args.StandardSave({"mutation": nnx.state(mm), "crossover": nnx.state(cm)})
-    )
+    models = {"mutation": mm, "crossover": cm}
+    for name, loss, fields, k in (
+        ("mutation", sr.mutation_loss, sr.mutation_data(data), km),
+        ("crossover", sr.crossover_loss, sr.crossover_data(data), kc),
+    ):
+        info[f"rows_{name}"] = len(next(iter(fields.values())))
+        if info[f"rows_{name}"]:
+            res = sr.train_model(
+                models[name], loss, fields, pset, key=k, steps=config.pretrain_steps
+            )
+            models[name], info[f"loss_{name}"] = res.model, res.losses.tolist()
+    mngr.save(1, args=ocp.args.StandardSave({k: nnx.state(m) for k, m in models.items()}))
     mngr.wait_until_finished()
-    return mm, cm, info
+    return models["mutation"], models["crossover"], info
 
 
-def _evaluate_problem(problem, runner, pset, config, key, logger, step):
+def _row(train_pred, test_pred, y, yt, evals, solved_evals, seconds, make_expr, truth, config):
+    nmse = 1 - _r2(train_pred, y)
+    r2 = _r2(test_pred, yt)
+    solved = bool(nmse <= config.target_nmse)
+    symbolic, size, text = _symbolic(make_expr, truth, config.sympy_seconds, r2 > 0.999)
+    return {
+        "solved": solved,
+        "evals": int(solved_evals if solved else evals),
+        "evals_spent": int(evals),
+        "r2": r2,
+        "accurate": r2 > 0.999,
+        "symbolic": bool(symbolic) and r2 > 0.999,
+        "size": size,
+        "seconds": seconds,
+        "expr": text[:200],
+    }
+
+
+def _data(problem, config, step):
+    """Train (with SRBench noise) and noise-free test samples; the same for every method."""
     rng = np.random.default_rng(config.seed + step)
     x, y = problem.sample(problem.n_train, rng, config.noise)
     xt, yt = problem.sample(config.n_test, rng)
+    return x, y, xt, yt
+
+
+def _evaluate_problem(problem, runner, pset, config, key, step):
+    x, y, xt, yt = _data(problem, config, step)
+    y64, yt64 = y.astype(np.float64), yt.astype(np.float64)
     keys = jax.random.split(key, config.seeds)
     truth = problem.sympy()
     out = {}
     for method, guided in (("GP", False), ("GESR", True)):
-        jax.block_until_ready(runner.run(guided, x, y, keys, 1))  # compile outside the clock
         t0 = time.perf_counter()
         s = jax.block_until_ready(runner.run(guided, x, y, keys, config.generations))
-        secs = time.perf_counter() - t0
+        secs = (time.perf_counter() - t0) / config.seeds
+        s = jax.tree.map(np.asarray, s._replace(key=None))  # index on the host
         rows = []
         for i in range(config.seeds):
-            tok, cst = np.asarray(s.best_tokens[i]), np.asarray(s.best_consts[i])
-            r2 = _r2(sr.evaluate_reference(tok, cst, xt, pset), yt)
-            solved = int(s.solved_at[i]) >= 0
-            symbolic = False
-            if r2 > 0.999:
-                try:
-                    with _time_limit(config.sympy_seconds):
-                        symbolic = sr.is_symbolic_match(
-                            sr.to_sympy(tok, cst, pset, simplify=False), truth
-                        )
-                except (TimeoutError, TypeError, ValueError, RecursionError, sympy.SympifyError):
-                    symbolic = False  # undecided within the time limit counts as not recovered
+            tok, cst = s.best_tokens[i], s.best_consts[i]
             rows.append(
-                {
-                    "solved": solved,
-                    "evals": int(s.solved_at[i]) if solved else int(s.evaluations[i]),
-                    "r2": r2,
-                    "accurate": r2 > 0.999,
-                    "symbolic": bool(symbolic),
-                    "generations": int(s.generation[i]),
-                    "expr": str(sr.to_sympy(tok, cst, pset, digits=4)),
-                }
+                _row(
+                    sr.evaluate_reference(tok, cst, x, pset),
+                    sr.evaluate_reference(tok, cst, xt, pset),
+                    y64,
+                    yt64,
+                    int(s.evaluations[i]),
+                    int(s.solved_at[i]),
+                    secs,
+                    lambda tok=tok, cst=cst: sr.to_sympy(tok, cst, pset, digits=6),
+                    truth,
+                    config,
+                )
             )
-        gens = sum(r["generations"] for r in rows)
-        out[method] = {"rows": rows, "seconds": secs, "gens_per_s": gens / max(secs, 1e-9)}
+            rows[-1]["generations"] = int(s.generation[i])
+        out[method] = {"rows": rows}
+    return out
+
+
+def _log(logger, step, name, out):
+    for method, res in out.items():
+        rr = res["rows"]
         logger.log(
             step,
-            problem=problem.name,
+            problem=name,
             method=method,
-            seconds=secs,
-            success=np.mean([r["solved"] for r in rows]),
-            median_evals=float(np.median([r["evals"] for r in rows])),
-            median_r2=float(np.median([r["r2"] for r in rows])),
+            seconds=float(np.median([r["seconds"] for r in rr])),
+            success=float(np.mean([r["solved"] for r in rr])),
+            median_evals=float(np.median([r["evals"] for r in rr])),
+            median_r2=float(np.median([r["r2"] for r in rr])),
         )
-    return out
+
+
+def _launch_baselines(workdir, config, problems, budget):
+    """gplearn and Operon on every problem, in a second process started before any JAX work."""
+    out = workdir / "baselines.json"
+    if out.exists() or not config.baselines:
+        return None, out
+    jobs = []
+    for p in problems:
+        x, y, xt, _ = _data(p, config, config.problems.index(p.name))
+        for method in config.baselines:
+            for i in range(config.baseline_seeds[method]):
+                jobs.append(
+                    {"problem": p.name, "method": method, "seed": config.seed + i}
+                    | {"x": x.tolist(), "y": y.tolist(), "xt": xt.tolist()}
+                )
+    keys = ("population_size", "tournament_size", "parsimony", "target_nmse", "max_len")
+    settings = {k: config[k] for k in keys}
+    settings.update(operators=list(config.operators), budget=budget)
+    return gesr_baselines.launch(jobs, settings, out), out
+
+
+def _collect_baselines(proc, out, config, problems, results, logger):
+    if proc is not None and proc.wait() != 0:
+        raise RuntimeError(f"baseline process failed with exit code {proc.returncode}")
+    fits = json.loads(out.read_text()) if out.exists() else []
+    for p in xplib.progress(problems, desc="baselines (sympy)"):
+        step = config.problems.index(p.name)
+        _, y, _, yt = _data(p, config, step)
+        truth, got = p.sympy(), {}
+        for f in (f for f in fits if f["problem"] == p.name):
+            row = _row(
+                np.asarray(f["train_pred"]),
+                np.asarray(f["test_pred"]),
+                y.astype(np.float64),
+                yt.astype(np.float64),
+                f["evals"],
+                f["evals"],
+                f["seconds"],
+                lambda f=f, nv=p.n_vars: gesr_baselines.to_sympy(f["method"], f["expr"], nv),
+                truth,
+                config,
+            )
+            got.setdefault(f["method"], {"rows": []})["rows"].append(row)
+        results[p.name].update(got)
+        _log(logger, step, p.name, got)
+
+
+def _groups(problems):
+    """Problems grouped by (variables, training points), in order of first appearance."""
+    groups: dict[tuple[int, int], list] = {}
+    for p in problems:
+        groups.setdefault((p.n_vars, p.n_train), []).append(p)
+    return groups
 
 
 def train_and_evaluate(config, workdir):
     workdir = pathlib.Path(workdir)
     logger = xplib.MetricLogger(workdir)
-    key = jax.random.key(config.seed, impl="rbg")
+    key = jax.random.key(config.seed)
     gp_cfg = sr.GPConfig(
         population_size=config.population_size,
         tournament_size=config.tournament_size,
         parsimony=config.parsimony,
         target_nmse=config.target_nmse,
-        max_evaluations=config.population_size * (config.generations + 1) * 2,
+        const_every=config.const_every,
         temperature=config.temperature,
     )
+    budget = gesr_baselines.budget_of(gp_cfg, config.generations)
     problems = [ALL[name] for name in config.problems]
+    proc, baselines_path = _launch_baselines(workdir, config, problems, budget)
     partial_path = workdir / "per_problem.json"
     results = json.loads(partial_path.read_text()) if partial_path.exists() else {}
     guides_info = {}
-    by_nv = sorted({p.n_vars for p in problems})
-    for nv in by_nv:
+    for (nv, n_train), group in _groups(problems).items():
+        tag = f"nv{nv}_n{n_train}"
+        ranges = [
+            (min(p.ranges[j][0] for p in group), max(p.ranges[j][1] for p in group))
+            for j in range(nv)
+        ]
         pset = sr.PrimitiveSet(tuple(config.operators), nv, config.max_len)
         kw = dict(dim=config.model_dim, depth=config.model_depth, heads=config.model_heads)
-        tmp_m = sr.MutationModel(pset, **kw, rngs=nnx.Rngs(0))
-        tmp_c = sr.CrossoverModel(pset, **kw, rngs=nnx.Rngs(0))
-        runner = _Runner(pset, gp_cfg, tmp_m, tmp_c)
+        mm = sr.MutationModel(pset, **kw, rngs=nnx.Rngs(config.seed))
+        cm = sr.CrossoverModel(pset, **kw, rngs=nnx.Rngs(config.seed + 1))
+        runner = _Runner(pset, gp_cfg, mm, cm)
         t0 = time.perf_counter()
-        mm, cm, info = _guides(workdir, pset, config, runner, jax.random.fold_in(key, nv))
+        mm, cm, info = _guides(
+            workdir,
+            tag,
+            pset,
+            ranges,
+            n_train,
+            config,
+            runner,
+            (mm, cm),
+            jax.random.fold_in(key, nv),
+        )
         info["seconds"] = time.perf_counter() - t0
-        guides_info[nv] = info
+        guides_info[tag] = info
         runner.mst, runner.cst = nnx.state(mm), nnx.state(cm)
-        todo = [p for p in problems if p.n_vars == nv and p.name not in results]
-        for p in xplib.progress(todo, desc=f"problems ({nv} var)"):
+        todo = [p for p in group if p.name not in results]
+        if todo:  # compile (or reuse) outside the clock
+            x0, y0 = todo[0].sample(n_train, np.random.default_rng(0))
+            jax.block_until_ready(runner.run(True, x0, y0, jax.random.split(key, config.seeds), 1))
+        for p in xplib.progress(todo, desc=f"problems ({tag})"):
             step = config.problems.index(p.name)
             results[p.name] = _evaluate_problem(
-                p, runner, pset, config, jax.random.fold_in(key, 1000 + step), logger, step
+                p, runner, pset, config, jax.random.fold_in(key, 1000 + step), step
             )
+            _log(logger, step, p.name, results[p.name])
             partial_path.write_text(json.dumps(results))
-    _report(workdir, config, problems, results, guides_info, gp_cfg)
-
-
-def _agg(results, names, method, field, fn=np.median):
-    return float(fn([r[field] for n in names for r in results[n][method]["rows"]]))
-
-
-def _report(workdir, config, problems, results, guides_info, gp_cfg):
-    names = [p.name for p in problems]
-    budget = max(r["evals"] for n in names for m in ("GP", "GESR") for r in results[n][m]["rows"])
-    med = {m: _agg(results, names, m, "evals") for m in ("GP", "GESR")}
-    succ = {m: _agg(results, names, m, "solved", np.mean) for m in ("GP", "GESR")}
-    acc = {m: _agg(results, names, m, "accurate", np.mean) for m in ("GP", "GESR")}
-    sym = {m: _agg(results, names, m, "symbolic", np.mean) for m in ("GP", "GESR")}
-    r2 = {m: _agg(results, names, m, "r2") for m in ("GP", "GESR")}
-    gps = {
-        m: float(np.median([results[n][m]["gens_per_s"] for n in names])) for m in ("GP", "GESR")
-    }
-    paper = (
-        "abstract: GESR 'significantly improves computational efficiency compared with "
-        "traditional GP' (no number public)"
-    )
-    claims = [
-        xplib.Claim(
-            "GESR needs fewer evaluations to reach train 1-R^2 <= 1e-6",
-            "median evaluations to solution (unsolved = evaluations spent)",
-            med["GESR"],
-            med["GP"],
-            paper,
-            "plain GP, same engine",
-            "lower",
-        ),
-        xplib.Claim(
-            "GESR solves more problems within the same budget",
-            "success rate (train 1-R^2 <= 1e-6)",
-            succ["GESR"],
-            succ["GP"],
-            paper,
-            "plain GP, same engine",
-            "higher",
-        ),
-        xplib.Claim(
-            "accuracy solutions (SRBench)",
-            "test R^2 > 0.999 rate",
-            acc["GESR"],
-            acc["GP"],
-            "SRBench ground truth: gplearn 30.0%, Operon 86.9%",
-            "plain GP, same engine",
-            "higher",
-        ),
-        xplib.Claim(
-            "exact symbolic recovery (SRBench)",
-            "sympy difference/ratio is constant",
-            sym["GESR"],
-            sym["GP"],
-            "SRBench ground truth: gplearn 15.5%, Operon 16.0%",
-            "plain GP, same engine",
-            "higher",
-        ),
-        xplib.Claim(
-            "BERT overhead",
-            "generations per second (median over problems)",
-            gps["GESR"],
-            gps["GP"],
-            "not reported",
-            "plain GP, same engine",
-            "higher",
-        ),
-    ]
-    rows = []
-    for n in names:
-        row = [n]
-        for m in ("GP", "GESR"):
-            rr = results[n][m]["rows"]
-            row += [
-                f"{sum(r['solved'] for r in rr)}/{len(rr)}",
-                float(np.median([r["evals"] for r in rr])),
-                float(np.median([r["r2"] for r in rr])),
-            ]
-        rows.append(row)
-    cols = [
-        "problem",
-        "GP solved",
-        "GP median evals",
-        "GP median test R2",
-        "GESR solved",
-        "GESR median evals",
-        "GESR median test R2",
-    ]
-    table = xplib.Table(
-        f"Per problem ({config.seeds} seeds, budget {budget} evaluations)", cols, rows
-    )
-    extra_rows = [[m, r2[m], acc[m], sym[m], gps[m]] for m in ("GP", "GESR")]
-    table2 = xplib.Table(
-        "Overall (medians / rates over problems x seeds)",
-        ["method", "median test R2", "R2>0.999 rate", "symbolic rate", "generations/s"],
-        extra_rows,
-    )
-    pre_rows = [
-        [
-            nv,
-            i["rows_mutation"],
-            i["rows_crossover"],
-            (i["loss_mutation"] or [float("nan")])[-1],
-            (i["loss_crossover"] or [float("nan")])[-1],
-            i["seconds"],
-        ]
-        for nv, i in guides_info.items()
-    ]
-    table3 = xplib.Table(
-        "Offline pre-training of the two BERTs (improving edits from plain GP "
-        "on random target expressions)",
-        [
-            "n_vars",
-            "mutation rows",
-            "crossover rows",
-            "final mutation loss",
-            "final crossover loss",
-            "seconds",
-        ],
-        pre_rows,
-    )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    xs = np.arange(len(names))
-    for j, m in enumerate(("GP", "GESR")):
-        vals = [np.median([r["evals"] for r in results[n][m]["rows"]]) for n in names]
-        axes[0].bar(xs + 0.4 * j - 0.2, vals, 0.4, label=m)
-    axes[0].axhline(budget, color="k", lw=0.8, ls="--", label="evaluations spent (max)")
-    axes[0].set_xticks(xs, names, rotation=45, ha="right", fontsize=7)
-    axes[0].set_ylabel("median evaluations to solution")
-    axes[0].legend(fontsize=7)
-    for nv, i in guides_info.items():
-        for k in ("loss_mutation", "loss_crossover"):
-            if i[k]:
-                axes[1].plot(i[k], label=f"{k.split('_')[1]} ({nv} var)")
-    axes[1].set_xlabel("pre-training step")
-    axes[1].set_ylabel("cross-entropy")
-    axes[1].legend(fontsize=7)
-    fig_name = xplib.save_figure(fig, workdir, "gesr_evals")
-    notes = (
-        f"Budget per run: {config.generations} generations x population "
-        f"{config.population_size}; evaluations count every newly edited child plus constant-"
-        "optimisation steps (copies are free). Both methods share the engine and seeds; GESR only "
-        "replaces the uniform choice of the point-mutation gene and the crossover points by the "
-        "two pre-trained BERTs. Timing excludes compilation. gplearn/pyoperon are not compared "
-        "(not installed in this workspace)."
-    )
-    xplib.write_results(
-        workdir,
-        experiment="gesr",
-        paper=config_paper(),
-        preset=config.preset,
-        claims=claims,
-        tables=[table, table2, table3],
-        figures=[fig_name],
-        notes=notes,
-        extra={"per_problem": results},
-    )
-
-
-def config_paper():
-    return "GESR (arXiv 2605.10685)"
+    _collect_baselines(proc, baselines_path, config, problems, results, logger)
+    report(workdir, config, problems, results, guides_info, budget)
