@@ -3,6 +3,7 @@ FLOPs, the renderer's cost (v1 vs exact vs separable) and share of the forward p
 segment_sum graph convolution.
 
     python packages/skel_gcn_jax/benchmarks/bench_kgs.py [--out /tmp/bench_kgs.json] [--batch 16]
+    python packages/skel_gcn_jax/benchmarks/bench_kgs.py --paper-scale  # FLOPs only, ~1.4M params
 
 Prints tables and writes JSON. Medians of `--repeats` timed calls after one warm-up (compile).
 Times are the process's CPU time (user + sys of all XLA threads, `time.process_time`), which
@@ -84,6 +85,39 @@ def _skeleton_render(render, config):
     return f
 
 
+PAPER_CHANNELS = (64, 64, 64, 128, 128, 128, 192, 192, 192)
+
+
+def paper_scale(a):
+    """XLA FLOPs per sequence of the paper-sized models (T 64, 2 persons, 32^2 heatmaps), beside
+    the published 1.3 GFLOPs (KGS-GCN) and 1.97 GFLOPs (CTR-GCN); nothing is timed."""
+    x = 0.3 * jax.random.normal(jax.random.key(0), (2, 3, 64, 25, 2))
+    splat = sg.SplatConfig(grid=32, separable=True)
+    kgs = sg.kgs_gcn_config(60, PAPER_CHANNELS, splat=splat)
+    rows = []
+    for name, cfg in {
+        "kgs_gcn": kgs,
+        "kgs_gcn_exact_render": kgs._replace(splat=splat._replace(separable=False)),
+        "st_gcn": sg.st_gcn_config(60, PAPER_CHANNELS),
+        "ctr_gcn": sg.ctr_gcn_config(60, PAPER_CHANNELS),
+    }.items():
+        model = nnx.eval_shape(lambda c=cfg: sg.GCNClassifier(c, rngs=nnx.Rngs(0)))
+        graphdef, params = nnx.split(model)
+        cost = _cost(lambda p, x, g=graphdef: nnx.merge(g, p)(x), params, x)
+        rows.append(
+            {
+                "model": name,
+                "params": sg.count_params(model),
+                "gflops_per_seq": cost["flops"] / 2 / 1e9,
+            }
+        )
+        print(
+            f"{name:22s} {rows[-1]['params']:9d} params {rows[-1]['gflops_per_seq']:7.2f} GFLOP/seq"
+        )
+    with open(a.out, "w") as f:
+        json.dump({"paper_scale": rows, "paper": {"kgs_gcn": 1.3, "ctr_gcn": 1.97}}, f, indent=2)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="/tmp/bench_kgs.json")
@@ -92,7 +126,10 @@ def main():
     p.add_argument("--channels", default="32,64")
     p.add_argument("--grid", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--paper-scale", action="store_true", help="FLOPs of the ~1.4M models only")
     a = p.parse_args()
+    if a.paper_scale:
+        return paper_scale(a)
     ch = tuple(int(c) for c in a.channels.split(","))
     exact = sg.SplatConfig(grid=a.grid)
     separable = exact._replace(separable=True)
