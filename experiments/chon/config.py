@@ -49,7 +49,7 @@ def get_config(arg=None):
         c.planted_trials = 4
     elif preset == "small":
         c.archs = ["gla", "softmax"]
-        c.n_seeds = 4
+        c.n_seeds = 3
         c.steps = 120
         c.eval_every = 40
         c.stats_every = 40
