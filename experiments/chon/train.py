@@ -230,7 +230,7 @@ def train_and_evaluate(config, workdir):
         ),
         xplib.Table(
             "Paired seeds: difference of gaps to f32 (method - baseline, % points)",
-            ["arch", "comparison", "median [min, max]", "seeds where method is better"],
+            ["arch", "comparison", "median [min, max]", "seeds where the method's gap is lower"],
             paired,
         ),
         xplib.Table(
