@@ -17,6 +17,9 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.seed = 0
+    # extra XLA flags set before the first computation ("" = none); smoke is dominated by
+    # compilation, so it compiles with the backend optimisation level 0
+    c.xla_flags = ""
     # data: axial MNI152 slices at 1 mm, held-out slabs for test
     c.crop = (144, 168)
     c.test_slabs = [(70, 76), (92, 98)]
@@ -40,28 +43,47 @@ def get_config(arg=None):
     c.patch_sizes = (4, 8, 16)
     c.transformer_depth = 1
     c.emb_dim = 16
-    c.parameterisation = "v"
+    c.parameterisation = "x0"
     c.schedule = "cosine"
     c.residual_scale = 0.1
     c.task_weight = 0.1
     c.gate_weight = 0.01
     c.diversity_weight = 0.01
-    # training
-    c.train_steps = 300
+    # training: a `level_fraction` of each batch at the noise levels of the sampler's grid
+    c.train_levels = 2
+    c.level_fraction = 0.75
+    c.train_steps = 200
     c.batch_size = 16
     c.patch = 32
     c.learning_rate = 2e-3
     c.log_every = 50
     # sampling / evaluation
     c.sampler = "ddim"
-    c.sample_steps = 8
+    c.sample_steps = 2
     c.sample_seeds = 2
     c.dipy_eval = True
+    # sampler study on the trained MoE (reference DDPM first): quality and time per slice
+    c.sampler_slices = 2
+    c.sampler_grid = (
+        ("ddpm", 50),
+        ("ddpm", 10),
+        ("ddim", 1),
+        ("ddim", 2),
+        ("ddim", 4),
+        ("ode", 1),
+        ("ode", 2),
+    )
     if preset == "smoke":
-        c.crop = (96, 96)
+        c.xla_flags = "--xla_backend_optimization_level=0"
+        c.crop = (64, 64)
+        c.expert_width = 8
+        c.feature_dim = 16
+        c.patch_sizes = (4, 8)
+        c.emb_dim = 8
         c.train_scales = (4,)
         c.train_conditions = ("noisy",)
-        c.train_steps = 30
+        c.train_steps = 20
+        c.train_levels = 1
         c.batch_size = 8
         c.pool_repeats = 1
         c.test_stride = 6
@@ -69,8 +91,9 @@ def get_config(arg=None):
         c.eval_scales = (4,)
         c.eval_conditions = ("noisy",)
         c.dipy_eval = False
-        c.sample_steps = 2
+        c.sample_steps = 1
         c.sample_seeds = 1
+        c.sampler_grid = (("ddpm", 4), ("ddim", 1), ("ode", 2))
         c.log_every = 10
     elif preset == "full":
         c.crop = (192, 216)
@@ -86,7 +109,22 @@ def get_config(arg=None):
         c.batch_size = 32
         c.patch = 64
         c.learning_rate = 2e-4
-        c.sample_steps = 50
+        c.train_levels = 4
+        c.level_fraction = 0.5
+        c.sample_steps = 4
         c.sample_seeds = 5
+        c.sampler_slices = 8
+        c.sampler_grid = (
+            ("ddpm", 1000),
+            ("ddpm", 100),
+            ("ddim", 1),
+            ("ddim", 2),
+            ("ddim", 4),
+            ("ddim", 10),
+            ("ddim", 50),
+            ("ode", 2),
+            ("ode", 5),
+            ("ode", 20),
+        )
         c.log_every = 500
     return c

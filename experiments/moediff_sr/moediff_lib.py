@@ -138,11 +138,19 @@ def loss_for(name, config, schedule):
             task_weight=config.task_weight,
             gate_weight=config.gate_weight,
             diversity_weight=config.diversity_weight,
+            num_levels=config.get("train_levels"),
+            level_fraction=config.get("level_fraction", 1.0),
         )
     if name == "edsr_lite":
         return msr.regression_loss
     return lambda m, b, k: msr.diffusion_loss(
-        m, b, k, schedule=schedule, parameterisation=config.parameterisation
+        m,
+        b,
+        k,
+        schedule=schedule,
+        parameterisation=config.parameterisation,
+        num_levels=config.get("train_levels"),
+        level_fraction=config.get("level_fraction", 1.0),
     )
 
 

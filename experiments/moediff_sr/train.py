@@ -4,6 +4,7 @@ All three networks train on the same pool of degraded MNI152 slices (mixed x2 an
 bias+noise); evaluation is on held-out axial slabs and on dipy's real coronal T1 slice.
 """
 
+import os
 import pathlib
 import time
 
@@ -21,6 +22,23 @@ import xplib
 
 MODELS = ("edsr_lite", "single_expert", "moediff_sr")
 METRICS = ("psnr", "ssim", "hfen")
+_sample_patches = jax.jit(lib.sample_patches, static_argnums=(1, 2))
+
+
+def compiled_predictor(name, gd, params, cond, config, schedule, *, sampler=None, num_steps=None):
+    """AOT-compiled `predict` for one model, sampler and input shape (reused across sets)."""
+    fn = jax.jit(
+        lambda p, c, k: lib.predict(
+            name, gd, p, c, config, schedule, key=k, sampler=sampler, num_steps=num_steps
+        )
+    )
+    return fn.lower(params, cond, jax.random.key(0)).compile()
+
+
+def timed_call(fn, *args):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
 
 
 def train_model(name, model, pool, config, schedule, workdir, *, key):
@@ -41,11 +59,10 @@ def train_model(name, model, pool, config, schedule, workdir, *, key):
         )
         logging.info("%s: resumed from step %d", name, start)
     logger = xplib.MetricLogger(workdir, f"metrics_{name}.jsonl")
-    sample = jax.jit(lambda k: lib.sample_patches(pool, config.patch, config.batch_size, key=k))
     t0, steps_done = time.time(), 0
     for step in xplib.progress(range(start, config.train_steps), desc=name):
         k_data, k_loss = jax.random.split(jax.random.fold_in(key, step))
-        hr, up, _, _ = sample(k_data)
+        hr, up, _, _ = _sample_patches(pool, config.patch, config.batch_size, key=k_data)
         batch = msr.make_batch(hr, up, residual_scale=config.residual_scale)
         state, metrics = trainer.update(state, batch, k_loss)
         steps_done += 1
@@ -55,7 +72,7 @@ def train_model(name, model, pool, config, schedule, workdir, *, key):
         jax.block_until_ready(state.params)
         mngr.save(config.train_steps, args=ocp.args.StandardSave(state))
         mngr.wait_until_finished()
-    sec = (time.time() - t0) / max(steps_done, 1)
+    sec = (time.time() - t0) / steps_done if steps_done else float("nan")  # nan: resumed
     return graphdef, state.params, sec
 
 
@@ -94,6 +111,8 @@ def median_rows(rows):
 
 
 def train_and_evaluate(config, workdir):
+    if config.xla_flags:  # read when the backend starts, i.e. at the first computation below
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {config.xla_flags}".strip()
     workdir = pathlib.Path(workdir)
     key = jax.random.key(config.seed)
     k_pool, k_train, k_eval, k_sample = jax.random.split(key, 4)
@@ -101,7 +120,11 @@ def train_and_evaluate(config, workdir):
     train, test, train_idx, test_idx = lib.load_split(config)
     pool = lib.build_pool(train, config, key=k_pool)
     logging.info(
-        "train slices %d, test slices %d, pool %d", len(train_idx), len(test_idx), pool[0].shape[0]
+        "train slices %d, test slices %d, pool %d; process CPU %.1f s",
+        len(train_idx),
+        len(test_idx),
+        pool[0].shape[0],
+        time.process_time(),
     )
     models = lib.make_models(config)
     params_count = {n: msr.count_params(m) for n, m in models.items()}
@@ -111,24 +134,26 @@ def train_and_evaluate(config, workdir):
             name, models[name], pool, config, schedule, workdir, key=jax.random.fold_in(k_train, i)
         )
         trained[name], step_time[name] = (gd, params), sec
+        logging.info("%s trained; process CPU %.1f s", name, time.process_time())
 
     sets = eval_sets(test, config, key=k_eval)
-    results, preds, sample_time = {}, {}, {}
+    results, preds, sample_time, compiled = {}, {}, {}, {}
+    sampler_key = (config.sampler, config.sample_steps)
     for (scale, condition), (hr, up, masks) in sets.items():
         res = {"bicubic": median_rows(slice_metrics(up, hr, masks))}
         preds[(scale, condition, "bicubic")] = up
         for name in MODELS:
             gd, params = trained[name]
-            fn = jax.jit(
-                lambda p, c, k, name=name, gd=gd: lib.predict(
-                    name, gd, p, c, config, schedule, key=k
+            cache_key = (name, up.shape) + sampler_key
+            if cache_key not in compiled:  # one compile per model and slice shape
+                compiled[cache_key] = compiled_predictor(
+                    name, gd, params, up[..., None], config, schedule
                 )
-            )
             seeds = 1 if name == "edsr_lite" else config.sample_seeds
             rows = []
             for s in range(seeds):
                 k = jax.random.fold_in(k_sample, s)
-                pred, sec = lib.timed(fn, params, up[..., None], k)
+                pred, sec = timed_call(compiled[cache_key], params, up[..., None], k)
                 rows += slice_metrics(pred, hr, masks)
                 sample_time[(name, condition)] = sec / hr.shape[0]
             res[name] = median_rows(rows)
@@ -138,11 +163,18 @@ def train_and_evaluate(config, workdir):
             "x%d %s: %s", scale, condition, {n: round(r["psnr"], 2) for n, r in res.items()}
         )
 
+    gate_scale, gate_cond = max(config.eval_scales), config.eval_conditions[-1]
+    gates = np.asarray(_gates(trained["moediff_sr"], sets[(gate_scale, gate_cond)][1], schedule))
     figures = [
         _sample_figure(workdir, sets, preds, config),
-        _gate_figure(workdir, trained["moediff_sr"], sets, config, schedule),
+        _gate_figure(workdir, gates, sets, config),
     ]
-    gate_table = _gate_table(trained["moediff_sr"], sets, config, schedule)
+    gate_table, specialisation = _gate_table(gates, sets, config)
+    logging.info("evaluated; process CPU %.1f s", time.process_time())
+    sampler_rows, matched = sampler_study(
+        trained["moediff_sr"], sets, config, schedule, k_sample, compiled
+    )
+    logging.info("sampler study done; process CPU %.1f s", time.process_time())
 
     methods = ("bicubic",) + MODELS
     tables = []
@@ -172,6 +204,15 @@ def train_and_evaluate(config, workdir):
         )
     )
     tables.append(gate_table)
+    tables.append(
+        xplib.Table(
+            f"Samplers on the trained MoEDiff-SR (x{gate_scale} {gate_cond}, "
+            f"{config.sampler_slices} held-out slices, one sampling seed)",
+            ["sampler", "steps", "NFE", "psnr", "ssim", "s/slice"],
+            sampler_rows,
+        )
+    )
+    tables.append(matched)
 
     s4 = max(config.eval_scales)
     cond = config.eval_conditions[-1]
@@ -210,6 +251,19 @@ def train_and_evaluate(config, workdir):
             baseline_name="single expert",
         ),
     ]
+    ref = sampler_rows[0]
+    fast = [r for r in sampler_rows if r[0] != "ddpm" and r[3] >= ref[3] - 0.3]
+    best = min(fast, key=lambda r: r[5]) if fast else None
+    claims.append(
+        xplib.Claim(
+            f"Fastest sampler within 0.3 dB of DDPM-{ref[1]}: speed-up per slice",
+            "x faster",
+            round(ref[5] / best[5], 1) if best else "none within 0.3 dB",
+            1.0,
+            "issue target: >= 10x faster than full DDPM within 0.3 dB",
+            baseline_name=f"DDPM {ref[1]} steps",
+        )
+    )
     xplib.write_results(
         workdir,
         experiment="moediff_sr",
@@ -229,6 +283,7 @@ def train_and_evaluate(config, workdir):
             "params": params_count,
             "train_slices": train_idx.tolist(),
             "test_slices": test_idx.tolist(),
+            "gate_specialisation": specialisation,
         },
     )
 
@@ -255,7 +310,8 @@ def _sample_figure(workdir, sets, preds, config):
     return xplib.save_figure(fig, workdir, "samples")
 
 
-def _gates(trained, up, config, schedule):
+def _gates(trained, up, schedule):
+    """Pixel gate probabilities (b, h, w, k) of the trained MoE at t = 0.5."""
     gd, params = trained
 
     @jax.jit
@@ -268,10 +324,10 @@ def _gates(trained, up, config, schedule):
     return gates(params, up)
 
 
-def _gate_figure(workdir, trained, sets, config, schedule):
+def _gate_figure(workdir, gates, sets, config):
     scale, condition = max(config.eval_scales), config.eval_conditions[-1]
-    hr, up, _ = sets[(scale, condition)]
-    g = np.asarray(_gates(trained, up, config, schedule))[0]
+    hr = sets[(scale, condition)][0]
+    g = gates[0]
     fig, axes = plt.subplots(1, g.shape[-1] + 1, figsize=(2.6 * (g.shape[-1] + 1), 2.8))
     axes[0].imshow(np.asarray(hr[0]).T, cmap="gray", origin="lower")
     axes[0].set_title("HR")
@@ -284,17 +340,76 @@ def _gate_figure(workdir, trained, sets, config, schedule):
     return xplib.save_figure(fig, workdir, "gate_maps")
 
 
-def _gate_table(trained, sets, config, schedule):
+def _gate_table(gates, sets, config):
+    """Expert usage per tissue class: mean gate probability and share of pixels where each
+    expert has the largest gate; plus a specialisation score, the mutual information (bits)
+    between region and top expert over the labelled pixels (0 = no specialisation)."""
     scale, condition = max(config.eval_scales), config.eval_conditions[-1]
-    _, up, masks = sets[(scale, condition)]
-    g = np.asarray(_gates(trained, up, config, schedule))
-    m = np.asarray(masks)
-    rows = []
+    m = np.asarray(sets[(scale, condition)][2])
+    k = gates.shape[-1]
+    top = gates.argmax(-1)
+    rows, joint = [], np.zeros((len(msr.REGIONS), k))
     for r, region in enumerate(msr.REGIONS):
         sel = m[..., r]
-        rows.append([region] + [round(float(g[..., i][sel].mean()), 3) for i in range(g.shape[-1])])
-    return xplib.Table(
-        f"Mean gate probability per region (x{scale}, {condition}, t = 0.5)",
-        ["region"] + [f"expert {i}" for i in range(g.shape[-1])],
+        share = np.bincount(top[sel], minlength=k) / max(sel.sum(), 1)
+        joint[r] = np.bincount(top[sel], minlength=k)
+        rows.append(
+            [region]
+            + [round(float(gates[..., i][sel].mean()), 3) for i in range(k)]
+            + [round(float(v), 3) for v in share]
+        )
+    p = joint / max(joint.sum(), 1)
+    outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
+    nz = p > 0
+    mi = float((p[nz] * np.log2(p[nz] / outer[nz])).sum())
+    table = xplib.Table(
+        f"Expert usage per tissue class (x{scale}, {condition}, t = 0.5): mean gate and "
+        f"top-expert pixel share; region/top-expert mutual information {mi:.3f} bits",
+        ["region"] + [f"gate {i}" for i in range(k)] + [f"top {i}" for i in range(k)],
         rows,
     )
+    return table, {"mutual_information_bits": round(mi, 4), "rows": rows}
+
+
+def sampler_study(trained, sets, config, schedule, key, compiled):
+    """DDPM / DDIM / PF-ODE at several step counts on the same slices: quality and time.
+
+    Returns the rows (reference DDPM first) and a matched-quality table: for each sampler,
+    the fewest steps whose PSNR is within 0.3 dB of (or above) the reference DDPM's.
+    """
+    scale, condition = max(config.eval_scales), config.eval_conditions[-1]
+    hr, up, masks = sets[(scale, condition)]
+    n = config.sampler_slices
+    hr, cond = hr[:n], up[:n, ..., None]
+    masks = None if masks is None else masks[:n]
+    gd, params = trained
+    rows = []
+    for sampler, steps in config.sampler_grid:
+        cache_key = ("moediff_sr", cond.shape[:-1], sampler, steps)
+        if cache_key not in compiled:
+            compiled[cache_key] = compiled_predictor(
+                "moediff_sr", gd, params, cond, config, schedule, sampler=sampler, num_steps=steps
+            )
+        fn = compiled[cache_key]
+        pred, sec = timed_call(fn, params, cond, key)
+        m = median_rows(slice_metrics(pred, hr, masks))
+        nfe = max(2 * steps - 1, 2) if sampler == "ode" else steps
+        rows.append(
+            [sampler, steps, nfe, round(m["psnr"], 3), round(m["ssim"], 4), round(sec / n, 4)]
+        )
+        logging.info("sampler %s %d: %.2f dB, %.3f s/slice", sampler, steps, m["psnr"], sec / n)
+    ref = rows[0]
+    matched = []
+    for sampler in ("ddpm", "ddim", "ode"):
+        ok = [r for r in rows if r[0] == sampler and r[3] >= ref[3] - 0.3]
+        if ok:
+            r = min(ok, key=lambda r: r[1])
+            matched.append([sampler, r[1], r[2], r[3], r[5], round(ref[5] / r[5], 1)])
+        else:
+            matched.append([sampler, "none", "", "", "", ""])
+    table = xplib.Table(
+        f"Matched quality: fewest steps within 0.3 dB of DDPM-{ref[1]} ({ref[3]} dB)",
+        ["sampler", "steps", "NFE", "psnr", "s/slice", "speed-up vs DDPM ref"],
+        matched,
+    )
+    return rows, table

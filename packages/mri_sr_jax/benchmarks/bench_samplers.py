@@ -50,7 +50,7 @@ def main():
     for sampler, steps, nfe in (
         ("ddpm", args.ddpm_steps, args.ddpm_steps),
         ("ddim", 10, 10),
-        ("ode", 5, 11),
+        ("ode", 5, 9),
     ):
         fn = jax.jit(
             lambda p, c, k, s=sampler, n=steps: msr.sample_residual(

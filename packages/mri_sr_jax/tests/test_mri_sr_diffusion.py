@@ -64,7 +64,7 @@ def test_ode_sampler_matches_gaussian_closed_form(name):
     sch = SCHEDULES[name]
     key = jax.random.key(1)
     x1 = jax.random.normal(key, SHAPE)
-    out = jax.jit(lambda k: msr.ode_sample(gaussian_eps, SHAPE, sch, key=k, num_steps=60))(key)
+    out = jax.jit(lambda k: msr.ode_sample(gaussian_eps, SHAPE, sch, key=k, num_steps=400))(key)
     abmin, ab1 = sch.alpha_bar(1e-3), sch.alpha_bar(1.0)
     x_tmin = x1 * jnp.sqrt(abmin * S2 + 1 - abmin) / jnp.sqrt(ab1 * S2 + 1 - ab1)
     expected = jnp.sqrt(abmin) * S2 * x_tmin / (abmin * S2 + 1 - abmin)  # E[x0 | x_tmin]

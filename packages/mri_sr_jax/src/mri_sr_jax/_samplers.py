@@ -146,10 +146,17 @@ def ode_sample(
     t_max: float = 1.0,
     solver: str = "heun",
 ) -> Array:
-    """Probability-flow ODE dx/dt = 1/2 dlog(alpha_bar)/dt (x - eps_hat / sqrt(1 - alpha_bar)).
+    """Probability-flow ODE, solved with diffrax in the scaled variables of DDIM / EDM.
 
-    Integrated backwards from t_max to t_min with diffrax (fixed steps; Heun uses 2 network
-    evaluations per step), then one final x0_hat read-out at t_min.
+    With y = x_t / sqrt(alpha_bar) and sigma = sqrt((1 - alpha_bar) / alpha_bar) the PF-ODE
+    dx/dt = 1/2 dlog(alpha_bar)/dt (x - eps_hat / sqrt(1 - alpha_bar)) becomes
+    dy/dsigma = eps_hat. Steps go through the sigma values of an even t grid from t_max to
+    t_min. The first step (from sigma ~ 1e3 at t = 1) and the last (to sigma ~ 0) are Euler
+    (= DDIM) steps, as in EDM: a trapezoid over the huge first interval multiplies the
+    network's small eps errors by ~1e3, and eps_hat read from an x0-network near sigma = 0 is
+    ill-conditioned. The steps between use `solver` (Heun: 2 network evaluations each), then
+    one final x0_hat read-out at t_min. Network evaluations (Heun): 2 for one step, else
+    2 * num_steps - 1.
     """
     _check(shape, num_steps, parameterisation)
     if not 0.0 < t_min < t_max <= 1.0:
@@ -157,26 +164,35 @@ def ode_sample(
     solvers = {"heun": diffrax.Heun, "euler": diffrax.Euler, "tsit5": diffrax.Tsit5}
     if solver not in solvers:
         raise ValueError(f"solver: expected one of {sorted(solvers)}, got {solver!r}")
+    ab_grid = schedule.alpha_bar(jnp.linspace(t_max, t_min, num_steps + 1))
+    # integrate in tau = -sigma so that time increases
+    taus = -jnp.sqrt((1.0 - ab_grid) / ab_grid)
     x1 = jax.random.normal(key, shape)
 
-    def vector_field(t, x, args):
-        ab = _full(schedule.alpha_bar(t), shape[0])
-        _, eps = to_x0_eps(denoise(x, ab), x, ab, parameterisation)
-        sigma = jnp.sqrt(1.0 - schedule.alpha_bar(t))
-        return 0.5 * schedule.dlog_alpha_bar(t) * (x - eps / sigma)
+    def eps_hat(tau, y):
+        ab = 1.0 / (1.0 + tau**2)
+        abv = _full(ab, shape[0])
+        x = y * jnp.sqrt(ab)
+        return to_x0_eps(denoise(x, abv), x, abv, parameterisation)[1]
 
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        solvers[solver](),
-        t0=t_max,
-        t1=t_min,
-        dt0=-(t_max - t_min) / num_steps,
-        y0=x1,
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=diffrax.ConstantStepSize(),
-        max_steps=num_steps + 1,
-    )
-    x = sol.ys[0]
-    ab = _full(schedule.alpha_bar(jnp.asarray(t_min)), shape[0])
+    y0 = x1 / jnp.sqrt(ab_grid[0])
+    y = y0 - (taus[1] - taus[0]) * eps_hat(taus[0], y0)  # Euler (= DDIM) first step
+    if num_steps > 2:
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda tau, y, args: -eps_hat(tau, y)),
+            solvers[solver](),
+            t0=taus[1],
+            t1=taus[-2],
+            dt0=None,
+            y0=y,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.StepTo(ts=taus[1:-1]),
+            max_steps=num_steps,
+        )
+        y = sol.ys[0]
+    if num_steps > 1:  # Euler last step: eps_hat near sigma = 0 is ill-conditioned
+        y = y - (taus[-1] - taus[-2]) * eps_hat(taus[-2], y)
+    ab = _full(ab_grid[-1], shape[0])
+    x = y * jnp.sqrt(ab_grid[-1])
     x0, _ = to_x0_eps(denoise(x, ab), x, ab, parameterisation)
     return x0

@@ -55,15 +55,34 @@ def make_batch(
     return SRBatch(x0=((hr - lr_up) / residual_scale)[..., None], cond=cond)
 
 
-def _noised(batch: SRBatch, key: Key, schedule: Schedule):
+def _noised(
+    batch: SRBatch,
+    key: Key,
+    schedule: Schedule,
+    num_levels: int | None = None,
+    level_fraction: float = 1.0,
+):
+    """x_t at t ~ U(0, 1); with `num_levels=K` a `level_fraction` of the rows instead take t
+    uniformly from the K-step DDIM grid {1/K, ..., 1}."""
     kt, ke = jax.random.split(key)
     b = batch.x0.shape[0]
     t = jax.random.uniform(kt, (b,))
+    if num_levels is not None:
+        kg, kf = jax.random.split(jax.random.fold_in(kt, 1))
+        grid = jax.random.randint(kg, (b,), 1, num_levels + 1) / num_levels
+        t = jnp.where(jax.random.uniform(kf, (b,)) < level_fraction, grid, t)
     ab = schedule.alpha_bar(t)
     eps = jax.random.normal(ke, batch.x0.shape)
     a = jnp.sqrt(ab)[:, None, None, None]
     s = jnp.sqrt(1.0 - ab)[:, None, None, None]
     return a * batch.x0 + s * eps, ab, eps
+
+
+def _check_levels(num_levels, level_fraction):
+    if num_levels is not None and (not isinstance(num_levels, int) or num_levels < 1):
+        raise ValueError(f"num_levels: expected None or an int >= 1, got {num_levels!r}")
+    if not 0.0 <= level_fraction <= 1.0:
+        raise ValueError(f"level_fraction: expected a value in [0, 1], got {level_fraction}")
 
 
 def diffusion_loss(
@@ -74,9 +93,17 @@ def diffusion_loss(
     schedule: Schedule,
     parameterisation: str = "v",
     kind: str = "l1",
+    num_levels: int | None = None,
+    level_fraction: float = 1.0,
 ):
-    """E_t,eps |net(x_t) - target|: the single-network diffusion objective."""
-    x_t, ab, eps = _noised(batch, key, schedule)
+    """E_t,eps |net(x_t) - target|: the single-network diffusion objective.
+
+    `num_levels=K` trains a `level_fraction` of each batch on the noise levels a K-step DDIM
+    sampler visits (t = k / K) and the rest on t ~ U(0, 1), which concentrates a small
+    training budget where few-step sampling needs it (t = 1 is the pure regression problem).
+    """
+    _check_levels(num_levels, level_fraction)
+    x_t, ab, eps = _noised(batch, key, schedule, num_levels, level_fraction)
     target = training_target(batch.x0, eps, ab, parameterisation)
     loss = reduce_loss(model(x_t, batch.cond, ab) - target, kind)
     return loss, {"loss": loss}
@@ -93,9 +120,15 @@ def moe_loss(
     task_weight: float = 0.1,
     gate_weight: float = 0.01,
     diversity_weight: float = 0.01,
+    num_levels: int | None = None,
+    level_fraction: float = 1.0,
 ):
-    """MoEDiff-SR objective: aggregated diffusion loss + expert task losses + gate terms."""
-    x_t, ab, eps = _noised(batch, key, schedule)
+    """MoEDiff-SR objective: aggregated diffusion loss + expert task losses + gate terms.
+
+    `num_levels` / `level_fraction`: the noise-level sampling of `diffusion_loss`.
+    """
+    _check_levels(num_levels, level_fraction)
+    x_t, ab, eps = _noised(batch, key, schedule, num_levels, level_fraction)
     target = training_target(batch.x0, eps, ab, parameterisation)
     agg, outs, gate = model.forward_all(x_t, batch.cond, ab)
     main = reduce_loss(agg - target, kind)
