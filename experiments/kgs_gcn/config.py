@@ -44,10 +44,11 @@ def get_config(arg=None):
     # ablations: X-Sub, every seed, with robustness
     c.ablations = {
         "smoke": (),
-        "small": ("kgs_no_splat", "kgs_no_prob"),
+        "small": ("kgs_no_splat", "kgs_no_prob", "kgs_graph_only"),
         "full": (
             "kgs_no_splat",
             "kgs_no_prob",
+            "kgs_graph_only",
             "kgs_isotropic",
             "kgs_physical",
             "kgs_concat",
