@@ -271,6 +271,7 @@ def _figure(results, names, methods, guides_info, budget):
                 axes[2].plot(i[k], label=f"{k.split('_')[1]} ({g})")
     axes[2].set_xlabel("pre-training step")
     axes[2].set_ylabel("cross-entropy")
-    axes[2].legend(fontsize=7)
+    if axes[2].lines:
+        axes[2].legend(fontsize=7)
     fig.tight_layout()
     return fig

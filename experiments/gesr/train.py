@@ -39,13 +39,14 @@ def _r2(pred: np.ndarray, y: np.ndarray) -> float:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float):
-    """Raise TimeoutError after `seconds` (sympy's simplify has no time limit of its own)."""
+    """Raise TimeoutError after `seconds` (sympy's simplify has no time limit of its own),
+    and again every 0.25 s: an alarm that lands in a callback (e.g. a GC hook) is swallowed."""
 
     def _raise(signum, frame):
         raise TimeoutError
 
     old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
     try:
         yield
     finally:
@@ -124,10 +125,14 @@ def _pretrain_data(runner, pset, ranges, n_train, config, key):
 def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
     """Pre-trained (mutation, crossover) models: restored from the checkpoint or trained."""
     mm, cm = models
+    t0 = time.perf_counter()
     mngr = xplib.checkpoint_manager(pathlib.Path(workdir) / f"guides_{tag}")
+    info_path = pathlib.Path(workdir) / f"guides_{tag}.json"
     target = {"mutation": nnx.state(mm), "crossover": nnx.state(cm)}
     info = {"rows_mutation": 0, "rows_crossover": 0, "loss_mutation": [], "loss_crossover": []}
     if mngr.latest_step() is not None:
+        if info_path.exists():
+            info = json.loads(info_path.read_text())
         got = mngr.restore(
             mngr.latest_step(), args=ocp.args.StandardRestore(jax.eval_shape(lambda: target))
         )
@@ -150,6 +155,8 @@ def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
             models[name], info[f"loss_{name}"] = res.model, res.losses.tolist()
     mngr.save(1, args=ocp.args.StandardSave({k: nnx.state(m) for k, m in models.items()}))
     mngr.wait_until_finished()
+    info["seconds"] = time.perf_counter() - t0
+    info_path.write_text(json.dumps(info))
     return models["mutation"], models["crossover"], info
 
 
@@ -309,7 +316,6 @@ def train_and_evaluate(config, workdir):
         mm = sr.MutationModel(pset, **kw, rngs=nnx.Rngs(config.seed))
         cm = sr.CrossoverModel(pset, **kw, rngs=nnx.Rngs(config.seed + 1))
         runner = _Runner(pset, gp_cfg, mm, cm)
-        t0 = time.perf_counter()
         mm, cm, info = _guides(
             workdir,
             tag,
@@ -321,7 +327,7 @@ def train_and_evaluate(config, workdir):
             (mm, cm),
             jax.random.fold_in(key, nv),
         )
-        info["seconds"] = time.perf_counter() - t0
+        info.setdefault("seconds", float("nan"))  # restored without its record
         guides_info[tag] = info
         runner.mst, runner.cst = nnx.state(mm), nnx.state(cm)
         todo = [p for p in group if p.name not in results]
