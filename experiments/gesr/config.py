@@ -62,7 +62,7 @@ def get_config(arg=None):
         c.pretrain_problems = 3
         c.pretrain_generations = 12
         c.pretrain_steps = 60
-        c.problems = ("Nguyen-1", "Nguyen-5", "Nguyen-7")
+        c.problems = ("Nguyen-1", "Nguyen-5")
     elif preset == "full":
         c.population_size = 1000
         c.generations = 200
