@@ -42,6 +42,19 @@ def _protected_exp(a):
         return np.exp(np.minimum(a, 30.0))
 
 
+def _fit_predict(est, x, y, xt) -> dict:
+    """Fit a scikit-learn style regressor in float64: predictions and wall-clock seconds."""
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    t0 = time.perf_counter()
+    est.fit(x64, y64)
+    secs = time.perf_counter() - t0
+    return {
+        "train_pred": est.predict(x64),
+        "test_pred": est.predict(np.asarray(xt, np.float64)),
+        "seconds": secs,
+    }
+
+
 def fit_gplearn(x, y, xt, operators, config, budget: int, seed: int) -> dict:
     """gplearn's SymbolicRegressor with our GP settings; its `generations` is the budget
     divided by the population (gplearn evaluates every program of every generation) and it
@@ -52,14 +65,13 @@ def fit_gplearn(x, y, xt, operators, config, budget: int, seed: int) -> dict:
     funcs = [_GPLEARN[o] for o in operators if o in _GPLEARN]
     if "exp" in operators:
         funcs.append(make_function(function=_protected_exp, name="exp", arity=1))
-    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     est = SymbolicRegressor(
         population_size=config.population_size,
         generations=max(1, round(budget / config.population_size)),
         tournament_size=config.tournament_size,
         function_set=funcs,
         metric="mse",
-        stopping_criteria=config.target_nmse * float(np.var(y64)),
+        stopping_criteria=config.target_nmse * float(np.var(np.asarray(y, np.float64))),
         const_range=(-2.0, 2.0),
         init_depth=(1, 4),
         p_crossover=0.5,
@@ -70,16 +82,10 @@ def fit_gplearn(x, y, xt, operators, config, budget: int, seed: int) -> dict:
         random_state=seed,
         n_jobs=1,
     )
-    t0 = time.perf_counter()
-    est.fit(x64, y64)
-    secs = time.perf_counter() - t0
-    return {
-        "train_pred": est.predict(x64),
-        "test_pred": est.predict(np.asarray(xt, np.float64)),
-        "expr": str(est._program),
-        "evals": config.population_size * len(est.run_details_["generation"]),
-        "seconds": secs,
-    }
+    out = _fit_predict(est, x, y, xt)
+    out["expr"] = str(est._program)
+    out["evals"] = config.population_size * len(est.run_details_["generation"])
+    return out
 
 
 def fit_operon(x, y, xt, operators, config, budget: int, seed: int) -> dict:
@@ -100,17 +106,10 @@ def fit_operon(x, y, xt, operators, config, budget: int, seed: int) -> dict:
         n_threads=1,
         random_state=seed,
     )
-    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    t0 = time.perf_counter()
-    est.fit(x64, y64)
-    secs = time.perf_counter() - t0
-    return {
-        "train_pred": est.predict(x64),
-        "test_pred": est.predict(np.asarray(xt, np.float64)),
-        "expr": est.get_model_string(est.model_, 8).replace("^", "**"),
-        "evals": int(est.stats_["evaluation_count"]),
-        "seconds": secs,
-    }
+    out = _fit_predict(est, x, y, xt)
+    out["expr"] = est.get_model_string(est.model_, 8).replace("^", "**")
+    out["evals"] = int(est.stats_["evaluation_count"])
+    return out
 
 
 BASELINES = {"gplearn": fit_gplearn, "Operon": fit_operon}
