@@ -274,10 +274,12 @@ def train_and_evaluate(config, workdir):
         figures=figures,
         notes=(
             f"MNI152 1 mm axial slices (crop {tuple(config.crop)}), train/test by held-out "
-            f"slabs {list(config.test_slabs)}; one model per method trained on mixed x2/x4 and "
-            f"clean/bias+noise degradations for {config.train_steps} steps; diffusion models "
-            f"sample with {config.sampler} {config.sample_steps} steps. PSNR on a template "
-            "brain is not comparable with the paper's HCP 3T->7T numbers."
+            f"slabs {list(config.test_slabs)}; one model per method trained on scales "
+            f"{list(config.train_scales)} x conditions {list(config.train_conditions)} for "
+            f"{config.train_steps} steps; diffusion models predict {config.parameterisation} "
+            f"({config.level_fraction:.0%} of each batch on the {config.train_levels}-level "
+            f"sampler grid) and sample with {config.sampler} {config.sample_steps} steps. "
+            "PSNR on a template brain is not comparable with the paper's HCP 3T->7T numbers."
         ),
         extra={
             "params": params_count,
