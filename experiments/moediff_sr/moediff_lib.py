@@ -23,19 +23,15 @@ def degrade_config(config, scale: int, condition: str) -> msr.DegradeConfig:
 
 def load_split(config):
     """HR slices (n, h, w) and GM/WM maps of the training and held-out test slabs."""
-    tpl = msr.load_mni152()
-    brain = (tpl.t1 > 0.1).mean(axis=(0, 1))
-    train_idx, test_idx = msr.slab_split(
-        tpl.t1.shape[2],
-        [tuple(s) for s in config.test_slabs],
+    return msr.held_out_split(
+        msr.load_mni152(),
+        config.test_slabs,
         gap=config.slab_gap,
-        valid=brain > config.min_brain,
+        min_brain=config.min_brain,
+        train_stride=config.train_stride,
+        test_stride=config.test_stride,
+        crop=tuple(config.crop),
     )
-    train_idx = train_idx[:: config.train_stride]
-    test_idx = test_idx[:: config.test_stride]
-    train = msr.axial_slices(tpl, train_idx, crop=tuple(config.crop))
-    test = msr.axial_slices(tpl, test_idx, crop=tuple(config.crop))
-    return train, test, train_idx, test_idx
 
 
 @functools.partial(jax.jit, static_argnums=2)

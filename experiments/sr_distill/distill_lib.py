@@ -27,22 +27,14 @@ def fieldsim_config(config, scale) -> msr.FieldSimConfig:
 
 def load_split(config):
     """HR slices (n, h, w) + GM/WM maps of the training slabs and the held-out test slabs."""
-    tpl = msr.load_mni152()
-    brain = (tpl.t1 > 0.1).mean(axis=(0, 1))
-    train_idx, test_idx = msr.slab_split(
-        tpl.t1.shape[2],
-        [tuple(s) for s in config.test_slabs],
+    return msr.held_out_split(
+        msr.load_mni152(),
+        config.test_slabs,
         gap=config.slab_gap,
-        valid=brain > config.min_brain,
-    )
-    train_idx = train_idx[:: config.train_stride]
-    test_idx = test_idx[:: config.test_stride]
-    crop = tuple(config.crop)
-    return (
-        msr.axial_slices(tpl, train_idx, crop),
-        msr.axial_slices(tpl, test_idx, crop),
-        train_idx,
-        test_idx,
+        min_brain=config.min_brain,
+        train_stride=config.train_stride,
+        test_stride=config.test_stride,
+        crop=tuple(config.crop),
     )
 
 

@@ -47,6 +47,18 @@ def test_slab_split_errors():
         msr.slab_split(10, [(5, 20)])
 
 
+def test_held_out_split_keeps_test_slabs_out_of_training(template):
+    (t1, gm, wm), (t1_test, _, _), train_idx, test_idx = msr.held_out_split(
+        template, [(90, 96)], gap=3, min_brain=0.3, train_stride=4, test_stride=2, crop=(32, 32)
+    )
+    np.testing.assert_array_equal(test_idx, [90, 92, 94])
+    assert np.abs(train_idx[:, None] - np.arange(90, 96)[None]).min() > 3
+    assert t1.shape == gm.shape == wm.shape == (len(train_idx), 32, 32)
+    assert t1_test.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="train_stride"):
+        msr.held_out_split(template, [(90, 96)], train_stride=0)
+
+
 IMG = jnp.asarray(np.random.default_rng(0).random((24, 24)), jnp.float32)
 ZERO = jnp.zeros((24, 24))
 

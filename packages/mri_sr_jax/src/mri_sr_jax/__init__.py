@@ -9,6 +9,7 @@ from ._data import REGIONS as REGIONS
 from ._data import Template as Template
 from ._data import axial_slices as axial_slices
 from ._data import elastic_intensity_augment as elastic_intensity_augment
+from ._data import held_out_split as held_out_split
 from ._data import load_dipy_t1_slice as load_dipy_t1_slice
 from ._data import load_mni152 as load_mni152
 from ._data import mni152_path as mni152_path

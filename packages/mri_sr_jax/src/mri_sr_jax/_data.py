@@ -121,6 +121,41 @@ def axial_slices(template: Template, index: np.ndarray, crop: tuple[int, int] | 
     return tuple(out)
 
 
+def held_out_split(
+    template: Template,
+    test_slabs: list[tuple[int, int]],
+    *,
+    gap: int = 2,
+    min_brain: float = 0.0,
+    train_stride: int = 1,
+    test_stride: int = 1,
+    crop: tuple[int, int] | None = None,
+):
+    """Train and held-out test slices: `((t1, gm, wm), (t1, gm, wm), train_idx, test_idx)`.
+
+    Slices with less than `min_brain` of their voxels inside the brain (T1 > 0.1) are dropped;
+    the strides thin the training and test sets.
+    """
+    if train_stride < 1 or test_stride < 1:
+        raise ValueError(
+            f"train_stride/test_stride: expected >= 1, got {train_stride}/{test_stride}"
+        )
+    brain = (template.t1 > 0.1).mean(axis=(0, 1))
+    train_idx, test_idx = slab_split(
+        template.t1.shape[2],
+        [tuple(s) for s in test_slabs],
+        gap=gap,
+        valid=brain > min_brain,
+    )
+    train_idx, test_idx = train_idx[::train_stride], test_idx[::test_stride]
+    return (
+        axial_slices(template, train_idx, crop),
+        axial_slices(template, test_idx, crop),
+        train_idx,
+        test_idx,
+    )
+
+
 def _smooth_field(key: Key, shape: tuple[int, int], grid: int) -> Array:
     coarse = jax.random.normal(key, (grid, grid))
     return jax.image.resize(coarse, shape, "cubic")
