@@ -76,13 +76,27 @@ async def _submit(request: web.Request) -> web.Response:
         isinstance(slo_ms, int | float) and math.isfinite(slo_ms) and slo_ms > 0
     ):
         return _error(400, f"slo_ms: expected a positive number, got {slo_ms!r}")
-    try:
-        req = rt.submit(
+    return await _accept(
+        lambda: rt.submit(
             workflow,
             body.get("inputs"),
             priority=priority,
             slo_s=None if slo_ms is None else slo_ms / 1000.0,
-        )
+        ),
+        wait=body.get("wait", False),
+        describe=lambda req, done: _describe(
+            req, with_outputs=done and body.get("return_outputs", True)
+        ),
+    )
+
+
+async def _accept(submit, *, wait, describe) -> web.Response:
+    """Submit a request or edit, map refusals to 4xx/5xx, then answer 202 or wait for it.
+
+    `describe(job, done)` renders the job; `done` is False when it failed or was cut off.
+    """
+    try:
+        job = submit()
     except KeyError as e:
         return _error(404, str(e.args[0]))
     except ValueError as e:
@@ -91,15 +105,15 @@ async def _submit(request: web.Request) -> web.Response:
         return _error(429, str(e), **{"Retry-After": str(max(1, math.ceil(e.retry_after)))})
     except ShuttingDown as e:
         return _error(503, str(e))
-    if not body.get("wait", False):
-        return web.json_response({"id": req.id, "status": req.status}, status=202)
+    if not wait:
+        return web.json_response({"id": job.id, "status": job.status}, status=202)
     try:
-        await asyncio.shield(req.future)
+        await asyncio.shield(job.future)
     except ShuttingDown:
-        return web.json_response(_describe(req, with_outputs=False), status=503)
-    except Exception:  # noqa: BLE001 - the failure is in req.error
-        return web.json_response(_describe(req, with_outputs=False), status=500)
-    return web.json_response(_describe(req, with_outputs=body.get("return_outputs", True)))
+        return web.json_response(describe(job, False), status=503)
+    except Exception:  # noqa: BLE001 - the failure is in job.error
+        return web.json_response(describe(job, False), status=500)
+    return web.json_response(describe(job, True))
 
 
 async def _poll(request: web.Request) -> web.Response:
@@ -241,25 +255,11 @@ async def _submit_edit(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return _error(400, "body: expected a JSON object")
-    try:
-        job = ed.submit(_parse_edit(body))
-    except KeyError as e:
-        return _error(404, str(e.args[0]))
-    except ValueError as e:
-        return _error(400, str(e))
-    except Overloaded as e:
-        return _error(429, str(e), **{"Retry-After": str(max(1, math.ceil(e.retry_after)))})
-    except ShuttingDown as e:
-        return _error(503, str(e))
-    if not body.get("wait", False):
-        return web.json_response({"id": job.id, "status": job.status}, status=202)
-    try:
-        await asyncio.shield(job.future)
-    except ShuttingDown:
-        return web.json_response(_describe_edit(job, with_output=False), status=503)
-    except Exception:  # noqa: BLE001 - the failure is in job.error
-        return web.json_response(_describe_edit(job, with_output=False), status=500)
-    return web.json_response(_describe_edit(job, with_output=True))
+    return await _accept(
+        lambda: ed.submit(_parse_edit(body)),
+        wait=isinstance(body, dict) and body.get("wait", False),
+        describe=lambda job, done: _describe_edit(job, with_output=done),
+    )
 
 
 async def _poll_edit(request: web.Request) -> web.Response:
