@@ -67,3 +67,18 @@ def stage_of(path, shape, *, layers: int, stages: int) -> int:
         layer = int(keys[keys.index("blocks") + 1])
         return min(layer * stages // layers, stages - 1)
     return 0 if keys[0] in ("tok", "pos") else stages - 1
+
+
+def edgc_options(config, start: int) -> dict:
+    """`grad_compress.edgc` keyword arguments from the config (data-parallel and pipeline runs)."""
+    return dict(
+        init_rank=config.init_rank,
+        min_rank=config.min_rank,
+        max_rank=config.max_rank,
+        window=config.window,
+        period=config.period,
+        fraction=config.fraction,
+        bins=config.bins,
+        hysteresis_bits=config.hysteresis_bits,
+        start_step=start,
+    )

@@ -75,17 +75,7 @@ def build(config, gds, method: str, start: int, mesh):
     if method == "none":
         comp_stage = comp_shared = gc.no_compression()
     else:
-        kw = dict(
-            init_rank=config.init_rank,
-            min_rank=config.min_rank,
-            max_rank=config.max_rank,
-            window=config.window,
-            period=config.period,
-            fraction=config.fraction,
-            bins=config.bins,
-            hysteresis_bits=config.hysteresis_bits,
-            start_step=start,
-        )
+        kw = edgc_model.edgc_options(config, start)
         comp_stage, comp_shared = gc.edgc(**kw), gc.edgc(**kw)
     links = method == "edgc"
     link_ctrl = gc.link_controller(

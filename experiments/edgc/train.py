@@ -42,17 +42,7 @@ def make_compressor(method: str, config, leaves: int, stage_fn):
         return gc.topk(config.topk_ratio), None
     if method == "edgc":
         comp = gc.edgc(
-            num_stages=config.stages,
-            stage_fn=stage_fn,
-            init_rank=config.init_rank,
-            min_rank=config.min_rank,
-            max_rank=config.max_rank,
-            window=config.window,
-            period=config.period,
-            fraction=config.fraction,
-            bins=config.bins,
-            hysteresis_bits=config.hysteresis_bits,
-            start_step=start,
+            num_stages=config.stages, stage_fn=stage_fn, **edgc_model.edgc_options(config, start)
         )
         return comp, None
     raise ValueError(f"methods: unknown method {method!r}")

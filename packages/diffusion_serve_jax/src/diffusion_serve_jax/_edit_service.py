@@ -18,7 +18,7 @@ import uuid
 
 import numpy as np
 
-from ._runtime import Overloaded, ShuttingDown
+from ._runtime import Overloaded, ShuttingDown, fail_future
 from ._step_batching import EditEngine, EditRequest
 
 
@@ -136,9 +136,7 @@ class EditService:
             return
         job.status, job.error, job.finished = "failed", message, time.perf_counter()
         self._retire(job)
-        if not job.future.done():
-            job.future.set_exception(exc)
-            job.future.exception()  # mark retrieved: a waiter may have gone away
+        fail_future(job.future, exc)
 
     def _retire(self, job: EditJob) -> None:
         self._inflight.discard(job)

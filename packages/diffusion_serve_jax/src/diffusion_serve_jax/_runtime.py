@@ -47,6 +47,13 @@ def batch_size_for(queued: int, buckets, max_batch: int) -> int:
     return max(fits) if fits else cap
 
 
+def fail_future(future: asyncio.Future, exc: Exception) -> None:
+    """Fail `future` once, marking the exception retrieved: its waiter may have gone away."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()
+
+
 class Overloaded(Exception):
     """Admission refused: the queue is full or the SLO cannot be met. Retry after a while."""
 
@@ -346,9 +353,7 @@ class ServingRuntime:
             return
         req.status, req.error, req.finished = "failed", message, time.perf_counter()
         self._record(req)
-        if not req.future.done():
-            req.future.set_exception(exc)
-            req.future.exception()  # mark retrieved: a waiter may have gone away
+        fail_future(req.future, exc)
 
     def _record(self, req: Request) -> None:
         self._inflight.discard(req)
