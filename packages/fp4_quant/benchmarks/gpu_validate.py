@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -118,6 +119,23 @@ def check_hcp(m, k, n, k_hot, tile_m, tile_n, interpret, repeats) -> dict:
     }
 
 
+def _guard(check, name, *args) -> list[dict]:
+    """Run one check; a lowering or runtime error becomes a failed row (one call shows all)."""
+    try:
+        out = check(*args)
+        return out if isinstance(out, list) else [out]
+    except Exception as e:
+        traceback.print_exc()
+        return [
+            {
+                "kernel": name,
+                "args": list(args[:-2]),
+                "matches_reference": False,
+                "error": f"{type(e).__name__}: {e}"[:2000],
+            }
+        ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/fp4_gpu_validate.json")
@@ -137,13 +155,19 @@ def main() -> None:
         repeats = a.repeats
     results = []
     for rows, cols, tr, tc in q_shapes:
-        results += check_quantize(rows, cols, tr, tc, a.interpret, repeats)
+        results += _guard(
+            check_quantize, "nvfp4_quantize_pallas", rows, cols, tr, tc, a.interpret, repeats
+        )
     for m, k, n, kh, tm, tn in h_shapes:
-        results.append(check_hcp(m, k, n, kh, tm, tn, a.interpret, repeats))
+        results += _guard(check_hcp, "hcp_matmul_pallas", m, k, n, kh, tm, tn, a.interpret, repeats)
     for r in results:
         print(json.dumps(r))
     with open(a.out, "w") as f:
-        json.dump({"device": str(jax.devices()[0]), "results": results}, f, indent=2)
+        json.dump(
+            {"device": str(jax.devices()[0]), "jax": jax.__version__, "results": results},
+            f,
+            indent=2,
+        )
     bad = [r for r in results if not r["matches_reference"]]
     if bad:
         sys.exit(f"gpu_validate: {len(bad)} kernel check(s) FAILED")
