@@ -42,11 +42,13 @@ def _inputs(key, b, m, n, h, d, keep_frac):
     return q, kc, vc, keep, kn, vn, valid
 
 
-def check(b, m, n, h, d, block_n, interpret, repeats) -> dict:
-    row = {"shape_BMNHD": [b, m, n, h, d], "block_n": block_n}
+def check(b, m, n, h, d, block_n, block_m, interpret, repeats) -> dict:
+    row = {"shape_BMNHD": [b, m, n, h, d], "block_n": block_n, "block_m": block_m}
     try:
         args = _inputs(jax.random.key(b + m + n + h + d), b, m, n, h, d, keep_frac=0.7)
-        kernel = jax.jit(lambda *a: cache_attention(*a, block_n=block_n, interpret=interpret))
+        kernel = jax.jit(
+            lambda *a: cache_attention(*a, block_n=block_n, block_m=block_m, interpret=interpret)
+        )
         ref = jax.jit(cache_attention_reference)
         got, want = np.asarray(kernel(*args), np.float64), np.asarray(ref(*args), np.float64)
         # fresh inputs for a second check: the same function on any valid input
@@ -76,12 +78,14 @@ def main() -> None:
     if platform != "gpu" and not a.interpret:
         sys.exit(f"gpu_validate: needs a GPU (found {platform}); use --interpret for a dry run")
     if a.interpret:
-        shapes, repeats = [(2, 16, 64, 2, 16, 16)], 2
-    else:  # (B, M masked, N cached, H, D, block_n): the editing model's and SD-sized shapes
+        shapes, repeats = [(2, 16, 64, 2, 16, 16, None), (2, 32, 64, 2, 16, 16, 16)], 2
+    else:  # (B, M masked, N cached, H, D, block_n, block_m): the editing model's, SD-sized
         shapes = [
-            (8, 16, 64, 4, 32, 16),
-            (8, 256, 4096, 16, 64, 64),
-            (4, 1024, 4096, 16, 64, 128),
+            (8, 16, 64, 4, 32, 16, None),
+            (8, 256, 4096, 16, 64, 64, None),
+            (8, 256, 4096, 16, 64, 64, 64),
+            (4, 1024, 4096, 16, 64, 64, 64),
+            (4, 1024, 4096, 16, 64, 128, 128),
         ]
         repeats = a.repeats
     rows = [check(*s, a.interpret, repeats) for s in shapes]

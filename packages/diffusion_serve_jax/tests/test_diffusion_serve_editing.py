@@ -60,6 +60,8 @@ def test_pallas_interpret_matches_reference(seed, keep_bits, n_valid):
     want = cache_attention_reference(q, kc, vc, keep, kn, vn, valid)
     got = cache_attention(q, kc, vc, keep, kn, vn, valid, block_n=8, interpret=True)
     assert_trees_close(got, want, rtol=1e-5, atol=1e-5)
+    tiled = cache_attention(q, kc, vc, keep, kn, vn, valid, block_n=8, block_m=2, interpret=True)
+    assert_trees_close(tiled, want, rtol=1e-5, atol=1e-5)
 
 
 def test_cache_attention_equals_plain_attention_over_the_kept_set():
@@ -86,6 +88,8 @@ def test_cache_attention_bad_inputs():
         cache_attention_reference(q, kc[..., :4], vc, keep, kn, vn, valid)
     with pytest.raises(ValueError, match="block_n: must divide"):
         cache_attention(q, kc, vc, keep, kn, vn, valid, block_n=5, interpret=True)
+    with pytest.raises(ValueError, match="block_m: must divide"):
+        cache_attention(q, kc, vc, keep, kn, vn, valid, block_m=3, interpret=True)
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def check_quantize(rows, cols, tile_rows, tile_cols, interpret, repeats) -> list
     return out
 
 
-def check_hcp(m, k, n, k_hot, tile_m, tile_n, interpret, repeats) -> dict:
+def check_hcp(m, k, n, k_hot, tile_m, tile_n, tile_k, interpret, repeats) -> dict:
     kx, kw, kc = jax.random.split(jax.random.key(m + k + n), 3)
     ch = jax.random.choice(kc, k, (k_hot,), replace=False).astype(jnp.int32)
     x = jax.random.normal(kx, (m, k)).at[:, ch].multiply(40.0)
@@ -93,7 +93,9 @@ def check_hcp(m, k, n, k_hot, tile_m, tile_n, interpret, repeats) -> dict:
     x_patch = jnp.concatenate([(x - xq)[:, ch], xq[:, ch]], 1)
     w_patch = jnp.concatenate([wq[ch], (w - wq)[ch]], 0).T
     kernel = jax.jit(
-        lambda *a: fq.hcp_matmul_pallas(*a, tile_m=tile_m, tile_n=tile_n, interpret=interpret)
+        lambda *a: fq.hcp_matmul_pallas(
+            *a, tile_m=tile_m, tile_n=tile_n, tile_k=tile_k, interpret=interpret
+        )
     )
     ref = jax.jit(fq.hcp_matmul_reference)
     args = (xt, wt, x_patch, w_patch)
@@ -110,7 +112,7 @@ def check_hcp(m, k, n, k_hot, tile_m, tile_n, interpret, repeats) -> dict:
         "kernel": "hcp_matmul_pallas",
         "shape": [m, k, n],
         "hot_channels": k_hot,
-        "tiles": [tile_m, tile_n],
+        "tiles": [tile_m, tile_n, tile_k],
         "matches_reference": bool(ok),
         "max_abs_err_vs_reference": float(np.abs(got - want).max()),
         "kernel_ms": t_k * 1e3,
@@ -147,19 +149,21 @@ def main() -> None:
         sys.exit(f"gpu_validate: needs a GPU (found {platform}); use --interpret for a dry run")
     if a.interpret:
         q_shapes = [(32, 64, 16, 32)]
-        h_shapes = [(32, 64, 32, 4, 16, 16)]
+        h_shapes = [(32, 64, 32, 4, 16, 16, 32)]
         repeats = 2
     else:
         q_shapes = [(256, 512, 16, 128), (4096, 4096, 32, 256), (8192, 8192, 64, 256)]
-        h_shapes = [(512, 512, 512, 16, 64, 64), (4096, 4096, 4096, 16, 128, 128)]
+        q_shapes += [(8192, 8192, 128, 512), (8192, 8192, 256, 256), (8192, 8192, 32, 1024)]
+        h_shapes = [(512, 512, 512, 16, 64, 64, 64), (4096, 4096, 4096, 16, 128, 128, 64)]
+        h_shapes += [(4096, 4096, 4096, 16, 64, 64, 128)]
         repeats = a.repeats
     results = []
     for rows, cols, tr, tc in q_shapes:
         results += _guard(
             check_quantize, "nvfp4_quantize_pallas", rows, cols, tr, tc, a.interpret, repeats
         )
-    for m, k, n, kh, tm, tn in h_shapes:
-        results += _guard(check_hcp, "hcp_matmul_pallas", m, k, n, kh, tm, tn, a.interpret, repeats)
+    for shape in h_shapes:
+        results += _guard(check_hcp, "hcp_matmul_pallas", *shape, a.interpret, repeats)
     for r in results:
         print(json.dumps(r))
     with open(a.out, "w") as f:

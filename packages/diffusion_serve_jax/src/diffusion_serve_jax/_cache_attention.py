@@ -7,8 +7,8 @@ Both implementations take (batch, tokens, heads, head_dim) arrays:
   keep                       (B, N)        1 where the cached token is unmasked (used), else 0
 
 `cache_attention_reference` is plain jnp; `cache_attention` is a Pallas kernel (grid over
-batch x heads, an online softmax over `block_n`-sized tiles of the cache) that runs compiled on
-GPU and with `interpret=True` anywhere (the CPU tests).
+batch x heads x query tiles, an online softmax over tiles of the fresh and cached keys) that
+runs compiled on GPU and with `interpret=True` anywhere (the CPU tests).
 """
 
 import functools
@@ -58,35 +58,34 @@ def cache_attention_reference(
 
 
 def _kernel(q_ref, kc_ref, vc_ref, keep_ref, kn_ref, vn_ref, valid_ref, o_ref, *, scale, block_n):
-    q = q_ref[...].astype(jnp.float32) * scale  # (M, D)
-    mq = q.shape[0]
-    # the fresh keys of the masked tokens start the running softmax
-    ln = jnp.dot(q, kn_ref[...].astype(jnp.float32).T)
-    ln = jnp.where(valid_ref[...][None, :] > 0, ln, NEG)
-    m_run = ln.max(axis=-1)
-    p = jnp.exp(ln - m_run[:, None])
-    l_run = p.sum(axis=-1)
-    acc = jnp.dot(p, vn_ref[...].astype(jnp.float32))
-    n = kc_ref.shape[0]
+    """One (batch, head, query tile): an online softmax over the fresh keys of all masked
+    tokens, then over the cache, each walked in tiles so nothing needs all keys at once."""
+    q = q_ref[...].astype(jnp.float32) * scale  # (block_m, D)
 
-    def body(i, carry):
-        m_old, l_old, acc_old = carry
-        sl = pl.ds(i * block_n, block_n)
-        kc = kc_ref[sl, :].astype(jnp.float32)
-        vc = vc_ref[sl, :].astype(jnp.float32)
-        lc = jnp.dot(q, kc.T)
-        lc = jnp.where(keep_ref[sl][None, :] > 0, lc, NEG)
-        m_new = jnp.maximum(m_old, lc.max(axis=-1))
-        alpha = jnp.exp(m_old - m_new)
-        pc = jnp.exp(lc - m_new[:, None])
-        return m_new, l_old * alpha + pc.sum(axis=-1), acc_old * alpha[:, None] + jnp.dot(pc, vc)
+    def over(k_ref, v_ref, use_ref, tile):
+        def body(i, carry):
+            m_old, l_old, acc_old = carry
+            sl = pl.ds(i * tile, tile)
+            use = use_ref[sl][None, :] > 0
+            logits = jnp.where(use, jnp.dot(q, k_ref[sl, :].astype(jnp.float32).T), NEG)
+            m_new = jnp.maximum(m_old, logits.max(axis=-1))
+            # masked keys weigh exactly 0, also while every key so far is masked (m = NEG)
+            p = jnp.where(use, jnp.exp(logits - m_new[:, None]), 0.0)
+            alpha = jnp.exp(m_old - m_new)
+            acc = acc_old * alpha[:, None] + jnp.dot(p, v_ref[sl, :].astype(jnp.float32))
+            return m_new, l_old * alpha + p.sum(axis=-1), acc
 
-    del mq
-    m_run, l_run, acc = jax.lax.fori_loop(0, n // block_n, body, (m_run, l_run, acc))
+        return body
+
+    bm, d = q.shape
+    carry = (jnp.full((bm,), NEG, jnp.float32), jnp.zeros((bm,), jnp.float32), jnp.zeros((bm, d)))
+    carry = jax.lax.fori_loop(0, kn_ref.shape[0] // bm, over(kn_ref, vn_ref, valid_ref, bm), carry)
+    n_tiles = kc_ref.shape[0] // block_n
+    _, l_run, acc = jax.lax.fori_loop(0, n_tiles, over(kc_ref, vc_ref, keep_ref, block_n), carry)
     o_ref[...] = (acc / l_run[:, None]).astype(o_ref.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("block_n", "interpret"))
+@functools.partial(jax.jit, static_argnames=("block_n", "block_m", "interpret"))
 def cache_attention(
     q: Float[Array, "B M H D"],
     k_cache: Float[Array, "B N H D"],
@@ -97,32 +96,38 @@ def cache_attention(
     valid: Float[Array, "B M"],
     *,
     block_n: int = 16,
+    block_m: int | None = None,
     interpret: bool = False,
 ) -> Float[Array, "B M H D"]:
-    """Pallas cache-gather attention (see the module docstring); `block_n` must divide N."""
+    """Pallas cache-gather attention (see the module docstring): a grid over batch x heads x
+    query tiles of `block_m` (default: all M), cached keys in tiles of `block_n` (must divide N)."""
     _check(q, k_cache, v_cache, keep, k_new, v_new, valid)
     b, m, h, d = q.shape
     n = k_cache.shape[1]
     if block_n < 1 or n % block_n:
         raise ValueError(f"block_n: must divide the cached token count N={n}, got {block_n}")
+    block_m = m if block_m is None else block_m
+    if block_m < 1 or m % block_m:
+        raise ValueError(f"block_m: must divide the masked token count M={m}, got {block_m}")
     tr = lambda x: jnp.transpose(x, (0, 2, 1, 3))  # (B, H, T, D)
     kernel = functools.partial(_kernel, scale=1.0 / math.sqrt(d), block_n=block_n)
-    blk_m = pl.BlockSpec((None, None, m, d), lambda i, j: (i, j, 0, 0))
-    blk_n = pl.BlockSpec((None, None, n, d), lambda i, j: (i, j, 0, 0))
+    blk_q = pl.BlockSpec((None, None, block_m, d), lambda i, j, t: (i, j, t, 0))
+    blk_m = pl.BlockSpec((None, None, m, d), lambda i, j, t: (i, j, 0, 0))
+    blk_n = pl.BlockSpec((None, None, n, d), lambda i, j, t: (i, j, 0, 0))
     out = pl.pallas_call(
         kernel,
         out_shape=jax.ShapeDtypeStruct((b, h, m, d), q.dtype),
-        grid=(b, h),
+        grid=(b, h, m // block_m),
         in_specs=[
-            blk_m,
+            blk_q,
             blk_n,
             blk_n,
-            pl.BlockSpec((None, n), lambda i, j: (i, 0)),
+            pl.BlockSpec((None, n), lambda i, j, t: (i, 0)),
             blk_m,
             blk_m,
-            pl.BlockSpec((None, m), lambda i, j: (i, 0)),
+            pl.BlockSpec((None, m), lambda i, j, t: (i, 0)),
         ],
-        out_specs=blk_m,
+        out_specs=blk_q,
         interpret=interpret,
     )(
         tr(q),

@@ -165,20 +165,26 @@ def hcp_matmul_reference(
     return jnp.concatenate([xd, x_patch], 1) @ jnp.concatenate([wd, w_patch], 1).T
 
 
-def _hcp_kernel(xc_ref, xs_ref, wc_ref, ws_ref, xp_ref, wp_ref, o_ref):
-    xd = _dequant_rows(xc_ref[...], xs_ref[...])
-    wd = _dequant_rows(wc_ref[...], ws_ref[...])
+def _hcp_kernel(xc_ref, xs_ref, wc_ref, ws_ref, xp_ref, wp_ref, o_ref, *, tile_k):
+    # The contraction is walked in tile_k chunks: dequantizing whole rows at once needs
+    # tile * k * 4 bytes of shared memory per operand, over the H200's 227 KiB at k = 512.
     dims = (((1,), (1,)), ((), ()))
-    acc = jax.lax.dot_general(xd, wd, dims, preferred_element_type=jnp.float32)
-    acc += jax.lax.dot_general(xp_ref[...], wp_ref[...], dims, preferred_element_type=jnp.float32)
-    o_ref[...] = acc
+    acc = jax.lax.dot_general(xp_ref[...], wp_ref[...], dims, preferred_element_type=jnp.float32)
+
+    def step(i, acc):
+        c, s = pl.ds(i * (tile_k // 2), tile_k // 2), pl.ds(i * (tile_k // BLOCK), tile_k // BLOCK)
+        xd = _dequant_rows(xc_ref[:, c], xs_ref[:, s])
+        wd = _dequant_rows(wc_ref[:, c], ws_ref[:, s])
+        return acc + jax.lax.dot_general(xd, wd, dims, preferred_element_type=jnp.float32)
+
+    o_ref[...] = jax.lax.fori_loop(0, 2 * xc_ref.shape[1] // tile_k, step, acc)
 
 
-@partial(jax.jit, static_argnames=("tile_m", "tile_n", "interpret"))
-def _hcp_call(xc, xs, wc, ws, xp, wp, *, tile_m, tile_n, interpret):
+@partial(jax.jit, static_argnames=("tile_m", "tile_n", "tile_k", "interpret"))
+def _hcp_call(xc, xs, wc, ws, xp, wp, *, tile_m, tile_n, tile_k, interpret):
     m, n, kh, ks, p = xc.shape[0], wc.shape[0], xc.shape[1], xs.shape[1], xp.shape[1]
     return pl.pallas_call(
-        _hcp_kernel,
+        partial(_hcp_kernel, tile_k=tile_k),
         grid=(m // tile_m, n // tile_n),
         in_specs=[
             pl.BlockSpec((tile_m, kh), lambda i, j: (i, 0)),
@@ -202,9 +208,11 @@ def hcp_matmul_pallas(
     *,
     tile_m: int = 16,
     tile_n: int = 16,
+    tile_k: int = 64,
     interpret: bool = False,
 ) -> Float[Array, "m n"]:
-    """HCP-patched NVFP4 GEMM over packed operands, tiled over (m, n), full contraction."""
+    """HCP-patched NVFP4 GEMM over packed operands: a grid over (m, n) tiles, each walking the
+    contraction in `tile_k` chunks (dequantize two chunks, one f32 dot, accumulate)."""
     m, n = x.shape[0], w_t.shape[0]
     if x.shape[1] != w_t.shape[1]:
         raise ValueError(f"w_t: expected {x.shape[1]} columns like x, got shape {w_t.shape}")
@@ -216,6 +224,9 @@ def hcp_matmul_pallas(
     tile_m, tile_n = min(tile_m, m), min(tile_n, n)
     _checks.check_multiple(m, tile_m, "x", "rows (tile_m)")
     _checks.check_multiple(n, tile_n, "w_t", "rows (tile_n)")
+    tile_k = min(tile_k, x.shape[1])
+    _checks.check_multiple(tile_k, BLOCK, "tile_k", "the NVFP4 block (16)")
+    _checks.check_multiple(x.shape[1], tile_k, "x", "columns (tile_k)")
     # zero patch columns up to a power of two >= 16 (tl.dot needs K >= 16; exact: adds zeros)
     p = x_patch.shape[1]
     p_pad = max(16, 1 << max(p - 1, 0).bit_length())
@@ -229,8 +240,10 @@ def hcp_matmul_pallas(
                 "x scale tile (tile_m, k / 16)": (tile_m, k // BLOCK),
                 "w_t codes tile (tile_n, k / 2)": (tile_n, k // 2),
                 "patch tile (tile_m, p)": (tile_m, p_pad),
+                "x chunk (tile_m, tile_k)": (tile_m, tile_k),
+                "scale chunk (tile_m, tile_k / 16)": (tile_m, tile_k // BLOCK),
             },
-            {"dot (tile_m, tile_n, k)": (tile_m, tile_n, k)},
+            {"dot (tile_m, tile_n, tile_k)": (tile_m, tile_n, tile_k)},
         )
     return _hcp_call(
         x.codes,
@@ -241,5 +254,6 @@ def hcp_matmul_pallas(
         w_patch,
         tile_m=tile_m,
         tile_n=tile_n,
+        tile_k=tile_k,
         interpret=interpret,
     )
