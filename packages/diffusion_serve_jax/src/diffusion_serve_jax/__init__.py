@@ -60,6 +60,10 @@ from ._platform import single_threaded_cpu as single_threaded_cpu
 from ._quality import classifier_frechet as classifier_frechet
 from ._quality import conditioning_accuracy as conditioning_accuracy
 from ._quality import frechet_distance as frechet_distance
+from ._ray_backend import ActorGroup as ActorGroup
+from ._ray_backend import NodeActor as NodeActor
+from ._ray_backend import ray_runtime as ray_runtime
+from ._ray_backend import shutdown_actors as shutdown_actors
 from ._runtime import Overloaded as Overloaded
 from ._runtime import Request as Request
 from ._runtime import ServingRuntime as ServingRuntime
@@ -81,6 +85,11 @@ from ._training import diffusion_trainer as diffusion_trainer
 from ._training import fit as fit
 from ._training import make_trainer as make_trainer
 from ._training import upscaler_trainer as upscaler_trainer
+from ._vae import VAE as VAE
+from ._vae import latent_diffusion_trainer as latent_diffusion_trainer
+from ._vae import latent_dit as latent_dit
+from ._vae import vae_loss as vae_loss
+from ._vae import vae_trainer as vae_trainer
 from ._workflow import Catalog as Catalog
 from ._workflow import CompiledWorkflow as CompiledWorkflow
 from ._workflow import ModelSpec as ModelSpec

@@ -7,7 +7,9 @@ with guidance; the same DiT weights, with and without control), `upscaler` (8x8 
 
 Workflows: `t2i`, `t2i_upscale`, `t2i_checked`, `control_upscale`; with LoRA adapters attached
 (`Zoo.lora`, a `lora_stack`), also the model `denoiser_lora` (the shared DiT weights plus the
-adapter each request names by index) and the workflow `t2i_lora`.
+adapter each request names by index) and the workflow `t2i_lora`; with `ZooConfig.latent`,
+also `latent_denoiser` (a DiT over the VAE's 4x4 latents), `vae_decoder` and the latent
+text-to-image workflow `t2i_latent` (encoder -> latent_denoiser -> vae_decoder).
 """
 
 import dataclasses
@@ -19,8 +21,9 @@ from flax import nnx
 
 from ._diffusion import DiffusionModels, Schedule, ddim_sample, make_schedule
 from ._lora import lora_module
-from ._models import NULL_LABEL, DigitClassifier, Upscaler
+from ._models import NULL_LABEL, DigitClassifier, DiT, Upscaler
 from ._training import classifier_trainer, diffusion_trainer, fit, upscaler_trainer
+from ._vae import LATENT_SHAPE, VAE, latent_diffusion_trainer, latent_dit, vae_trainer
 from ._workflow import Catalog, ModelSpec, TensorSpec, WorkflowBuilder
 
 
@@ -33,6 +36,9 @@ class ZooConfig:
     num_timesteps: int = 100
     sample_steps: int = 20
     guidance: float = 2.0
+    latent: bool = False  # also a VAE and a latent DiT (workflow `t2i_latent`)
+    latent_width: int = 32
+    latent_depth: int = 2
 
 
 @dataclasses.dataclass
@@ -45,6 +51,8 @@ class Zoo:
     classifier: DigitClassifier
     lora: dict | None = None  # a stack of style adapters (see `lora_stack`)
     lora_scale: float = 1.0
+    vae: VAE | None = None
+    latent_dit: DiT | None = None
 
     @property
     def schedule(self) -> Schedule:
@@ -54,6 +62,19 @@ class Zoo:
 def init_zoo(config: ZooConfig = ZooConfig(), *, key: jax.Array) -> Zoo:
     k1, k2, k3 = jax.random.split(key, 3)
     c = config
+    latent = {}
+    if c.latent:
+        kv, kl = jax.random.split(jax.random.fold_in(key, 7))
+        latent = dict(
+            vae=VAE(rngs=nnx.Rngs(kv)),
+            latent_dit=latent_dit(
+                width=c.latent_width,
+                depth=c.latent_depth,
+                heads=c.heads,
+                cond_dim=c.width,
+                rngs=nnx.Rngs(kl),
+            ),
+        )
     return Zoo(
         config,
         DiffusionModels(
@@ -61,6 +82,7 @@ def init_zoo(config: ZooConfig = ZooConfig(), *, key: jax.Array) -> Zoo:
         ),
         Upscaler(rngs=nnx.Rngs(k2)),
         DigitClassifier(rngs=nnx.Rngs(k3)),
+        **latent,
     )
 
 
@@ -133,7 +155,7 @@ def zoo_model_specs(zoo: Zoo) -> list[ModelSpec]:
         return {"probs": jax.nn.softmax(nnx.merge(k_gd, p)(x["image"]), axis=-1)}
 
     den_in = {"cond": vec, "uncond": vec, "seed": TensorSpec((), "int32")}
-    return [
+    specs = [
         ModelSpec(
             "encoder",
             {"label": TensorSpec((), "int32")},
@@ -167,9 +189,39 @@ def zoo_model_specs(zoo: Zoo) -> list[ModelSpec]:
             )
         ]
     )
+    return specs + ([] if zoo.vae is None else latent_specs(zoo, den_in))
 
 
-def zoo_workflows(*, lora: bool = False) -> list:
+def latent_specs(zoo: Zoo, den_in: dict) -> list[ModelSpec]:
+    """`latent_denoiser` (DDIM over 4x4 latents) and `vae_decoder` (latent -> 8x8 image)."""
+    c, sched = zoo.config, zoo.schedule
+    l_gd, l_params = nnx.split(zoo.latent_dit)
+    v_gd, v_params = nnx.split(zoo.vae)
+    lat = TensorSpec(LATENT_SHAPE)
+
+    def denoise(p, x):
+        noise = sample_noise(x["seed"], LATENT_SHAPE)
+        out = ddim_sample(
+            nnx.merge(l_gd, p),
+            x["cond"],
+            x["uncond"],
+            noise,
+            schedule=sched,
+            steps=c.sample_steps,
+            guidance=c.guidance,
+        )
+        return {"latent": out}
+
+    def decode(p, x):
+        return {"image": nnx.merge(v_gd, p).decode(x["latent"])}
+
+    return [
+        ModelSpec("latent_denoiser", den_in, {"latent": lat}, denoise, l_params),
+        ModelSpec("vae_decoder", {"latent": lat}, {"image": TensorSpec((8, 8))}, decode, v_params),
+    ]
+
+
+def zoo_workflows(*, lora: bool = False, latent: bool = False) -> list:
     label, seed = TensorSpec((), "int32"), TensorSpec((), "int32")
     t2i = (
         WorkflowBuilder("t2i")
@@ -234,6 +286,17 @@ def zoo_workflows(*, lora: bool = False) -> list:
             .output("image", "gen.image")
             .build()
         )
+    if latent:
+        out.append(
+            WorkflowBuilder("t2i_latent")
+            .input("label", label)
+            .input("seed", seed)
+            .node("enc", "encoder", label="input.label")
+            .node("gen", "latent_denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+            .node("dec", "vae_decoder", latent="gen.latent")
+            .output("image", "dec.image")
+            .build()
+        )
     return out
 
 
@@ -241,7 +304,7 @@ def zoo_catalog(zoo: Zoo) -> Catalog:
     cat = Catalog()
     for spec in zoo_model_specs(zoo):
         cat.register_model(spec)
-    for wf in zoo_workflows(lora=zoo.lora is not None):
+    for wf in zoo_workflows(lora=zoo.lora is not None, latent=zoo.vae is not None):
         cat.register_workflow(wf)
     return cat
 
@@ -256,8 +319,11 @@ def train_zoo(
     diffusion_steps: int,
     aux_steps: int,
     batch_size: int = 128,
+    latent_steps: int | None = None,
 ) -> dict[str, list[float]]:
-    """Train every zoo model in place from scratch; returns the loss curves."""
+    """Train every zoo model in place from scratch; returns the loss curves. With a VAE, the
+    VAE trains for `aux_steps` and the latent DiT for `latent_steps` (default
+    `diffusion_steps`) on its mean latents, conditioned by the trained, frozen encoder."""
     from ._data import downsample2
 
     kd, kc, ku = jax.random.split(key, 3)
@@ -280,4 +346,19 @@ def train_zoo(
     up = {"low": jnp.asarray(downsample2(images)), "high": jnp.asarray(images)}
     state, losses["upscaler"] = fit(tr, tr.init(params), up, aux_steps, key=ku)
     nnx.update(zoo.upscaler, state.params)
+    if zoo.vae is not None:
+        kv, kl = jax.random.split(jax.random.fold_in(key, 11))
+        gd, params = nnx.split(zoo.vae)
+        tr = vae_trainer(gd, batch_size=batch_size)
+        state, losses["vae"] = fit(tr, tr.init(params), data, aux_steps, key=kv)
+        nnx.update(zoo.vae, state.params)
+        latents = jax.jit(lambda p, x: nnx.merge(gd, p).encode(x)[0])(state.params, data["images"])
+        e_gd, e_params = nnx.split(zoo.diffusion.encoder)
+        cond_table = jax.jit(lambda p: nnx.merge(e_gd, p)(jnp.arange(NULL_LABEL + 1)))(e_params)
+        gd, params = nnx.split(zoo.latent_dit)
+        tr = latent_diffusion_trainer(gd, zoo.schedule, cond_table, batch_size=batch_size)
+        steps = diffusion_steps if latent_steps is None else latent_steps
+        lat_data = {"latents": latents, "labels": data["labels"]}
+        state, losses["latent"] = fit(tr, tr.init(params), lat_data, steps, key=kl)
+        nnx.update(zoo.latent_dit, state.params)
     return losses
