@@ -12,7 +12,13 @@ import safe_rl_jax as srl
 import xplib
 
 CONTROLLERS = {
-    "plo": lambda c: srl.plo(horizon=c.plo_horizon),
+    "plo": lambda c: srl.plo(
+        horizon=c.plo_horizon,
+        q_over=c.plo_q_over,
+        q_under=c.plo_q_under,
+        r=c.plo_r,
+        effort=c.plo_effort,
+    ),
     "pid": lambda c: srl.pid_lagrangian(),
     "lagrangian": lambda c: srl.lagrangian(c.lagrangian_lr),
 }
@@ -23,9 +29,20 @@ def settings(config, task):
     return list(itertools.product(config.methods, config.limits[task], range(config.num_seeds)))
 
 
+def make_env(config, task):
+    """A pure-JAX task by name, or `brax_<name>`: a brax velocity task (needs brax)."""
+    if task.startswith("brax_"):
+        return srl.brax_velocity_task(
+            task.removeprefix("brax_"),
+            episode_length=config.brax_episode_length,
+            backend=config.brax_backend,
+        )
+    return srl.make_task(task)
+
+
 def run_task(config, task, workdir):
     """Train all settings of `task`; returns (settings, metrics as numpy [iters, runs, ...])."""
-    env = srl.make_task(task)
+    env = make_env(config, task)
     ppo = srl.PPOConfig(
         num_envs=config.num_envs,
         num_epochs=config.num_epochs,

@@ -140,6 +140,20 @@ def test_plo_differentiable_in_cost():
     assert bool(jnp.isfinite(jax.grad(f)(jnp.array([3.0]))).all())
 
 
+def test_plo_effort_releases_the_multiplier_when_safe():
+    """Violation-only objective: without effort the plan keeps a high lam when safe (nothing
+    pulls it down); with an effort penalty it is released toward 0."""
+    sig = srl.constraint_signal(
+        jnp.array([2.0]), 10.0, reward_dot=jnp.array([0.5]), gram=jnp.eye(1)
+    )
+    out = []
+    for effort in (0.0, 0.05):
+        ctrl = srl.plo(horizon=3, q_under=0.0, effort=effort, solver_steps=60)
+        state = ctrl.init(1)._replace(lam=jnp.array([5.0]), plan=jnp.full((1, 3), 5.0))
+        out.append(float(jax.jit(ctrl.update)(state, sig)[0][0]))
+    assert out[0] > 4.0 and out[1] < out[0] - 1.0, out
+
+
 def test_switch_selects_controller():
     sw = srl.switch([srl.lagrangian(1.0), srl.pid_lagrangian(kp=0.0, ki=0.0, kd=0.0)])
     sig = srl.constraint_signal(jnp.array([5.0]), 1.0)
@@ -155,5 +169,7 @@ def test_bad_controller_arguments_raise():
         srl.pid_lagrangian(kp=-0.1)
     with pytest.raises(ValueError, match="horizon"):
         srl.plo(horizon=0)
+    with pytest.raises(ValueError, match="effort"):
+        srl.plo(effort=-1.0)
     with pytest.raises(TypeError, match="controllers"):
         srl.switch([])

@@ -14,7 +14,8 @@ them each iteration), the 1/(1 + sum lam) is the learner's normalised Lagrangian
 gain, episode-cost units) and `w_i` (drift) are identified online from the observed cost
 changes by exponentially weighted least squares. Over a horizon H the controller minimises
 
-    sum_h q_over relu(J[h] - d)^2 + q_under relu(d - J[h])^2 (scaled by d)  +  r sum_h (Δlam_h)^2
+    sum_h q_over relu(J[h] - d)^2 + q_under relu(d - J[h])^2 (scaled by d)
+          + r sum_h (Δlam_h)^2 + effort sum_h lam_h^2
 
 over lam_0..lam_{H-1} in [0, lam_max] by projected Adam, applies lam_0 (receding horizon) and
 warm-starts the next solve from the shifted plan. With r = 0, H = 1 and a symmetric cost
@@ -70,6 +71,7 @@ def plo(
     q_over: float = 1.0,
     q_under: float = 0.1,
     r: float = 0.05,
+    effort: float = 0.0,
     lam_max: float = 20.0,
     gain_init: float = 1.0,
     gain_bounds: tuple[float, float] = (0.05, 100.0),
@@ -82,6 +84,11 @@ def plo(
         raise ValueError(f"horizon: expected >= 1, got {horizon}")
     if not 0.0 <= forgetting < 1.0:
         raise ValueError(f"forgetting: expected in [0, 1), got {forgetting}")
+    if q_over <= 0 or q_under < 0 or r < 0 or effort < 0:
+        raise ValueError(
+            "q_over/q_under/r/effort: expected q_over > 0 and the others >= 0, got "
+            f"{q_over}, {q_under}, {r}, {effort}"
+        )
     if lam_max <= 0:
         raise ValueError(f"lam_max: expected > 0, got {lam_max}")
     opt = optax.adam(solver_lr)
@@ -108,7 +115,7 @@ def plo(
             e = (xs - s.limit[:, None]) / scale[:, None]
             track = q_over * jax.nn.relu(e) ** 2 + q_under * jax.nn.relu(-e) ** 2
             prev = jnp.concatenate([state.lam[:, None], plan[:, :-1]], axis=1)
-            smooth = r * (plan - prev) ** 2
+            smooth = r * (plan - prev) ** 2 + effort * plan**2
             return jnp.sum(jnp.where(s.mask[:, None], track + smooth, 0.0))
 
         def solve_step(carry, _):
