@@ -57,8 +57,9 @@ def _fit_predict(est, x, y, xt) -> dict:
 
 def fit_gplearn(x, y, xt, operators, config, budget: int, seed: int) -> dict:
     """gplearn's SymbolicRegressor with our GP settings; its `generations` is the budget
-    divided by the population (gplearn evaluates every program of every generation) and it
-    stops early once the training MSE reaches ``target_nmse * var(y)`` (= our target)."""
+    (evaluations) divided by the population (gplearn evaluates every program of every
+    generation) and it stops early once the training MSE reaches ``target_nmse * var(y)``
+    (= our target)."""
     from gplearn.functions import make_function
     from gplearn.genetic import SymbolicRegressor
 
@@ -83,6 +84,7 @@ def fit_gplearn(x, y, xt, operators, config, budget: int, seed: int) -> dict:
         n_jobs=1,
     )
     out = _fit_predict(est, x, y, xt)
+    out["generations"] = len(est.run_details_["generation"])
     out["expr"] = str(est._program)
     out["evals"] = config.population_size * len(est.run_details_["generation"])
     return out
@@ -138,7 +140,11 @@ def to_sympy(method: str, text: str, n_vars: int) -> sympy.Expr:
 
 def launch(jobs: list[dict], settings: dict, out: pathlib.Path) -> subprocess.Popen:
     """Run `jobs` in a separate process (it imports neither JAX nor the experiment), so the
-    baselines use the second core while the main process compiles and runs GESR."""
+    baselines use the second core while the main process compiles and runs GESR.
+
+    Wall-clock jobs ("mode": "time") get the evaluations that the same method, problem and
+    seed managed per second in its evaluation-budget job times `settings["seconds"]` (the
+    same calibration as GP and GESR: a budget of T seconds at the method's own speed)."""
     src = out.with_suffix(".jobs.json")
     src.write_text(json.dumps({"jobs": jobs, "settings": settings}))
     return subprocess.Popen([sys.executable, __file__, str(src), str(out)])
@@ -147,13 +153,21 @@ def launch(jobs: list[dict], settings: dict, out: pathlib.Path) -> subprocess.Po
 def _main(src: str, out: str) -> None:
     spec = json.loads(pathlib.Path(src).read_text())
     cfg = types.SimpleNamespace(**spec["settings"])
-    results = []
+    results, speed = [], {}
     for job in spec["jobs"]:
         x, y, xt = (np.asarray(job[k], np.float32) for k in ("x", "y", "xt"))
-        fit = BASELINES[job["method"]](x, y, xt, cfg.operators, cfg, cfg.budget, job["seed"])
+        run = (job["problem"], job["method"], job["seed"], job["noise"])
+        budget = cfg.budget
+        if job["mode"] == "time":  # same problem and seed, evaluation-budget mode
+            budget = max(cfg.population_size, round(speed[run] * cfg.seconds))
+        fit = BASELINES[job["method"]](x, y, xt, cfg.operators, cfg, budget, job["seed"])
+        if job["mode"] == "evals":
+            # Evaluations per second of this method here (gplearn: whole generations).
+            evals = fit.get("generations", 0) * cfg.population_size or fit["evals"]
+            speed[run] = evals / max(fit["seconds"], 1e-9)
         fit["train_pred"] = np.asarray(fit["train_pred"], np.float64).tolist()
         fit["test_pred"] = np.asarray(fit["test_pred"], np.float64).tolist()
-        results.append({k: job[k] for k in ("problem", "method", "seed")} | fit)
+        results.append({k: job[k] for k in ("problem", "method", "seed", "mode", "noise")} | fit)
     tmp = pathlib.Path(out + ".tmp")
     tmp.write_text(json.dumps(results))
     tmp.rename(out)

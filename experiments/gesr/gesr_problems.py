@@ -1,11 +1,14 @@
 """Benchmark problems generated offline from their published formulas.
 
-Nguyen-1..12 with the DSO benchmark table's sampling specs (U[a, b, n]: n uniform points) and
-a subset of the AI Feynman equations with their variable ranges (uniform in [low, high]).
+Nguyen-1..12 with the DSO benchmark table's sampling specs (U[a, b, n]: n uniform points),
+30 AI Feynman equations with their variable ranges (uniform in [low, high]) and the 14 ODE-
+Strogatz targets (7 two-dimensional systems, SRBench): the state is sampled from trajectories
+integrated here with RK4 and the target is d(state)/dt from the published right-hand side.
 Each problem is (name, variable ranges, n_train, numpy formula, sympy formula string).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import sympy
@@ -18,15 +21,22 @@ class Problem:
     n_train: int
     fn: object  # numpy function of the variables x0, x1, ...
     truth: str  # sympy source in x0, x1, ...
+    states: object = None  # () -> (train pool, test pool) of ODE states, or None: uniform
 
     @property
     def n_vars(self) -> int:
         return len(self.ranges)
 
-    def sample(self, n: int, rng: np.random.Generator, noise: float = 0.0):
-        lo = np.array([r[0] for r in self.ranges])
-        hi = np.array([r[1] for r in self.ranges])
-        x = rng.uniform(lo, hi, (n, self.n_vars))
+    def sample(self, n: int, rng: np.random.Generator, noise: float = 0.0, test: bool = False):
+        """n inputs (uniform in the ranges, or drawn without replacement from the train or
+        test pool of ODE states) and the target, with SRBench noise."""
+        if self.states is None:
+            lo = np.array([r[0] for r in self.ranges])
+            hi = np.array([r[1] for r in self.ranges])
+            x = rng.uniform(lo, hi, (n, self.n_vars))
+        else:
+            pool = self.states()[int(test)]
+            x = pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
         y = self.fn(*x.T)
         if noise:  # SRBench: y + N(0, noise * RMS(y))
             y = y + rng.normal(0, noise * np.sqrt(np.mean(y**2)), y.shape)
@@ -158,4 +168,96 @@ FEYNMAN = [
     ),
 ]
 
-ALL = {p.name: p for p in NGUYEN + FEYNMAN}
+# ODE-Strogatz (SRBench; La Cava et al. 2016): name -> (right-hand side of (x, y), sympy
+# strings of both components, box of the initial conditions).
+_SYSTEMS = {
+    "bacres": (
+        lambda x, y: (20 - x - x * y / (1 + 0.5 * x**2), 10 - x * y / (1 + 0.5 * x**2)),
+        ("20 - x0 - x0*x1/(1 + x0**2/2)", "10 - x0*x1/(1 + x0**2/2)"),
+        ((5, 10), (5, 10)),
+    ),
+    "barmag": (
+        lambda x, y: (0.5 * np.sin(x - y) - np.sin(x), 0.5 * np.sin(y - x) - np.sin(y)),
+        ("sin(x0 - x1)/2 - sin(x0)", "sin(x1 - x0)/2 - sin(x1)"),
+        ((-3, 3), (-3, 3)),
+    ),
+    "glider": (
+        lambda x, y: (-0.05 * x**2 - np.sin(y), x - np.cos(y) / x),
+        ("-x0**2/20 - sin(x1)", "x0 - cos(x1)/x0"),
+        ((3, 6), (-1, 1)),
+    ),
+    "lv": (
+        lambda x, y: (3 * x - 2 * x * y - x**2, 2 * y - x * y - y**2),
+        ("3*x0 - 2*x0*x1 - x0**2", "2*x1 - x0*x1 - x1**2"),
+        ((0.5, 4), (0.5, 4)),
+    ),
+    "predprey": (
+        lambda x, y: (x * (4 - x - y / (1 + x)), y * (x / (1 + x) - 0.075 * y)),
+        ("x0*(4 - x0 - x1/(1 + x0))", "x1*(x0/(1 + x0) - 3*x1/40)"),
+        ((0.5, 5), (0.5, 5)),
+    ),
+    "shearflow": (
+        lambda x, y: (np.cos(x) / np.tan(y), (np.cos(y) ** 2 + 0.1 * np.sin(y) ** 2) * np.sin(x)),
+        ("cos(x0)/tan(x1)", "(cos(x1)**2 + sin(x1)**2/10)*sin(x0)"),
+        ((-3, 3), (0.5, 2.6)),
+    ),
+    "vdp": (
+        lambda x, y: (10 * (y - (x**3 - x) / 3), -x / 10),
+        ("10*(x1 - (x0**3 - x0)/3)", "-x0/10"),
+        ((-3, 3), (-3, 3)),
+    ),
+}
+
+
+@functools.cache
+def _trajectories(system: str):
+    """States of 4 trajectories (initial conditions uniform in the system's box, seed 0),
+    t = 0..10 every 0.1 by RK4 with 10 substeps: 404 states, every 4th one held out as the
+    test pool."""
+    rhs, _, box = _SYSTEMS[system]
+
+    def f(s):
+        return np.stack(rhs(s[0], s[1]))
+
+    rng = np.random.default_rng(0)
+    lo, hi = np.array(box, np.float64).T
+    out = []
+    for s in rng.uniform(lo, hi, (4, 2)):
+        out.append(s)
+        for _ in range(100):
+            for _ in range(10):
+                h = 0.01
+                k1 = f(s)
+                k2 = f(s + h / 2 * k1)
+                k3 = f(s + h / 2 * k2)
+                k4 = f(s + h * k3)
+                s = s + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            out.append(s)
+    states = np.asarray(out)
+    test = np.arange(len(states)) % 4 == 0
+    return states[~test], states[test]
+
+
+def _strogatz():
+    out = []
+    for system, (rhs, truths, _) in _SYSTEMS.items():
+        train = _trajectories(system)[0]
+        ranges = tuple(
+            (float(lo), float(hi)) for lo, hi in zip(train.min(0), train.max(0), strict=True)
+        )
+        for j in range(2):
+            out.append(
+                Problem(
+                    f"{system}{j + 1}",
+                    ranges,
+                    100,
+                    lambda x, y, rhs=rhs, j=j: rhs(x, y)[j],
+                    truths[j],
+                    functools.partial(_trajectories, system),
+                )
+            )
+    return out
+
+
+STROGATZ = _strogatz()
+ALL = {p.name: p for p in NGUYEN + FEYNMAN + STROGATZ}

@@ -7,6 +7,11 @@ import numpy as np
 
 import xplib
 
+
+def case_name(mode, noise):
+    return f"{mode}, noise {noise:g}"
+
+
 PAPER = "GESR (arXiv 2605.10685)"
 ABSTRACT = (
     "abstract: GESR 'significantly improves computational efficiency compared with "
@@ -65,20 +70,36 @@ def paired(results, names, a="GESR", b="GP"):
     }
 
 
-def report(workdir, config, problems, results, guides_info, budget):
+def _case_row(res, names, m):
+    solved = _vals(res, names, m, "solved")
+    acc = _vals(res, names, m, "accurate")
+    return [
+        m,
+        len(solved),
+        _wilson(int(solved.sum()), len(solved)),
+        _wilson(int(acc.sum()), len(acc)),
+        float(np.mean(_vals(res, names, m, "symbolic"))),
+        _iqr(_vals(res, names, m, "evals")),
+        float(np.median(_vals(res, names, m, "seconds"))),
+    ]
+
+
+def report(workdir, config, problems, results, guides_info, budget, time_plan):
     names = [p.name for p in problems]
-    methods = [m for m in ("GESR", "GP", *config.baselines) if m in results[names[0]]]
-    rate = {m: float(np.mean(_vals(results, names, m, "solved"))) for m in methods}
-    med = {m: float(np.median(_vals(results, names, m, "evals"))) for m in methods}
-    acc = {m: float(np.mean(_vals(results, names, m, "accurate"))) for m in methods}
-    sym = {m: float(np.mean(_vals(results, names, m, "symbolic"))) for m in methods}
-    secs = {m: float(np.median(_vals(results, names, m, "seconds"))) for m in methods}
-    pr = paired(results, names)
+    main_case = case_name("evals", 0.0)
+    res = results[main_case]
+    methods = [m for m in ("GESR", "GP", *config.baselines) if m in res[names[0]]]
+    rate = {m: float(np.mean(_vals(res, names, m, "solved"))) for m in methods}
+    med = {m: float(np.median(_vals(res, names, m, "evals"))) for m in methods}
+    acc = {m: float(np.mean(_vals(res, names, m, "accurate"))) for m in methods}
+    sym = {m: float(np.mean(_vals(res, names, m, "symbolic"))) for m in methods}
+    secs = {m: float(np.median(_vals(res, names, m, "seconds"))) for m in methods}
+    pr = paired(res, names)
     same = "plain GP, same engine and seeds"
     claims = [
         xplib.Claim(
             "GESR needs fewer evaluations to reach train 1-R^2 <= 1e-6",
-            f"median evaluations to solution (unsolved = budget {budget})",
+            f"median evaluations to solution (unsolved = budget {budget}; noise 0)",
             med["GESR"],
             med["GP"],
             ABSTRACT,
@@ -87,7 +108,7 @@ def report(workdir, config, problems, results, guides_info, budget):
         ),
         xplib.Claim(
             "GESR solves more runs within the same budget",
-            "success rate (train 1-R^2 <= 1e-6)",
+            "success rate (train 1-R^2 <= 1e-6; noise 0)",
             rate["GESR"],
             rate["GP"],
             ABSTRACT,
@@ -105,7 +126,7 @@ def report(workdir, config, problems, results, guides_info, budget):
         ),
         xplib.Claim(
             "accuracy solutions (SRBench)",
-            "test R^2 > 0.999 rate",
+            "test R^2 > 0.999 rate (noise 0)",
             acc["GESR"],
             acc["GP"],
             "SRBench ground truth: gplearn 30.0%, Operon 86.9%",
@@ -114,7 +135,7 @@ def report(workdir, config, problems, results, guides_info, budget):
         ),
         xplib.Claim(
             "exact symbolic recovery (SRBench)",
-            "sympy difference/ratio is constant",
+            "sympy difference/ratio is constant (noise 0)",
             sym["GESR"],
             sym["GP"],
             "SRBench ground truth: gplearn 15.5%, Operon 16.0%",
@@ -126,7 +147,7 @@ def report(workdir, config, problems, results, guides_info, budget):
         claims.append(
             xplib.Claim(
                 f"GESR vs {m} (same evaluation budget)",
-                "test R^2 > 0.999 rate",
+                "test R^2 > 0.999 rate (noise 0)",
                 acc["GESR"],
                 acc[m],
                 f"SRBench ground truth: {m} "
@@ -136,9 +157,48 @@ def report(workdir, config, problems, results, guides_info, budget):
                 "higher",
             )
         )
+    time_case = case_name("time", 0.0)
+    if time_case in results and results[time_case]:
+        tres = results[time_case]
+        for m in ("GP", *config.baselines):
+            if m in tres[names[0]]:
+                claims.append(
+                    xplib.Claim(
+                        f"GESR vs {m} at the same wall-clock budget ({config.time_budget:g} s/run)",
+                        "test R^2 > 0.999 rate (noise 0)",
+                        float(np.mean(_vals(tres, names, "GESR", "accurate"))),
+                        float(np.mean(_vals(tres, names, m, "accurate"))),
+                        ABSTRACT,
+                        m,
+                        "higher",
+                    )
+                )
+    cases_rows = []
+    for case, cres in results.items():
+        if case == "ablation" or not cres:
+            continue
+        for m in methods:
+            if m in cres[names[0]]:
+                cases_rows.append([case] + _case_row(cres, names, m))
+    cases_table = xplib.Table(
+        f"Every budget mode and SRBench noise level, {len(names)} problems (rates with 95% "
+        f"Wilson intervals, evaluations median [IQR]); evaluation budget {budget} per run, "
+        f"wall-clock budget {config.time_budget:g} s per run",
+        [
+            "budget, noise",
+            "method",
+            "runs",
+            "success rate",
+            "R2>0.999 rate",
+            "symbolic rate",
+            "evals to solution",
+            "seconds / run",
+        ],
+        cases_rows,
+    )
     overall = xplib.Table(
-        f"Overall, {len(names)} problems (median [IQR] over problems x seeds; rates with 95% "
-        f"Wilson intervals); evaluation budget {budget} per run",
+        f"Evaluation budget, noise 0, {len(names)} problems (median [IQR] over problems x "
+        f"seeds; rates with 95% Wilson intervals); evaluation budget {budget} per run",
         [
             "method",
             "runs",
@@ -153,85 +213,128 @@ def report(workdir, config, problems, results, guides_info, budget):
         [
             [
                 m,
-                len(_vals(results, names, m, "solved")),
+                len(_vals(res, names, m, "solved")),
                 _wilson(
-                    int(_vals(results, names, m, "solved").sum()),
-                    len(_vals(results, names, m, "solved")),
+                    int(_vals(res, names, m, "solved").sum()),
+                    len(_vals(res, names, m, "solved")),
                 ),
-                _iqr(_vals(results, names, m, "evals")),
-                _iqr(_vals(results, names, m, "r2")),
+                _iqr(_vals(res, names, m, "evals")),
+                _iqr(_vals(res, names, m, "r2")),
                 _wilson(
-                    int(_vals(results, names, m, "accurate").sum()),
-                    len(_vals(results, names, m, "accurate")),
+                    int(_vals(res, names, m, "accurate").sum()),
+                    len(_vals(res, names, m, "accurate")),
                 ),
                 sym[m],
-                _iqr(_vals(results, names, m, "size")[_vals(results, names, m, "size") >= 0])
-                if np.any(_vals(results, names, m, "size") >= 0)
+                _iqr(_vals(res, names, m, "size")[_vals(res, names, m, "size") >= 0])
+                if np.any(_vals(res, names, m, "size") >= 0)
                 else "-",
                 secs[m],
             ]
             for m in methods
         ],
     )
+    pair_rows = []
+    for case, cres in results.items():
+        if case == "ablation" or not cres or "GESR" not in cres[names[0]]:
+            continue
+        q = paired(cres, names)
+        pair_rows += [
+            [case, "evaluations to solution", q["fewer_evals"], q["more_evals"], q["p_evals"]],
+            [case, "solved (discordant)", q["solved_only_a"], q["solved_only_b"], q["p_solved"]],
+            [case, "test R2", q["r2_a_better"], q["r2_b_better"], q["p_r2"]],
+        ]
     pair_table = xplib.Table(
-        f"GESR vs GP paired by (problem, seed): same initial population, {pr['pairs']} pairs; "
-        "exact two-sided sign tests, ties dropped",
-        ["comparison", "GESR better", "GP better", "p"],
-        [
-            ["evaluations to solution", pr["fewer_evals"], pr["more_evals"], pr["p_evals"]],
-            ["solved (discordant pairs)", pr["solved_only_a"], pr["solved_only_b"], pr["p_solved"]],
-            ["test R2", pr["r2_a_better"], pr["r2_b_better"], pr["p_r2"]],
-            ["median log10(evals GESR / GP)", pr["median_log10_eval_ratio"], "", ""],
-        ],
+        f"GESR vs GP paired by (problem, seed): same initial population, {pr['pairs']} pairs "
+        "per case; exact two-sided sign tests, ties dropped",
+        ["budget, noise", "comparison", "GESR better", "GP better", "p"],
+        pair_rows,
     )
     rows = []
     for n in names:
         row = [n]
         for m in methods:
-            rr = results[n][m]["rows"]
+            rr = res[n][m]["rows"]
             row += [
                 f"{sum(r['solved'] for r in rr)}/{len(rr)}",
                 float(np.median([r["r2"] for r in rr])),
             ]
         rows.append(row)
     cols = ["problem"] + [f"{m} {c}" for m in methods for c in ("solved", "median test R2")]
-    per_problem = xplib.Table("Per problem", cols, rows)
-    pre = xplib.Table(
-        "Offline pre-training of the two BERTs per problem group (improving edits from plain "
-        "GP on random target expressions)",
-        [
-            "group",
-            "mutation rows",
-            "crossover rows",
-            "final mutation loss",
-            "final crossover loss",
-            "seconds",
-        ],
-        [
+    per_problem = xplib.Table("Per problem (evaluation budget, noise 0)", cols, rows)
+    tables = [overall, cases_table, pair_table, per_problem]
+    abl = _ablation(results, config, main_case)
+    if abl is not None:
+        tables.append(abl)
+    tables.append(
+        xplib.Table(
+            "Wall-clock budget: measured seconds per generation (per seed, seeds vmapped) and "
+            "the generations that fit in the budget; BERT overhead = GESR / GP",
             [
-                g,
-                i["rows_mutation"],
-                i["rows_crossover"],
-                (i["loss_mutation"] or [float("nan")])[-1],
-                (i["loss_crossover"] or [float("nan")])[-1],
-                i["seconds"],
-            ]
-            for g, i in guides_info.items()
-        ],
+                "group",
+                "GP s/gen",
+                "GESR s/gen",
+                "GP gens/s",
+                "GESR gens/s",
+                "overhead",
+                "GP gens",
+                "GESR gens",
+            ],
+            [
+                [
+                    g,
+                    t["seconds_per_generation"]["GP"],
+                    t["seconds_per_generation"]["GESR"],
+                    1 / t["seconds_per_generation"]["GP"],
+                    1 / t["seconds_per_generation"]["GESR"],
+                    t["seconds_per_generation"]["GESR"] / t["seconds_per_generation"]["GP"],
+                    t["generations"]["GP"],
+                    t["generations"]["GESR"],
+                ]
+                for g, t in time_plan.items()
+            ],
+        )
     )
-    fig = _figure(results, names, methods, guides_info, budget)
+    tables.append(
+        xplib.Table(
+            "Offline pre-training of the two BERTs per problem group (improving edits from "
+            "plain GP on random target expressions)",
+            [
+                "group",
+                "mutation rows",
+                "crossover rows",
+                "final mutation loss",
+                "final crossover loss",
+                "seconds",
+            ],
+            [
+                [
+                    g,
+                    i["rows_mutation"],
+                    i["rows_crossover"],
+                    (i["loss_mutation"] or [float("nan")])[-1],
+                    (i["loss_crossover"] or [float("nan")])[-1],
+                    i["seconds"],
+                ]
+                for g, i in guides_info.items()
+            ],
+        )
+    )
+    fig = _figure(res, names, methods, guides_info, budget)
     fig_name = xplib.save_figure(fig, workdir, "gesr_evals")
     notes = (
-        f"Budget per run: {config.generations} generations x population {config.population_size} "
-        f"= {budget} evaluations (initial population, every edited child, every constant-"
-        "optimisation step; copies are free). GP and GESR share one compiled engine and the "
-        "seeds (GESR only replaces the uniform choice of the point-mutation gene and of the "
-        "crossover points by the two pre-trained BERTs; their timing excludes compilation and "
-        f"is per run with {config.seeds} seeds vmapped). gplearn runs round(budget / "
-        "population) generations (it evaluates every program each generation) and stops at the "
-        "same target; Operon gets max_evaluations = budget and, having no target stop, always "
-        "spends it. All four use the same operators, population, tournament size and data; "
-        f"seeds: GP/GESR {config.seeds}, "
+        f"Evaluation budget per run: {config.generations} generations x population "
+        f"{config.population_size} = {budget} evaluations (initial population, every edited "
+        "child, every constant-optimisation step; copies are free). Wall-clock budget: "
+        f"{config.time_budget:g} s per run; each method gets the generations (GP, GESR, from "
+        "their measured seconds per generation, seeds vmapped) or evaluations (gplearn, "
+        "Operon, from their own evaluation-budget runs) that its speed allows in that time; "
+        "the seconds actually spent are in the tables. GP and GESR share one compiled engine "
+        "and the seeds (GESR only replaces the uniform choice of the point-mutation gene and "
+        "of the crossover points by the two BERTs; timing excludes compilation). gplearn "
+        "runs round(budget / population) generations and stops at the same target; Operon "
+        "gets max_evaluations and, having no target stop, always spends it. Same operators, "
+        "population, tournament size and data for all four; noise: y + N(0, gamma RMS(y)) on "
+        f"the training targets only; seeds: GP/GESR {config.seeds}, "
         + ", ".join(f"{m} {config.baseline_seeds[m]}" for m in config.baselines)
         + ". Size = nodes of the sympy expression. Symbolic recovery is checked for test "
         f"R^2 > 0.999 within {config.sympy_seconds} s."
@@ -242,10 +345,43 @@ def report(workdir, config, problems, results, guides_info, budget):
         paper=PAPER,
         preset=config.preset,
         claims=claims,
-        tables=[overall, pair_table, per_problem, pre],
+        tables=tables,
         figures=[fig_name],
         notes=notes,
-        extra={"per_problem": results, "budget": budget, "paired": pr},
+        extra={"per_problem": results, "budget": budget, "paired": pr, "time_plan": time_plan},
+    )
+
+
+def _ablation(results, config, main_case):
+    """GP, offline-only GESR (main case) and the online variants on the ablation problems."""
+    abl = results.get("ablation") or {}
+    names = [n for n in config.ablation_problems if n in abl]
+    if not names:
+        return None
+    merged = {n: dict(results[main_case][n]) | abl[n] for n in names}
+    rows = []
+    for m in ("GP", "GESR", "GESR online", "GESR offline+online"):
+        q = paired(merged, names, m, "GP")
+        r = _case_row(merged, names, m)
+        label = {"GESR": "GESR offline (pre-trained only)"}.get(m, m)
+        rows.append(
+            [label] + r[1:] + [f"{q['fewer_evals']}/{q['more_evals']} (p={q['p_evals']:.2f})"]
+        )
+    return xplib.Table(
+        f"Ablation: offline pre-training vs online fine-tuning (every {config.online_every} "
+        f"generations, {config.online_steps} steps, seeds share the guides), evaluation budget, "
+        f"noise 0, {len(names)} problems",
+        [
+            "guides",
+            "runs",
+            "success rate",
+            "R2>0.999 rate",
+            "symbolic rate",
+            "evals to solution",
+            "seconds / run",
+            "fewer/more evals than GP (paired)",
+        ],
+        rows,
     )
 
 

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 import sympy
 from flax import nnx
 from gesr_problems import ALL
-from gesr_report import report
+from gesr_report import case_name, report
 
 import symreg_jax as sr
 import xplib
@@ -77,22 +77,32 @@ def _symbolic(make_expr, truth, seconds, check):
 
 
 class _Runner:
-    """Seed-vmapped init and run of one engine whose guides are switched at run time."""
+    """Seed-vmapped init and run of one engine whose guides are switched at run time (one
+    compiled `run` for GESR, plain GP and the online fine-tuned variants)."""
 
     def __init__(self, pset, gp_cfg, mm, cm):
-        mgd, self.mst = nnx.split(mm)
-        cgd, self.cst = nnx.split(cm)
+        self.mgd, self.mst = mgd, _ = nnx.split(mm)
+        self.cgd, self.cst = cgd, _ = nnx.split(cm)
         eng = sr.make_engine(pset, gp_cfg, mgd, cgd)
 
-        def init_and_run(x, y, k, m, c, on, g):
-            return eng.run(eng.init(x, y, key=k), x, y, (m, c, on), g)
+        def run(s, x, y, m, c, on, g):
+            return eng.run(s, x, y, (m, c, on), g)
 
-        axes = (None, None, 0, None, None, None, None)
-        self._run = jax.jit(jax.vmap(init_and_run, axes))  # one executable for everything
+        self._init = jax.jit(jax.vmap(lambda x, y, k: eng.init(x, y, key=k), (None, None, 0)))
+        self._run = jax.jit(jax.vmap(run, (0, None, None, None, None, None, None)))
+
+    def init(self, x, y, keys):
+        return self._init(x, y, keys)
+
+    def resume(self, state, x, y, generations, guided=True, guides=None):
+        """`generations` more generations of every seed, with `guides` (default: the
+        runner's own pre-trained pair) switched on where `guided`."""
+        m, c = guides if guides is not None else (self.mst, self.cst)
+        return self._run(state, x, y, m, c, bool(guided), generations)
 
     def run(self, guided, x, y, keys, generations):
         """Fresh populations from `keys` (vmapped), evolved for `generations`."""
-        return self._run(x, y, keys, self.mst, self.cst, bool(guided), generations)
+        return self.resume(self.init(x, y, keys), x, y, generations, guided)
 
 
 def _sample_x(ranges, n, rng):
@@ -101,14 +111,17 @@ def _sample_x(ranges, n, rng):
 
 
 def _pretrain_data(runner, pset, ranges, n_train, config, key):
-    """Improving edits recorded by plain GP on random target expressions (drawn in one call,
-    filtered on the host: finite, not constant, at least 4 nodes)."""
+    """Improving edits recorded by plain GP on random target expressions (the ramped half-
+    and-half initial populations of the engine itself, so nothing else is compiled; filtered
+    on the host: finite, not constant, at least 4 nodes)."""
     x = _sample_x(ranges, n_train, np.random.default_rng(config.seed))
     k_trees, k_runs = jax.random.split(key)
-    draw = jax.jit(sr.random_trees, static_argnums=(1, 2), static_argnames=("max_depth",))
-    toks, consts = map(np.asarray, draw(k_trees, pset, 8 * config.pretrain_problems, max_depth=3))
+    pool = runner.init(x, x[:, 0], jax.random.split(k_trees, config.seeds))
+    toks = np.asarray(pool.tokens).reshape(-1, pset.max_len)
+    consts = np.asarray(pool.consts).reshape(-1, pset.max_len)
     bufs, made = [], 0
-    for i in xplib.progress(range(len(toks)), desc="pretrain data"):
+    order = np.random.default_rng(config.seed).permutation(len(toks))
+    for i in xplib.progress(order, desc="pretrain data"):
         if made == config.pretrain_problems:
             break
         y = sr.evaluate_reference(toks[i], consts[i], x, pset)
@@ -120,6 +133,38 @@ def _pretrain_data(runner, pset, ranges, n_train, config, key):
         bufs += [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
         made += 1
     return sr.merge_buffers(bufs)
+
+
+def _fit_guides(models, data, pset, config, key, steps):
+    """Train both guides on recorded improving edits for about `steps` steps. The rows are
+    zero-padded to one fixed size (`n_valid` marks the real ones) and training runs in chunks
+    of `online_steps` (Adam restarts per chunk), so pre-training and every online fine-tuning
+    share one compiled training loop per model."""
+    size = max(config.pretrain_problems, 1) * config.seeds * config.buffer_capacity
+    out, rows, losses = list(models), [], []
+    km, kc = jax.random.split(key)
+    for j, (loss, fields, k) in enumerate(
+        (
+            (sr.mutation_loss, sr.mutation_data(data), km),
+            (sr.crossover_loss, sr.crossover_data(data), kc),
+        )
+    ):
+        n = min(len(next(iter(fields.values()))), size)
+        rows.append(n)
+        losses.append([])
+        if n < 8:
+            continue
+        padded = {
+            name: np.concatenate([v[:n], np.zeros((size - n, *v.shape[1:]), v.dtype)])
+            for name, v in fields.items()
+        }
+        for c in range(max(1, steps // config.online_steps)):  # one compiled chunk size
+            kc = jax.random.fold_in(k, c)
+            res = sr.train_model(
+                out[j], loss, padded, pset, key=kc, steps=config.online_steps, n_valid=n
+            )
+            out[j], losses[j] = res.model, losses[j] + res.losses.tolist()
+    return out, rows, losses
 
 
 def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
@@ -141,23 +186,18 @@ def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
         info["restored"] = True
         return mm, cm, info
     data = _pretrain_data(runner, pset, ranges, n_train, config, key)
-    km, kc = jax.random.split(jax.random.fold_in(key, 7))
-    models = {"mutation": mm, "crossover": cm}
-    for name, loss, fields, k in (
-        ("mutation", sr.mutation_loss, sr.mutation_data(data), km),
-        ("crossover", sr.crossover_loss, sr.crossover_data(data), kc),
-    ):
-        info[f"rows_{name}"] = len(next(iter(fields.values())))
-        if info[f"rows_{name}"]:
-            res = sr.train_model(
-                models[name], loss, fields, pset, key=k, steps=config.pretrain_steps
-            )
-            models[name], info[f"loss_{name}"] = res.model, res.losses.tolist()
-    mngr.save(1, args=ocp.args.StandardSave({k: nnx.state(m) for k, m in models.items()}))
+    (mm, cm), rows, losses = _fit_guides(
+        (mm, cm), data, pset, config, jax.random.fold_in(key, 7), config.pretrain_steps
+    )
+    info.update(rows_mutation=rows[0], rows_crossover=rows[1])
+    info.update(loss_mutation=losses[0], loss_crossover=losses[1])
+    mngr.save(
+        1, args=ocp.args.StandardSave({"mutation": nnx.state(mm), "crossover": nnx.state(cm)})
+    )
     mngr.wait_until_finished()
     info["seconds"] = time.perf_counter() - t0
     info_path.write_text(json.dumps(info))
-    return models["mutation"], models["crossover"], info
+    return mm, cm, info
 
 
 def _row(train_pred, test_pred, y, yt, evals, solved_evals, seconds, make_expr, truth, config):
@@ -178,52 +218,92 @@ def _row(train_pred, test_pred, y, yt, evals, solved_evals, seconds, make_expr, 
     }
 
 
-def _data(problem, config, step):
-    """Train (with SRBench noise) and noise-free test samples; the same for every method."""
-    rng = np.random.default_rng(config.seed + step)
-    x, y = problem.sample(problem.n_train, rng, config.noise)
-    xt, yt = problem.sample(config.n_test, rng)
+def _cases(config):
+    """(budget mode, noise level) pairs: the evaluation budget at every noise level, the
+    wall-clock budget at `time_noise_levels`."""
+    return [("evals", g) for g in config.noise_levels] + [
+        ("time", g) for g in config.time_noise_levels
+    ]
+
+
+def _data(problem, config, step, noise):
+    """Train (with SRBench noise) and noise-free test samples; the same for every method and
+    both budget modes."""
+    rng = np.random.default_rng(config.seed + step + int(round(1e4 * noise)) * 1000)
+    x, y = problem.sample(problem.n_train, rng, noise)
+    xt, yt = problem.sample(config.n_test, rng, test=True)
     return x, y, xt, yt
 
 
-def _evaluate_problem(problem, runner, pset, config, key, step):
-    x, y, xt, yt = _data(problem, config, step)
+def _rows(s, secs, x, y, xt, yt, pset, truth, config):
+    s = jax.tree.map(np.asarray, s._replace(key=None))  # index on the host
     y64, yt64 = y.astype(np.float64), yt.astype(np.float64)
+    rows = []
+    for i in range(config.seeds):
+        tok, cst = s.best_tokens[i], s.best_consts[i]
+        rows.append(
+            _row(
+                sr.evaluate_reference(tok, cst, x, pset),
+                sr.evaluate_reference(tok, cst, xt, pset),
+                y64,
+                yt64,
+                int(s.evaluations[i]),
+                int(s.solved_at[i]),
+                secs,
+                lambda tok=tok, cst=cst: sr.to_sympy(tok, cst, pset, digits=6),
+                truth,
+                config,
+            )
+        )
+        rows[-1]["generations"] = int(s.generation[i])
+    return {"rows": rows}
+
+
+def _online(runner, x, y, keys, models, pset, config, key):
+    """GESR with online fine-tuning: every `online_every` generations both guides are trained
+    for `online_steps` steps on all improving edits recorded so far by the seeds of this run
+    (the seeds share one guide pair), starting from `models`."""
+    mm, cm = models
+    s, done = runner.init(x, y, keys), 0
+    while done < config.generations:
+        g = min(config.online_every, config.generations - done)
+        s = runner.resume(s, x, y, g, True, (nnx.state(mm), nnx.state(cm)))
+        done += g
+        if done >= config.generations or bool(
+            np.all(np.asarray(s.best_nmse) <= config.target_nmse)
+        ):
+            break
+        buf = jax.tree.map(np.asarray, s.buffer)
+        data = sr.merge_buffers(
+            [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
+        )
+        (mm, cm), _, _ = _fit_guides(
+            (mm, cm), data, pset, config, jax.random.fold_in(key, done), config.online_steps
+        )
+    return s
+
+
+def _evaluate_problem(problem, runner, pset, config, key, step, mode, noise, plan):
+    """GP and GESR (and, in the ablation, the online variants) on one problem: every method
+    from the same seeds, i.e. the same initial populations."""
+    x, y, xt, yt = _data(problem, config, step, noise)
     keys = jax.random.split(key, config.seeds)
     truth = problem.sympy()
     out = {}
-    for method, guided in (("GP", False), ("GESR", True)):
+    for method, fn in plan.items():
         t0 = time.perf_counter()
-        s = jax.block_until_ready(runner.run(guided, x, y, keys, config.generations))
+        s = jax.block_until_ready(fn(x, y, keys))
         secs = (time.perf_counter() - t0) / config.seeds
-        s = jax.tree.map(np.asarray, s._replace(key=None))  # index on the host
-        rows = []
-        for i in range(config.seeds):
-            tok, cst = s.best_tokens[i], s.best_consts[i]
-            rows.append(
-                _row(
-                    sr.evaluate_reference(tok, cst, x, pset),
-                    sr.evaluate_reference(tok, cst, xt, pset),
-                    y64,
-                    yt64,
-                    int(s.evaluations[i]),
-                    int(s.solved_at[i]),
-                    secs,
-                    lambda tok=tok, cst=cst: sr.to_sympy(tok, cst, pset, digits=6),
-                    truth,
-                    config,
-                )
-            )
-            rows[-1]["generations"] = int(s.generation[i])
-        out[method] = {"rows": rows}
+        out[method] = _rows(s, secs, x, y, xt, yt, pset, truth, config)
     return out
 
 
-def _log(logger, step, name, out):
+def _log(logger, step, name, out, case):
     for method, res in out.items():
         rr = res["rows"]
         logger.log(
             step,
+            case=case,
             problem=name,
             method=method,
             seconds=float(np.median([r["seconds"] for r in rr])),
@@ -234,22 +314,25 @@ def _log(logger, step, name, out):
 
 
 def _launch_baselines(workdir, config, problems, budget):
-    """gplearn and Operon on every problem, in a second process started before any JAX work."""
+    """gplearn and Operon on every problem and case, in a second process started before any
+    JAX work (evaluation-budget jobs first: the wall-clock jobs calibrate on them)."""
     out = workdir / "baselines.json"
     if out.exists() or not config.baselines:
         return None, out
     jobs = []
-    for p in problems:
-        x, y, xt, _ = _data(p, config, config.problems.index(p.name))
-        for method in config.baselines:
-            for i in range(config.baseline_seeds[method]):
-                jobs.append(
-                    {"problem": p.name, "method": method, "seed": config.seed + i}
-                    | {"x": x.tolist(), "y": y.tolist(), "xt": xt.tolist()}
-                )
+    for mode, noise in sorted(_cases(config), key=lambda c: c[0] != "evals"):
+        for p in problems:
+            x, y, xt, _ = _data(p, config, config.problems.index(p.name), noise)
+            for method in config.baselines:
+                for i in range(config.baseline_seeds[method]):
+                    jobs.append(
+                        {"problem": p.name, "method": method, "seed": config.seed + i}
+                        | {"mode": mode, "noise": noise}
+                        | {"x": x.tolist(), "y": y.tolist(), "xt": xt.tolist()}
+                    )
     keys = ("population_size", "tournament_size", "parsimony", "target_nmse", "max_len")
     settings = {k: config[k] for k in keys}
-    settings.update(operators=list(config.operators), budget=budget)
+    settings.update(operators=list(config.operators), budget=budget, seconds=config.time_budget)
     return gesr_baselines.launch(jobs, settings, out), out
 
 
@@ -257,26 +340,30 @@ def _collect_baselines(proc, out, config, problems, results, logger):
     if proc is not None and proc.wait() != 0:
         raise RuntimeError(f"baseline process failed with exit code {proc.returncode}")
     fits = json.loads(out.read_text()) if out.exists() else []
-    for p in xplib.progress(problems, desc="baselines (sympy)"):
-        step = config.problems.index(p.name)
-        _, y, _, yt = _data(p, config, step)
-        truth, got = p.sympy(), {}
-        for f in (f for f in fits if f["problem"] == p.name):
-            row = _row(
-                np.asarray(f["train_pred"]),
-                np.asarray(f["test_pred"]),
-                y.astype(np.float64),
-                yt.astype(np.float64),
-                f["evals"],
-                f["evals"],
-                f["seconds"],
-                lambda f=f, nv=p.n_vars: gesr_baselines.to_sympy(f["method"], f["expr"], nv),
-                truth,
-                config,
-            )
-            got.setdefault(f["method"], {"rows": []})["rows"].append(row)
-        results[p.name].update(got)
-        _log(logger, step, p.name, got)
+    for mode, noise in _cases(config):
+        case = case_name(mode, noise)
+        for p in xplib.progress(problems, desc=f"baselines (sympy, {case})"):
+            step = config.problems.index(p.name)
+            _, y, _, yt = _data(p, config, step, noise)
+            truth, got = p.sympy(), {}
+            for f in fits:
+                if (f["problem"], f["mode"], f["noise"]) != (p.name, mode, noise):
+                    continue
+                row = _row(
+                    np.asarray(f["train_pred"]),
+                    np.asarray(f["test_pred"]),
+                    y.astype(np.float64),
+                    yt.astype(np.float64),
+                    f["evals"],
+                    f["evals"],
+                    f["seconds"],
+                    lambda f=f, nv=p.n_vars: gesr_baselines.to_sympy(f["method"], f["expr"], nv),
+                    truth,
+                    config,
+                )
+                got.setdefault(f["method"], {"rows": []})["rows"].append(row)
+            results[case][p.name].update(got)
+            _log(logger, step, p.name, got, case)
 
 
 def _groups(problems):
@@ -285,6 +372,52 @@ def _groups(problems):
     for p in problems:
         groups.setdefault((p.n_vars, p.n_train), []).append(p)
     return groups
+
+
+def _seconds_per_generation(runner, x, config):
+    """Per-seed seconds of one generation of GP and of GESR (seeds vmapped, compiled, on a
+    random target that is never solved; median of 3 interleaved repeats). The evaluator's
+    cost does not depend on the expressions, so one measurement per group and method sets
+    its wall-clock generation count."""
+    y = np.random.default_rng(1).normal(size=len(x)).astype(np.float32)
+    keys = jax.random.split(jax.random.key(config.seed + 99), config.seeds)
+    g = config.calibration_generations
+    s = jax.block_until_ready(runner.init(x, y, keys))
+    times = {"GP": [], "GESR": []}
+    for _ in range(3):
+        for m in times:
+            t0 = time.perf_counter()
+            jax.block_until_ready(runner.resume(s, x, y, g, m == "GESR"))
+            times[m].append((time.perf_counter() - t0) / g / config.seeds)
+    return {m: float(np.median(t)) for m, t in times.items()}
+
+
+def _plans(runner, pset, config, key, gens):
+    """Method name -> fn(x, y, keys) -> final state, per budget mode."""
+
+    def fixed(guided, g):
+        return lambda x, y, keys: runner.run(guided, x, y, keys, g)
+
+    plans = {
+        "evals": {"GP": fixed(False, config.generations), "GESR": fixed(True, config.generations)},
+        "time": {"GP": fixed(False, gens["GP"]), "GESR": fixed(True, gens["GESR"])},
+    }
+    fresh = (  # random weights, same structure as the pre-trained pair
+        sr.MutationModel(pset, **_model_kw(config), rngs=nnx.Rngs(config.seed + 2)),
+        sr.CrossoverModel(pset, **_model_kw(config), rngs=nnx.Rngs(config.seed + 3)),
+    )
+    pre = (nnx.merge(runner.mgd, runner.mst), nnx.merge(runner.cgd, runner.cst))
+    plans["ablation"] = {
+        "GESR online": lambda x, y, keys: _online(runner, x, y, keys, fresh, pset, config, key),
+        "GESR offline+online": lambda x, y, keys: _online(
+            runner, x, y, keys, pre, pset, config, key
+        ),
+    }
+    return plans
+
+
+def _model_kw(config):
+    return dict(dim=config.model_dim, depth=config.model_depth, heads=config.model_heads)
 
 
 def train_and_evaluate(config, workdir):
@@ -298,13 +431,17 @@ def train_and_evaluate(config, workdir):
         target_nmse=config.target_nmse,
         const_every=config.const_every,
         temperature=config.temperature,
+        buffer_capacity=config.buffer_capacity,
     )
     budget = gesr_baselines.budget_of(gp_cfg, config.generations)
     problems = [ALL[name] for name in config.problems]
     proc, baselines_path = _launch_baselines(workdir, config, problems, budget)
     partial_path = workdir / "per_problem.json"
     results = json.loads(partial_path.read_text()) if partial_path.exists() else {}
-    guides_info = {}
+    for mode, noise in _cases(config):
+        results.setdefault(case_name(mode, noise), {})
+    results.setdefault("ablation", {})
+    guides_info, time_plan = {}, {}
     for (nv, n_train), group in _groups(problems).items():
         tag = f"nv{nv}_n{n_train}"
         ranges = [
@@ -312,9 +449,8 @@ def train_and_evaluate(config, workdir):
             for j in range(nv)
         ]
         pset = sr.PrimitiveSet(tuple(config.operators), nv, config.max_len)
-        kw = dict(dim=config.model_dim, depth=config.model_depth, heads=config.model_heads)
-        mm = sr.MutationModel(pset, **kw, rngs=nnx.Rngs(config.seed))
-        cm = sr.CrossoverModel(pset, **kw, rngs=nnx.Rngs(config.seed + 1))
+        mm = sr.MutationModel(pset, **_model_kw(config), rngs=nnx.Rngs(config.seed))
+        cm = sr.CrossoverModel(pset, **_model_kw(config), rngs=nnx.Rngs(config.seed + 1))
         runner = _Runner(pset, gp_cfg, mm, cm)
         mm, cm, info = _guides(
             workdir,
@@ -330,16 +466,30 @@ def train_and_evaluate(config, workdir):
         info.setdefault("seconds", float("nan"))  # restored without its record
         guides_info[tag] = info
         runner.mst, runner.cst = nnx.state(mm), nnx.state(cm)
-        todo = [p for p in group if p.name not in results]
-        if todo:  # compile (or reuse) outside the clock
-            x0, y0 = todo[0].sample(n_train, np.random.default_rng(0))
-            jax.block_until_ready(runner.run(True, x0, y0, jax.random.split(key, config.seeds), 1))
-        for p in xplib.progress(todo, desc=f"problems ({tag})"):
-            step = config.problems.index(p.name)
-            results[p.name] = _evaluate_problem(
-                p, runner, pset, config, jax.random.fold_in(key, 1000 + step), step
-            )
-            _log(logger, step, p.name, results[p.name])
-            partial_path.write_text(json.dumps(results))
+        x0 = _sample_x(ranges, n_train, np.random.default_rng(0))
+        per_gen = _seconds_per_generation(runner, x0, config)
+        gens = {m: max(1, round(config.time_budget / t)) for m, t in per_gen.items()}
+        time_plan[tag] = {"seconds_per_generation": per_gen, "generations": gens}
+        plans = _plans(runner, pset, config, jax.random.fold_in(key, 5000 + nv), gens)
+        todo = [(mode, noise) for mode, noise in _cases(config)] + [("ablation", 0.0)]
+        for mode, noise in todo:
+            case = "ablation" if mode == "ablation" else case_name(mode, noise)
+            names = config.ablation_problems if mode == "ablation" else config.problems
+            left = [p for p in group if p.name in names and p.name not in results[case]]
+            for p in xplib.progress(left, desc=f"{case} ({tag})"):
+                step = config.problems.index(p.name)
+                results[case][p.name] = _evaluate_problem(
+                    p,
+                    runner,
+                    pset,
+                    config,
+                    jax.random.fold_in(key, 1000 + step),
+                    step,
+                    mode,
+                    noise,
+                    plans[mode],
+                )
+                _log(logger, step, p.name, results[case][p.name], case)
+                partial_path.write_text(json.dumps(results))
     _collect_baselines(proc, baselines_path, config, problems, results, logger)
-    report(workdir, config, problems, results, guides_info, budget)
+    report(workdir, config, problems, results, guides_info, budget, time_plan)

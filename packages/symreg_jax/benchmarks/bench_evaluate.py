@@ -1,9 +1,10 @@
 """Evaluator throughput (node-evaluations per second) vs a per-operator-select stack machine.
 
-    python packages/symreg_jax/benchmarks/bench_evaluate.py [--pop 1024] [--points 1000] [--out F]
+    python packages/symreg_jax/benchmarks/bench_evaluate.py [--pop 4096] [--points 1000] [--out F]
 
 Both evaluate the same random population (full trees, depth 4, 32-token arrays) on the same
-points; each is jitted, warmed up, then timed as the median of `--repeats` calls.
+points; each is compiled ahead of time (`jit(...).lower(...).compile()`, not timed), then timed
+as the median of `--repeats` calls (default 1: the 4096 x 1000 case once, ~30-60 s on 2 cores).
 """
 
 import argparse
@@ -61,20 +62,22 @@ def stack_machine(pset):
 
 
 def _time(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
+    """(median seconds of `repeats` calls, the output) of an ahead-of-time compiled `fn`."""
+    compiled = fn.lower(*args).compile()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
+        out = jax.block_until_ready(compiled(*args))
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(ts), np.asarray(out)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pop", type=int, default=1024)
+    ap.add_argument("--pop", type=int, default=4096)
     ap.add_argument("--points", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--unroll", action="store_true", help="also time ours with unroll=4")
     ap.add_argument("--out", default="/tmp/bench_symreg_evaluate.json")
     args = ap.parse_args()
     pset = sr.PrimitiveSet(n_vars=2, max_len=32)  # +, -, *, /, sin, cos, exp, log
@@ -84,19 +87,19 @@ def main():
     impls = {
         "stack machine (switch)": jax.jit(stack_machine(pset)),
         "ours (scan)": jax.jit(lambda t, c, x: sr.evaluate_population(t, c, x, pset)),
-        "ours (scan, unroll=4)": jax.jit(
-            lambda t, c, x: sr.evaluate_population(t, c, x, pset, unroll=4)
-        ),
     }
-    ref = np.asarray(impls["stack machine (switch)"](tokens, consts, x))
-    rows = []
+    if args.unroll:
+        impls["ours (scan, unroll=4)"] = jax.jit(
+            lambda t, c, x: sr.evaluate_population(t, c, x, pset, unroll=4)
+        )
+    rows, ref = [], None
     for name, fn in impls.items():
-        out = np.asarray(fn(tokens, consts, x))
+        secs, out = _time(fn, (tokens, consts, x), args.repeats)
+        ref = out if ref is None else ref
         # Fraction of values equal to the baseline's within 1e-3: float32 chaos (sin of huge
         # arguments, nested exp) makes a few ill-conditioned expressions differ in any order
         # of evaluation.
         ok = float(np.mean(np.isclose(out, ref, rtol=1e-3, atol=1e-3, equal_nan=True)))
-        secs = _time(fn, (tokens, consts, x), args.repeats)
         rows.append(
             {
                 "impl": name,
