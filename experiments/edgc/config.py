@@ -35,7 +35,7 @@ def get_config(arg=None):
     c.start_fraction = 0.1  # compression starts after 10% of the steps (torch hook default)
     # EDGC
     c.init_rank = 4
-    c.min_rank = 1
+    c.min_rank = 2  # rank floor: the controller may halve init_rank once, never more (see README)
     c.window = 10
     c.period = 2  # entropy every 2 steps (alpha = 1/2)
     c.fraction = 0.05  # on 5% of the gradient (beta)
@@ -49,6 +49,11 @@ def get_config(arg=None):
     c.pp, c.micro, c.pipe_layers = 2, 2, 2  # 4 dp x 2 pp; one block per stage
     c.pipe_batch = 4  # sequences per data-parallel replica (2 micro-batches of 2)
     c.link_init_rank, c.link_min_rank = 16, 4  # of 64 features
+    # Multi-process mode: the same data-parallel GPT step across real processes (gloo, loopback)
+    c.mp_processes = 2
+    c.mp_methods = ("none", "edgc")
+    c.mp_steps = 12
+    c.mp_reps = 5  # timed repeats of the step with / without the collective
     if preset == "small":  # sized for <= 150 s on 2 CPU cores
         c.seq = 32
         c.steps, c.eval_every, c.window = 60, 20, 6
@@ -60,9 +65,10 @@ def get_config(arg=None):
         c.seeds = (0,)
         c.methods = ("none", "edgc")
         c.window, c.period, c.fraction = 6, 1, 0.25
-        c.init_rank, c.max_rank = 2, 4
+        c.init_rank, c.max_rank, c.min_rank = 2, 4, 1
         c.ckpt_every = 24
         c.pipe_methods = ()
+        c.mp_methods = ()
     elif preset == "full":
         c.dim, c.heads, c.layers, c.seq = 256, 8, 6, 128
         c.batch_per_device = 8
