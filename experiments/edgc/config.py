@@ -45,7 +45,7 @@ def get_config(arg=None):
     c.ckpt_every = 100
     # Pipeline mode: dp x pp mesh, GPipe over "pp", EDGC grads per stage + low-rank links
     c.pipe_methods = ("none", "edgc")
-    c.pipe_seeds = (0,)
+    c.pipe_seeds = (0, 1)
     c.pp, c.micro, c.pipe_layers = 2, 2, 2  # 4 dp x 2 pp; one block per stage
     c.pipe_batch = 4  # sequences per data-parallel replica (2 micro-batches of 2)
     c.link_init_rank, c.link_min_rank = 16, 4  # of 64 features

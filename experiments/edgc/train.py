@@ -155,7 +155,8 @@ def run_one(method: str, seed: int, config, data, workdir: pathlib.Path, mesh, c
     if method.startswith("powersgd_r"):
         comp = _shared_psgd(cache, config, leaves)
     optimizer = optax.adam(config.learning_rate)
-    key = (method if not method.startswith("powersgd") else "psgd", seed)
+    # one compiled step per method, shared by every seed (same structure, same compressor config)
+    key = (method if not method.startswith("powersgd") else "psgd", "step")
     if key not in cache:
         cache[key] = build_step(graphdef, comp, optimizer, mesh, with_ranks=ranks is not None)
     step_fn, loss_fn = cache[key]
