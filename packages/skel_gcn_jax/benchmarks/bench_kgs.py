@@ -1,6 +1,6 @@
-"""Benchmark: KGS-GCN vs ST-GCN (as is and parameter-matched) / CTR-GCN-lite throughput and
-FLOPs, the renderer's cost (v1 vs exact vs separable) and share of the forward pass, dense vs
-segment_sum graph convolution.
+"""Benchmark: KGS-GCN vs ST-GCN (as is and parameter-matched) / CTR-GCN-lite / the heatmap-only
+CNN (PoseC3D-lite): throughput and FLOPs, the renderer's cost (v1 vs exact vs separable) and
+share of the forward pass, dense vs segment_sum graph convolution.
 
     python packages/skel_gcn_jax/benchmarks/bench_kgs.py [--out /tmp/bench_kgs.json] [--batch 16]
     python packages/skel_gcn_jax/benchmarks/bench_kgs.py --paper-scale  # FLOPs only, ~1.4M params
@@ -100,8 +100,16 @@ def paper_scale(a):
         "kgs_gcn_exact_render": kgs._replace(splat=splat._replace(separable=False)),
         "st_gcn": sg.st_gcn_config(60, PAPER_CHANNELS),
         "ctr_gcn": sg.ctr_gcn_config(60, PAPER_CHANNELS),
+        "heatmap_cnn_w64": None,  # PoseC3D-lite, 32^2 isotropic heatmaps
     }.items():
-        model = nnx.eval_shape(lambda c=cfg: sg.GCNClassifier(c, rngs=nnx.Rngs(0)))
+        if cfg is None:
+            model = nnx.eval_shape(
+                lambda: sg.HeatmapCNN(
+                    60, width=64, splat=splat._replace(isotropic=True), rngs=nnx.Rngs(0)
+                )
+            )
+        else:
+            model = nnx.eval_shape(lambda c=cfg: sg.GCNClassifier(c, rngs=nnx.Rngs(0)))
         graphdef, params = nnx.split(model)
         cost = _cost(lambda p, x, g=graphdef: nnx.merge(g, p)(x), params, x)
         rows.append(
@@ -126,6 +134,7 @@ def main():
     p.add_argument("--channels", default="32,64")
     p.add_argument("--grid", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--hcnn-width", type=int, default=12, help="HeatmapCNN width (~KGS params)")
     p.add_argument("--paper-scale", action="store_true", help="FLOPs of the ~1.4M models only")
     a = p.parse_args()
     if a.paper_scale:
@@ -143,9 +152,16 @@ def main():
         "st_gcn_wide": sg.widen_to_params(sg.st_gcn_config(12, ch), sg.config_params(kgs_cfg)),
         "ctr_gcn": sg.ctr_gcn_config(12, ch),
     }
+    # the heatmap-only baseline (PoseC3D-lite), width chosen near KGS-GCN's parameter count;
+    # it renders its own isotropic heatmaps inside the forward, like KGS-GCN
+    configs["heatmap_cnn"] = None
     rows = []
     for name, cfg in configs.items():
-        model = sg.GCNClassifier(cfg, rngs=nnx.Rngs(0))
+        if cfg is None:
+            splat = separable._replace(isotropic=True)
+            model = sg.HeatmapCNN(12, width=a.hcnn_width, splat=splat, rngs=nnx.Rngs(0))
+        else:
+            model = sg.GCNClassifier(cfg, rngs=nnx.Rngs(0))
         trainer = sg.make_trainer(model, optax.adam(1e-3))
         state = trainer.init(model)
         graphdef = nnx.graphdef(model)
@@ -156,7 +172,7 @@ def main():
         rows.append(
             {
                 "model": name,
-                "channels": list(cfg.channels),
+                "channels": [a.hcnn_width] if cfg is None else list(cfg.channels),
                 "params": sg.count_params(model),
                 "infer_seq_per_s": a.batch / t_inf,
                 "train_seq_per_s": a.batch / t_train,

@@ -155,3 +155,37 @@ def test_stream_fusion_weights():
     assert int(jnp.argmax(fused)) == 0  # joint (weight 2) outvotes joint motion (weight 1)
     with pytest.raises(ValueError, match="weights"):
         sg.fuse_stream_logits({"depth": a})
+
+
+def test_fused_stream_accuracy_averages_scores_of_separate_models():
+    y = jnp.array([0, 1, 2, 0])
+    right = 4.0 * jax.nn.one_hot(y, 3)
+    wrong = 4.0 * jax.nn.one_hot((y + 1) % 3, 3)
+    # joint + bone (weight 2 each) right, joint motion (weight 1) wrong: the ensemble is right
+    acc = sg.fused_stream_accuracy(
+        {"joint": right, "bone": right, "joint_motion": wrong}, y, ks=(1, 2)
+    )
+    assert acc == {"top1": 1.0, "top2": 1.0}
+    # one stream alone that is wrong cannot outvote two right ones of equal weight
+    acc = sg.fused_stream_accuracy({"joint": wrong, "bone": right}, y, {"joint": 1, "bone": 1.5})
+    assert acc["top1"] == 1.0
+    with pytest.raises(ValueError, match="logits"):
+        sg.fused_stream_accuracy({"joint": right, "bone": right[:2]}, y)
+    with pytest.raises(ValueError, match="labels"):
+        sg.fused_stream_accuracy({"joint": right}, y[:3])
+
+
+def test_predict_logits_is_batch_size_invariant(single):
+    _, trainer, state = single
+    # batch sizes 8 and 4 reuse the shapes compiled by the other tests of this module
+    full = sg.predict_logits(
+        trainer, state.params, np.asarray(X), batch_size=8, heatmaps=np.asarray(HM)
+    )
+    parts = sg.predict_logits(
+        trainer, state.params, np.asarray(X[:7]), batch_size=4, heatmaps=np.asarray(HM[:7])
+    )
+    np.testing.assert_allclose(full[:7], parts, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="heatmaps"):
+        sg.predict_logits(trainer, state.params, np.asarray(X), heatmaps=np.asarray(HM[:3]))
+    with pytest.raises(ValueError, match="x"):
+        sg.predict_logits(trainer, state.params, np.asarray(X[:0]))

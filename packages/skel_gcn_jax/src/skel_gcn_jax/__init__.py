@@ -66,7 +66,9 @@ from ._train import cross_entropy as cross_entropy
 from ._train import data_mesh as data_mesh
 from ._train import evaluate as evaluate
 from ._train import fuse_stream_logits as fuse_stream_logits
+from ._train import fused_stream_accuracy as fused_stream_accuracy
 from ._train import make_trainer as make_trainer
+from ._train import predict_logits as predict_logits
 from ._train import topk_accuracy as topk_accuracy
 
 __version__ = "0.1.0"

@@ -189,7 +189,9 @@ class GCNClassifier(nnx.Module):
 
 
 class HeatmapCNN(nnx.Module):
-    """PoseC3D-lite: isotropic heatmaps of the skeleton -> a small 3-D CNN over (T, G, G)."""
+    """PoseC3D-lite, the heatmap-only baseline (no graph): the skeleton's rendered heatmap
+    volume `(T, G, G)` with `views x groups` channels (isotropic splats by default, like
+    PoseC3D's pseudo-heatmaps) -> three strided 3x3x3 convolutions -> global average -> linear."""
 
     def __init__(
         self,
@@ -199,8 +201,13 @@ class HeatmapCNN(nnx.Module):
         splat: SplatConfig = ISOTROPIC_SPLAT,
         rngs: nnx.Rngs,
     ):
+        if num_classes < 2:
+            raise ValueError(f"num_classes: expected >= 2, got {num_classes}")
+        if width < 1:
+            raise ValueError(f"width: expected >= 1, got {width}")
         self.splat = splat
         ch = len(splat.views) * (max(splat.groups) + 1)
+        self.in_channels = ch
         self.c1 = nnx.Conv(ch, width, kernel_size=(3, 3, 3), strides=(1, 2, 2), rngs=rngs)
         self.c2 = nnx.Conv(width, 2 * width, kernel_size=(3, 3, 3), strides=(2, 2, 2), rngs=rngs)
         self.c3 = nnx.Conv(
@@ -211,6 +218,16 @@ class HeatmapCNN(nnx.Module):
     def __call__(self, x: SkeletonBatch, heatmaps: jax.Array | None = None) -> Logits:
         if heatmaps is None:
             heatmaps = render_skeleton_heatmaps(x, self.splat)
+        if (
+            heatmaps.ndim != 6
+            or heatmaps.shape[0] != x.shape[0]
+            or heatmaps.shape[2] * heatmaps.shape[3] != self.in_channels
+            or heatmaps.shape[4] != heatmaps.shape[5]
+        ):
+            raise ValueError(
+                f"heatmaps: expected (N={x.shape[0]}, T, views, groups, G, G) with views x groups"
+                f" = {self.in_channels}, got {heatmaps.shape}"
+            )
         n, t, k, p, g, _ = heatmaps.shape
         h = heatmaps.reshape(n, t, k * p, g, g).transpose(0, 1, 3, 4, 2)
         h = jax.nn.relu(self.c1(h))

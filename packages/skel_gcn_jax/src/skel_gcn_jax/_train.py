@@ -60,6 +60,24 @@ def fuse_stream_logits(logits: dict[str, jax.Array], weights: dict[str, float] |
     return sum(weights[k] * jax.nn.softmax(v, axis=-1) for k, v in logits.items())
 
 
+def fused_stream_accuracy(
+    logits: dict[str, jax.Array],
+    labels: Labels,
+    weights: dict[str, float] | None = None,
+    ks: tuple[int, ...] = (1, 5),
+) -> dict[str, float]:
+    """Top-k accuracies of the score-averaged ensemble of separately trained stream models
+    (`logits[stream]` of shape `(N, classes)`, all for the same samples in the same order)."""
+    shapes = {k: tuple(v.shape) for k, v in logits.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"logits: expected one (N, classes) shape for every stream, got {shapes}")
+    fused = fuse_stream_logits(logits, weights)
+    if fused.shape[0] != len(labels):
+        raise ValueError(f"labels: expected {fused.shape[0]} labels, got {len(labels)}")
+    labels = jnp.asarray(labels)
+    return {f"top{k}": float(topk_accuracy(fused, labels, min(k, fused.shape[-1]))) for k in ks}
+
+
 def data_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     """A 1-D mesh named "data" over the first `num_devices` devices (all by default)."""
     n = len(jax.devices()) if num_devices is None else num_devices
@@ -121,19 +139,20 @@ def make_trainer(
     return Trainer(init, sharded_update, sharded_predict)
 
 
-def evaluate(
+def predict_logits(
     trainer: Trainer,
     params,
     x: np.ndarray,
-    y: np.ndarray,
     *,
     batch_size: int = 64,
     heatmaps: np.ndarray | None = None,
-    ks: tuple[int, ...] = (1, 5),
-) -> dict[str, float]:
-    """Top-k accuracies over a whole array dataset (last partial batch padded, then dropped)."""
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"x, y: expected equal non-zero lengths, got {len(x)}, {len(y)}")
+) -> np.ndarray:
+    """Logits `(N, classes)` of a whole array dataset, in fixed-size batches (the last partial
+    batch is zero-padded, then dropped), so one compiled `predict` serves any N."""
+    if len(x) == 0:
+        raise ValueError("x: expected a non-empty dataset, got 0 samples")
+    if heatmaps is not None and len(heatmaps) != len(x):
+        raise ValueError(f"heatmaps: expected {len(x)} rows like x, got {len(heatmaps)}")
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
@@ -144,6 +163,23 @@ def evaluate(
             if hb is not None:
                 hb = np.concatenate([hb, np.zeros((pad, *hb.shape[1:]), hb.dtype)])
         outs.append(np.asarray(trainer.predict(params, xb, hb))[: batch_size - pad])
-    logits = jnp.asarray(np.concatenate(outs))
+    return np.concatenate(outs)
+
+
+def evaluate(
+    trainer: Trainer,
+    params,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = 64,
+    heatmaps: np.ndarray | None = None,
+    ks: tuple[int, ...] = (1, 5),
+) -> dict[str, float]:
+    """Top-k accuracies over a whole array dataset (see `predict_logits`)."""
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x, y: expected equal non-zero lengths, got {len(x)}, {len(y)}")
+    logits = predict_logits(trainer, params, x, batch_size=batch_size, heatmaps=heatmaps)
+    logits = jnp.asarray(logits)
     labels = jnp.asarray(y)
     return {f"top{k}": float(topk_accuracy(logits, labels, min(k, logits.shape[-1]))) for k in ks}
