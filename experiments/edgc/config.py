@@ -4,7 +4,10 @@
 
 Presets: `smoke` (CI, seconds), `small` (the CPU-scale reproduction), `full` (paper-scale-ish,
 for a GPU host). Data parallel over 8 simulated devices; parameters are split into pipeline stages
-(embeddings + first blocks / last blocks + head) and EDGC picks one rank per stage.
+(embeddings + first blocks / last blocks + head) and EDGC picks one rank per stage. `small` and
+`full` also train a real dp x pp GPipe pipeline (`pipe_*`) and run the same data-parallel step
+across `mp_processes` real processes (`mp_*`, jax.distributed + gloo over loopback, see
+edgc_multiprocess.py).
 """
 
 import ml_collections
