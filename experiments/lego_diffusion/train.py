@@ -1,7 +1,9 @@
-"""LegoDiffusion experiment: train the digits zoo, serve four workflows that share models over
-real HTTP in two modes (micro-serving vs monolithic), drive open-loop load (Poisson rate sweep,
-Gamma CV sweep with trace-schema workload), and compare SLO attainment; a calibrated
-discrete-event simulator is checked against the real runs and extends the comparison."""
+"""LegoDiffusion experiment: train the digits zoo (incl. a VAE + latent DiT and a LoRA style
+adapter), serve six workflows that share models over real HTTP in two modes (micro-serving vs
+monolithic, each also with the inline path off), drive open-loop load (Poisson rate sweep,
+Gamma CV sweep with a trace-schema workload whose loras[] pick real adapters), and compare SLO
+attainment; a calibrated discrete-event simulator is checked against the real runs and
+extends the comparison."""
 
 import asyncio
 import os
@@ -21,6 +23,7 @@ import xplib
 ds.single_threaded_cpu()
 
 EXPERIMENT = "lego_diffusion"
+STYLES = {"bold": ds.bold_style}  # LoRA adapters: name -> the drawing style it learns
 PAPER = "LegoDiffusion (arXiv 2604.08123)"
 
 
@@ -33,18 +36,32 @@ def build_zoo(config, workdir, logger):
         num_timesteps=config.num_timesteps,
         sample_steps=config.sample_steps,
         guidance=config.guidance,
+        latent=True,
+        latent_width=config.latent_width,
+        latent_depth=config.latent_depth,
     )
     zoo = ds.init_zoo(zc, key=jax.random.key(config.seed))
     images, labels = ds.load_digits_dataset()
     edges = ds.edge_map(images)
-    modules = {"diffusion": zoo.diffusion, "upscaler": zoo.upscaler, "classifier": zoo.classifier}
+    modules = {
+        "diffusion": zoo.diffusion,
+        "upscaler": zoo.upscaler,
+        "classifier": zoo.classifier,
+        "vae": zoo.vae,
+        "latent_dit": zoo.latent_dit,
+    }
+    fresh = [
+        ds.lora_init(zoo.diffusion.dit, rank=config.lora_rank, key=jax.random.key(100 + i))
+        for i in range(len(config.lora_names))
+    ]
     mngr = xplib.checkpoint_manager(workdir)
-    target = {k: nnx.state(m) for k, m in modules.items()}
+    target = {k: nnx.state(m) for k, m in modules.items()} | {"lora": ds.lora_stack(fresh)}
     t0 = time.perf_counter()
     if mngr.latest_step() is not None:
         restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(target))
         for k, m in modules.items():
             nnx.update(m, restored[k])
+        zoo.lora = restored["lora"]
         logging.info("restored the zoo from step %d", mngr.latest_step())
         losses = None
     else:
@@ -57,12 +74,25 @@ def build_zoo(config, workdir, logger):
             diffusion_steps=config.diffusion_steps,
             aux_steps=config.aux_steps,
             batch_size=config.batch_size,
+            latent_steps=config.latent_steps,
         )
+        adapters = []
+        for i, name in enumerate(config.lora_names):  # style adapters, base weights frozen
+            styled = STYLES[name](images)
+            data = {"images": styled, "labels": labels, "edges": ds.edge_map(styled)}
+            tr = ds.lora_trainer(zoo.diffusion, zoo.schedule, batch_size=config.batch_size // 2)
+            st, losses[f"lora_{name}"] = ds.fit(
+                tr, tr.init(fresh[i]), data, config.lora_steps, key=jax.random.key(200 + i)
+            )
+            adapters.append(st.params)
+        zoo.lora = ds.lora_stack(adapters)
         for i in xplib.progress(range(0, len(losses["diffusion"]), 25), desc="log"):
             logger.log(i, diffusion_loss=losses["diffusion"][i])
         mngr.save(
             config.diffusion_steps,
-            args=ocp.args.StandardSave({k: nnx.state(m) for k, m in modules.items()}),
+            args=ocp.args.StandardSave(
+                {k: nnx.state(m) for k, m in modules.items()} | {"lora": zoo.lora}
+            ),
         )
         mngr.wait_until_finished()
     return zoo, images, labels, edges, time.perf_counter() - t0, losses
@@ -79,8 +109,29 @@ def evaluate_quality(zoo, catalog, executors, images, labels, edges, n):
     gen_c = executors["denoiser_ctrl"].run(
         enc_c | {"seed": np.arange(n, dtype=np.int32), "control": control}
     )["image"]
+    lat = executors["latent_denoiser"].run(enc | {"seed": np.arange(n, dtype=np.int32)})
+    gen_l = executors["vae_decoder"].run(lat)["image"]
+    lora_idx = np.zeros(n, np.int32)  # adapter 0 ("bold")
+    gen_lora = executors["denoiser_lora"].run(
+        enc | {"seed": np.arange(n, dtype=np.int32), "lora": lora_idx}
+    )["image"]
     clf = zoo.classifier
+
+    def ink(x):  # mean stroke mass in [0, 1]: the bold style raises it
+        return float(np.mean((np.asarray(x) + 1) / 2))
+
     return {
+        "cond_acc_latent": ds.conditioning_accuracy(clf, gen_l, lab),
+        "frechet_latent": ds.classifier_frechet(clf, gen_l, images),
+        "cond_acc_lora": ds.conditioning_accuracy(clf, gen_lora, lab),
+        "ink": {
+            "real": ink(images),
+            "real_bold": ink(ds.bold_style(images)),
+            "t2i": ink(gen),
+            "t2i_lora": ink(gen_lora),
+        },
+        "samples_latent": gen_l[:10],
+        "samples_lora": gen_lora[:10],
         "cond_acc": ds.conditioning_accuracy(clf, gen, lab),
         "cond_acc_control": ds.conditioning_accuracy(clf, gen_c, labels[ctrl_idx]),
         "real_acc": ds.conditioning_accuracy(clf, images, labels),
@@ -92,7 +143,7 @@ def evaluate_quality(zoo, catalog, executors, images, labels, edges, n):
     }
 
 
-def make_workload(rows, images, edges):
+def make_workload(rows, images, edges, lora_names):
     wfs = [ds.trace_to_workflow(r) for r in rows]
 
     def make(i):
@@ -100,6 +151,8 @@ def make_workload(rows, images, edges):
         inputs = {"label": int(rows[i].scene_id.removeprefix("scene")) % 10, "seed": i}
         if w == "control_upscale":
             inputs["edges"] = edges[i % len(edges)].tolist()
+        if w == "t2i_lora":  # the trace row's LoRA name -> the adapter's index in the node
+            inputs["lora"] = list(lora_names).index(rows[i].loras[0])
         return {"workflow": w, "inputs": inputs}
 
     return wfs, make
@@ -133,32 +186,48 @@ def sim_attainment(lat, wfs, slo):
     return float(np.mean([lat[i] <= slo[w] for i, w in enumerate(wfs)]))
 
 
+def variants(config):
+    """Served systems: name -> (mode, inline_below_s). The `(inline off)` pair runs every
+    batch through the worker threads (no tiny batches inline on the event loop)."""
+    out = {"micro": ("micro", 5e-4), "monolithic": ("monolithic", 5e-4)}
+    if config.inline_off:
+        out |= {
+            "micro (inline off)": ("micro", 0.0),
+            "monolithic (inline off)": ("monolithic", 0.0),
+        }
+    return out
+
+
 async def run_load(config, catalog, executors, images, edges, logger):
-    modes = ("micro", "monolithic")
+    systems = variants(config)
     runtimes = {
-        m: ds.ServingRuntime(
+        v: ds.ServingRuntime(
             catalog,
-            mode=m,
+            mode=mode,
             num_workers=config.num_workers,
             max_batch=config.max_batch,
             queue_limit=config.queue_limit,
             executors=executors,
+            inline_below_s=inline,
         )
-        for m in modes
+        for v, (mode, inline) in systems.items()
     }
-    servers = {m: await ds.serve(rt) for m, rt in runtimes.items()}
+    servers = {v: await ds.serve(rt) for v, rt in runtimes.items()}
+    names = sorted(catalog.workflows)
 
     def make_one(w, i):
         inputs = {"label": i % 10, "seed": i}
         if w == "control_upscale":
             inputs["edges"] = edges[i].tolist()
+        if w == "t2i_lora":
+            inputs["lora"] = i % len(config.lora_names)
         return {"workflow": w, "inputs": inputs}
 
-    for m in modes:  # warm up connections, threads and caches before measuring
+    for v in systems:  # warm up connections, threads and caches before measuring
         await ds.run_open_loop(
-            servers[m].url,
-            np.linspace(0, 0.3, 12),
-            lambda i: make_one(sorted(catalog.workflows)[i % 4], i),
+            servers[v].url,
+            np.linspace(0, 0.3, 2 * len(names)),
+            lambda i: make_one(names[i % len(names)], i),
         )
     standalone = await measure_standalone(servers["micro"].url, make_one, sorted(catalog.workflows))
     slo = {w: config.slo_scale * t for w, t in standalone.items()}
@@ -175,7 +244,7 @@ async def run_load(config, catalog, executors, images, edges, logger):
     rates = [f * capacity for f in config.rate_fractions]
     key = jax.random.key(config.seed + 7)
     rate_rows, cv_rows, sim_err = [], [], []
-    results = {m: {"rate": [], "cv": []} for m in modes}
+    results = {v: {"rate": [], "cv": []} for v in systems}
     step = 0
     cv_rate = None
     for sweep, xs in (("rate", rates), ("cv", list(config.cvs))):
@@ -184,9 +253,11 @@ async def run_load(config, catalog, executors, images, edges, logger):
                 rates, [p["attainment"] for p in results["monolithic"]["rate"]]
             )
             cv_rate = config.cv_rate_fraction * (mono_max if mono_max > 0 else rates[0])
-        failing = {m: 0 for m in modes}
+        failing = {v: 0 for v in systems}
+        # the CV sweep compares the two default systems only
+        swept = list(systems) if sweep == "rate" else ["micro", "monolithic"]
         for xi, x in enumerate(xplib.progress(xs, desc=f"{sweep} sweep")):
-            for m in modes:
+            for m in swept:
                 if failing[m] >= 2:  # two points below 50%: heavier load cannot recover
                     med = {
                         "attainment": 0.0,
@@ -205,8 +276,15 @@ async def run_load(config, catalog, executors, images, edges, logger):
                     k = jax.random.fold_in(jax.random.fold_in(key, xi * 100 + r), sweep == "cv")
                     rate = x if sweep == "rate" else cv_rate
                     cv = 1.0 if sweep == "rate" else x
-                    rows = ds.synthetic_trace(rate, config.duration_s, cv=cv, key=k)
-                    wfs, make = make_workload(rows, images, edges)
+                    rows = ds.synthetic_trace(
+                        rate,
+                        config.duration_s,
+                        cv=cv,
+                        loras=config.lora_names,
+                        latent_share=config.latent_share,
+                        key=k,
+                    )
+                    wfs, make = make_workload(rows, images, edges, config.lora_names)
                     times = [row.timestamp for row in rows]
                     outcomes = await ds.run_open_loop(servers[m].url, times, make)
                     s = summarize(outcomes, slo)
@@ -214,7 +292,7 @@ async def run_load(config, catalog, executors, images, edges, logger):
                         catalog.workflows,
                         prof,
                         list(zip(times, wfs, strict=True)),
-                        mode=m,
+                        mode=systems[m][0],
                         num_workers=config.num_workers,
                         max_batch=config.max_batch,
                         slo_s=slo,
@@ -273,7 +351,14 @@ def cluster_simulation(config, catalog, prof, device_s):
     out = {"rates": rates, "cvs": cvs}
 
     def run(m, rate, cv, k):
-        rows = ds.synthetic_trace(rate, config.sim_duration_s, cv=cv, key=k)
+        rows = ds.synthetic_trace(
+            rate,
+            config.sim_duration_s,
+            cv=cv,
+            loras=config.lora_names,
+            latent_share=config.latent_share,
+            key=k,
+        )
         wfs = [ds.trace_to_workflow(x) for x in rows]
         lat = ds.simulate(
             catalog.workflows,
@@ -308,24 +393,28 @@ def train_and_evaluate(config, workdir):
     quality = evaluate_quality(
         zoo, catalog, executors, images, labels, edges, config.quality_samples
     )
-    logging.info("quality: %s", {k: v for k, v in quality.items() if k != "samples"})
+    logging.info("quality: %s", {k: v for k, v in quality.items() if not k.startswith("samples")})
     load = asyncio.run(run_load(config, catalog, executors, images, edges, logger))
     res = load["results"]
     max_rate = {
         m: ds.max_load_at(load["rates"], [p["attainment"] for p in res[m]["rate"]]) for m in res
     }
+    pair = ("micro", "monolithic")
     max_cv = {
-        m: ds.max_load_at(list(config.cvs), [p["attainment"] for p in res[m]["cv"]]) for m in res
+        m: ds.max_load_at(list(config.cvs), [p["attainment"] for p in res[m]["cv"]]) for m in pair
     }
     cl = cluster_simulation(config, catalog, load["prof"], load["device_s"])
-    sim_max = {m: ds.max_load_at(cl["rates"], cl[m]["rate"]) for m in res}
-    sim_cv = {m: ds.max_load_at(cl["cvs"], cl[m]["cv"]) for m in res}
+    sim_max = {m: ds.max_load_at(cl["rates"], cl[m]["rate"]) for m in pair}
+    sim_cv = {m: ds.max_load_at(cl["cvs"], cl[m]["cv"]) for m in pair}
 
-    def ratio(d):
-        return d["micro"] / d["monolithic"] if d["monolithic"] > 0 else float("inf")
+    def ratio(d, a="micro", b="monolithic"):
+        return d[a] / d[b] if d[b] > 0 else float("inf")
 
     # figures
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for m in res:
+        if m not in pair:
+            axes[0].plot(load["rates"], [p["attainment"] for p in res[m]["rate"]], "--", label=m)
     for m, style in (("micro", "-o"), ("monolithic", "-s")):
         axes[0].plot(load["rates"], [p["attainment"] for p in res[m]["rate"]], style, label=m)
         axes[0].plot(
@@ -353,6 +442,18 @@ def train_and_evaluate(config, workdir):
         ax.set_axis_off()
         ax.set_title(str(i % 10), fontsize=7)
     figs.append(xplib.save_figure(fig, workdir, "samples"))
+    fig, axes = plt.subplots(2, 10, figsize=(10, 2.3))
+    for row, (name, imgs) in enumerate(
+        (
+            ("t2i_latent (VAE)", quality["samples_latent"]),
+            ("t2i_lora (bold)", quality["samples_lora"]),
+        )
+    ):
+        for i, ax in enumerate(axes[row]):
+            ax.imshow(imgs[i], cmap="gray_r", vmin=-1, vmax=1)
+            ax.set_axis_off()
+            ax.set_title(f"{name} {i}" if i == 0 else str(i), fontsize=6)
+    figs.append(xplib.save_figure(fig, workdir, "samples_latent_lora"))
 
     claims = [
         xplib.Claim(
@@ -362,6 +463,22 @@ def train_and_evaluate(config, workdir):
             round(max_rate["monolithic"], 2),
             "up to 3x higher sustained request rate than monolithic serving",
             baseline_name=f"monolithic (ratio {ratio(max_rate):.2f}x)",
+        ),
+        *(
+            [
+                xplib.Claim(
+                    "max request rate at >= 90% SLO, real server, inline path off (every batch "
+                    "through the worker threads)",
+                    "req/s",
+                    round(max_rate["micro (inline off)"], 2),
+                    round(max_rate["monolithic (inline off)"], 2),
+                    "up to 3x higher sustained request rate than monolithic serving",
+                    baseline_name="monolithic, inline off (ratio "
+                    f"{ratio(max_rate, 'micro (inline off)', 'monolithic (inline off)'):.2f}x)",
+                )
+            ]
+            if config.inline_off
+            else []
         ),
         xplib.Claim(
             "burst tolerance: max arrival CV at >= 90% SLO attainment",
@@ -388,7 +505,7 @@ def train_and_evaluate(config, workdir):
             baseline_name=f"monolithic (ratio {ratio(sim_cv):.2f}x)",
         ),
         xplib.Claim(
-            "parameter memory for the four workflows (model sharing)",
+            "parameter memory for the six workflows (model sharing)",
             "MB",
             round(load["mem"]["micro"] / 1e6, 3),
             round(load["mem"]["monolithic"] / 1e6, 3),
@@ -431,6 +548,22 @@ def train_and_evaluate(config, workdir):
             [
                 ["conditioning accuracy, t2i", round(quality["cond_acc"], 3)],
                 [
+                    "conditioning accuracy, t2i_latent (latent DiT + VAE decoder)",
+                    round(quality["cond_acc_latent"], 3),
+                ],
+                [
+                    "classifier-Frechet distance, t2i_latent vs real",
+                    round(quality["frechet_latent"], 3),
+                ],
+                [
+                    "conditioning accuracy, t2i_lora (bold adapter)",
+                    round(quality["cond_acc_lora"], 3),
+                ],
+                [
+                    "ink (mean stroke mass): real / real bold / t2i / t2i_lora",
+                    " / ".join(f"{v:.3f}" for v in quality["ink"].values()),
+                ],
+                [
                     "conditioning accuracy, control (edges of a real digit)",
                     round(quality["cond_acc_control"], 3),
                 ],
@@ -450,8 +583,12 @@ def train_and_evaluate(config, workdir):
         ),
     ]
     notes = (
-        f"Four workflows (t2i, t2i_upscale, t2i_checked, control_upscale) share the encoder, the "
-        f"DiT denoiser (3 workflows), the upscaler (2). {config.num_workers} worker slots in both "
+        f"Six workflows (t2i, t2i_upscale, t2i_checked, control_upscale, t2i_lora, t2i_latent) "
+        f"share the encoder (all six), the DiT weights (denoiser: 3 workflows; denoiser_ctrl and "
+        f"the LoRA node denoiser_lora hold the same base), the upscaler (2). The trace's "
+        f"loras[] name a trained LoRA adapter ({', '.join(config.lora_names)}) served by "
+        f"denoiser_lora; its base_model_id 'ldm-digits' ({config.latent_share:.0%}) asks for the "
+        f"latent workflow (VAE). {config.num_workers} worker slots in both "
         f"modes; monolithic gives each workflow one replica running the whole DAG with "
         f"request-level batching; micro-serving batches each model across workflows. SLO = "
         f"{config.slo_scale} x standalone latency. Capacity estimate "
@@ -475,6 +612,11 @@ def train_and_evaluate(config, workdir):
             "request_overhead_s": load["overhead"],
             "profiles": load["prof"],
             "standalone_s": load["standalone"],
+            "quality": {
+                k: v if isinstance(v, dict) else float(v)
+                for k, v in quality.items()
+                if not k.startswith("samples")
+            },
         },
     )
     logging.info("max rate %s, max cv %s, sim %s", max_rate, max_cv, sim_max)

@@ -275,6 +275,15 @@ def test_arrival_processes():
         "t2i_checked",
         "control_upscale",
     }
+    rows = synthetic_trace(50.0, 4.0, loras=("bold", "thin"), latent_share=0.2, key=key)
+    wfs = [trace_to_workflow(r) for r in rows]
+    assert set(wfs) == {"t2i", "t2i_upscale", "t2i_checked", "control_upscale"} | {
+        "t2i_lora",
+        "t2i_latent",
+    }
+    for r, w in zip(rows, wfs, strict=True):
+        assert (w == "t2i_lora") == bool(r.loras) and set(r.loras) <= {"bold", "thin"}
+        assert (w == "t2i_latent") == (r.base_model_id == "ldm-digits")
     with pytest.raises(ValueError, match="rate"):
         gamma_arrivals(-1.0, 1.0, 1.0, key=key)
     with pytest.raises(ValueError, match="cv"):

@@ -82,36 +82,52 @@ class TraceRow:
 
 
 def synthetic_trace(
-    rate: float, duration: float, *, cv: float = 1.0, num_clients: int = 8, key: jax.Array
+    rate: float,
+    duration: float,
+    *,
+    cv: float = 1.0,
+    num_clients: int = 8,
+    loras: Sequence[str] = (),
+    lora_share: float = 0.3,
+    latent_share: float = 0.0,
+    key: jax.Array,
 ) -> list[TraceRow]:
-    """A trace in the production schema: Zipf-popular scenes, 30% with a ControlNet."""
+    """A trace in the production schema: Zipf-popular scenes, 30% with a ControlNet; of the
+    others `lora_share` name one of the LoRA adapters `loras` (uniformly) and `latent_share`
+    ask for the latent base model `ldm-digits` (the rest for the pixel DiT `dit-digits`)."""
     times = gamma_arrivals(rate, cv, duration, key=key)
     rng = _rng(jax.random.fold_in(key, 7))
     rows = []
     for t in times:
         scene = int(min(rng.zipf(1.6), 50))
         ctrl = ("edge",) if rng.random() < 0.3 else ()
-        loras = ("upscale",) if rng.random() < 0.4 else ()
+        pick, use_lora = rng.integers(max(len(loras), 1)), rng.random() < lora_share
+        lora = (str(loras[pick]),) if loras and use_lora else ()
+        latent = rng.random() < latent_share
         rows.append(
             TraceRow(
                 float(t),
                 f"client{rng.integers(num_clients)}",
                 f"scene{scene}",
-                "dit-digits",
+                "ldm-digits" if latent and not ctrl else "dit-digits",
                 ctrl,
-                loras,
+                lora if not ctrl and not latent else (),
             )
         )
     return rows
 
 
 def trace_to_workflow(row: TraceRow) -> str:
-    """Which served workflow a trace row asks for."""
+    """Which served workflow a trace row asks for: a ControlNet -> `control_upscale`, the
+    latent base model -> `t2i_latent`, a LoRA -> `t2i_lora` (the adapter is the request's
+    `lora` input), otherwise by scene: `t2i`, `t2i_checked` or `t2i_upscale`."""
     if row.controlnets:
         return "control_upscale"
+    if row.base_model_id == "ldm-digits":
+        return "t2i_latent"
     if row.loras:
-        return "t2i_upscale"
-    return "t2i_checked" if int(row.scene_id.removeprefix("scene")) % 2 else "t2i"
+        return "t2i_lora"
+    return ("t2i", "t2i_checked", "t2i_upscale")[int(row.scene_id.removeprefix("scene")) % 3]
 
 
 @dataclasses.dataclass(frozen=True)
