@@ -45,10 +45,12 @@ def _augment(stack, key, amplitude):
 def build_pool(train, config, *, key):
     """Degraded training realisations (augmented, several conditions) of every train slice.
 
-    Returns arrays on the HR grid: hr, lr_up, bias, gradwarp of shape (n_pool, h, w).
+    Returns arrays on the HR grid: hr, lr_up, bias, gradwarp of shape (n_pool, h, w) and the
+    region label map (n_pool, h, w) (0 none, i + 1 region i of `msr.REGIONS`, which are
+    disjoint), from the augmented GM/WM maps.
     """
     t1, gm, wm = train
-    hrs, ups, biases, warps = [], [], [], []
+    hrs, ups, biases, warps, labels = [], [], [], [], []
     stack = jnp.stack([t1, gm, wm], axis=-1)
     for r in range(config.pool_repeats):
         for scale in config.train_scales:
@@ -61,8 +63,15 @@ def build_pool(train, config, *, key):
                 ups.append(_upsample(d.lr, d.hr.shape[1:]))
                 biases.append(d.bias)
                 warps.append(d.gradwarp)
+                masks = msr.region_masks(aug[..., 1], aug[..., 2])
+                labels.append((masks * jnp.arange(1, masks.shape[-1] + 1)).max(-1))
     cat = lambda xs: jnp.concatenate(xs)  # noqa: E731
-    return cat(hrs), cat(ups), cat(biases), cat(warps)
+    return cat(hrs), cat(ups), cat(biases), cat(warps), cat(labels).astype(jnp.int32)
+
+
+def region_onehot(labels, k: int = 3):
+    """Label map (b, h, w) -> float masks (b, h, w, k) (label 0 = no region)."""
+    return jax.nn.one_hot(labels - 1, k)
 
 
 _upsample = jax.jit(msr.upsample, static_argnums=(1, 2))
@@ -99,6 +108,7 @@ def make_models(config, cond_channels: int = 1):
             patch_sizes=tuple(config.patch_sizes),
             transformer_depth=config.transformer_depth,
             emb_dim=config.emb_dim,
+            scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
         ),
         seed=config.seed,
@@ -112,7 +122,12 @@ def make_models(config, cond_channels: int = 1):
     )
     single = msr.init_fast(
         lambda: msr.ConvDenoiser(
-            cond_channels, width, config.expert_depth, config.emb_dim, rngs=nnx.Rngs(0)
+            cond_channels,
+            width,
+            config.expert_depth,
+            config.emb_dim,
+            scale_input=config.scale_input,
+            rngs=nnx.Rngs(0),
         ),
         seed=config.seed + 1,
     )
@@ -120,7 +135,18 @@ def make_models(config, cond_channels: int = 1):
         lambda: msr.EDSRLite(cond_channels, width, config.expert_depth, rngs=nnx.Rngs(0)),
         seed=config.seed + 2,
     )
-    return {"moediff_sr": moe, "single_expert": single, "edsr_lite": edsr}
+    models = {"moediff_sr": moe, "single_expert": single, "edsr_lite": edsr}
+    if config.zero_init_output:
+        for m in models.values():
+            zero_output_layers(m)
+    return models
+
+
+def zero_output_layers(model) -> None:
+    """Zero every final `out` convolution: each network starts as "residual 0" = bicubic."""
+    for path, node in nnx.iter_graph(model):
+        if path and path[-1] == "out" and isinstance(node, nnx.Conv):
+            node.kernel[...] = jnp.zeros_like(node.kernel[...])
 
 
 def loss_for(name, config, schedule):
@@ -134,6 +160,8 @@ def loss_for(name, config, schedule):
             task_weight=config.task_weight,
             gate_weight=config.gate_weight,
             diversity_weight=config.diversity_weight,
+            gate_temperature=config.gate_temperature,
+            region_weight=config.region_weight,
             num_levels=config.get("train_levels"),
             level_fraction=config.get("level_fraction", 1.0),
         )
@@ -169,6 +197,7 @@ def predict(name, graphdef, params, cond, config, schedule, *, key, sampler=None
             sampler=sampler or config.sampler,
             num_steps=num_steps or config.sample_steps,
             parameterisation=config.parameterisation,
+            num_samples=config.num_samples,
         )
     return cond[..., 0] + config.residual_scale * res[..., 0]
 

@@ -3,8 +3,11 @@
 Expert task losses follow the public MoEDiff-SR code: expert 0 an edge (Laplacian) loss,
 expert 1 a gradient-difference loss, expert 2 an FFT-magnitude loss, each on that expert's own
 x0 estimate. Gate supervision: per token, the cosine similarity s_i between expert i's x0
-estimate and the true x0 becomes a target softmax(s / T), T the median absolute deviation of
-all similarities in the batch; the gate is trained towards it by cross-entropy. The diversity
+estimate and the true x0 becomes a target softmax(s / T) with T a median absolute deviation
+(MAD); the gate is trained towards it by cross-entropy. T is the MAD of the similarities
+*across experts* (|s_i - median_i s|, pooled over tokens): the MAD over all similarities
+(`temperature="pooled"`) is dominated by how hard a token is, not by which expert wins it,
+and gave a nearly uniform target. The diversity
 term is a load-balancing penalty k * sum_i mean(g_i)^2 - 1 (zero when experts are used equally).
 """
 
@@ -64,13 +67,25 @@ def token_cosine(x: Array, ref: Array, patch: int) -> Array:
     return num / (jnp.linalg.norm(tx, axis=-1) * jnp.linalg.norm(tr, axis=-1) + 1e-6)
 
 
-def gate_targets(expert_x0: Array, x0: Array, patch: int) -> Array:
-    """softmax(cos / T) per token with T = MAD of the similarities (stop-gradient)."""
+TEMPERATURES = ("experts", "pooled")
+
+
+def gate_targets(expert_x0: Array, x0: Array, patch: int, *, temperature: str = "experts") -> Array:
+    """softmax(cos / T) per token, T a median absolute deviation (stop-gradient).
+
+    `temperature="experts"`: T = median over tokens and experts of |s_i - median_i s| (the
+    spread between experts); `"pooled"`: T = MAD of all similarities of the batch.
+    """
+    if temperature not in TEMPERATURES:
+        raise ValueError(f"temperature: expected one of {TEMPERATURES}, got {temperature!r}")
     sims = jnp.stack(
         [token_cosine(expert_x0[..., i], x0, patch) for i in range(expert_x0.shape[-1])], axis=-1
     )
-    med = jnp.median(sims)
-    temp = jnp.maximum(jnp.median(jnp.abs(sims - med)), 1e-3)
+    if temperature == "pooled":
+        dev = jnp.abs(sims - jnp.median(sims))
+    else:
+        dev = jnp.abs(sims - jnp.median(sims, axis=-1, keepdims=True))
+    temp = jnp.maximum(jnp.median(dev), 1e-3)
     return jax.lax.stop_gradient(jax.nn.softmax(sims / temp, axis=-1))
 
 

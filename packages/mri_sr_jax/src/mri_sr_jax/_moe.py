@@ -97,6 +97,7 @@ class MoEDiffSR(nnx.Module):
     """Token-level mixture of k expert denoisers gated by transformer features.
 
     `model(x_t, cond, alpha_bar)` returns the aggregated output (b, h, w, 1);
+    `scale_input` is passed to every expert (see `ConvDenoiser`).
     `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
     probabilities (b, h/p0, w/p0, k), which the training losses need.
     """
@@ -113,6 +114,7 @@ class MoEDiffSR(nnx.Module):
         heads: int = 2,
         emb_dim: int = 16,
         *,
+        scale_input: bool = False,
         rngs: nnx.Rngs,
     ):
         if num_experts < 1:
@@ -127,7 +129,14 @@ class MoEDiffSR(nnx.Module):
         self.gate = nnx.Linear(feature_dim, num_experts, rngs=rngs)
         self.experts = nnx.List(
             [
-                ConvDenoiser(cond_channels, expert_width, expert_depth, emb_dim, rngs=rngs)
+                ConvDenoiser(
+                    cond_channels,
+                    expert_width,
+                    expert_depth,
+                    emb_dim,
+                    scale_input=scale_input,
+                    rngs=rngs,
+                )
                 for _ in range(num_experts)
             ]
         )

@@ -25,6 +25,7 @@ from ._types import Array, Key
 class SRBatch(NamedTuple):
     x0: Array  # (b, h, w, 1) scaled residual target
     cond: Array  # (b, h, w, c) bicubic LR (+ guidance maps)
+    regions: Array | None = None  # (b, h, w, k) region masks (MoE expert specialisation)
 
 
 class TrainState(NamedTuple):
@@ -39,9 +40,18 @@ class Trainer(NamedTuple):
 
 
 def make_batch(
-    hr: Array, lr_up: Array, guidance: tuple[Array, ...] = (), *, residual_scale: float = 0.1
+    hr: Array,
+    lr_up: Array,
+    guidance: tuple[Array, ...] = (),
+    *,
+    residual_scale: float = 0.1,
+    regions: Array | None = None,
 ) -> SRBatch:
-    """(b, h, w) HR and upsampled LR (+ guidance maps) -> SRBatch (NHWC)."""
+    """(b, h, w) HR and upsampled LR (+ guidance maps) -> SRBatch (NHWC).
+
+    `regions` (b, h, w, k): optional region masks, one per expert, for `moe_loss`'s
+    `region_weight` term (training only; the networks never see them).
+    """
     if hr.shape != lr_up.shape or hr.ndim != 3:
         raise ValueError(
             f"hr, lr_up: expected equal (b, h, w) shapes, got {hr.shape}, {lr_up.shape}"
@@ -51,8 +61,12 @@ def make_batch(
     for g in guidance:
         if g.shape != hr.shape:
             raise ValueError(f"guidance: expected maps of shape {hr.shape}, got {g.shape}")
+    if regions is not None and (regions.ndim != 4 or regions.shape[:3] != hr.shape):
+        raise ValueError(f"regions: expected masks of shape {hr.shape} + (k,), got {regions.shape}")
     cond = jnp.stack((lr_up, *guidance), axis=-1)
-    return SRBatch(x0=((hr - lr_up) / residual_scale)[..., None], cond=cond)
+    x0 = ((hr - lr_up) / residual_scale)[..., None]
+    regions = None if regions is None else regions.astype(hr.dtype)
+    return SRBatch(x0=x0, cond=cond, regions=regions)
 
 
 def _noised(
@@ -122,10 +136,16 @@ def moe_loss(
     diversity_weight: float = 0.01,
     num_levels: int | None = None,
     level_fraction: float = 1.0,
+    gate_temperature: str = "experts",
+    region_weight: float = 0.0,
 ):
     """MoEDiff-SR objective: aggregated diffusion loss + expert task losses + gate terms.
 
-    `num_levels` / `level_fraction`: the noise-level sampling of `diffusion_loss`.
+    `num_levels` / `level_fraction`: the noise-level sampling of `diffusion_loss`;
+    `gate_temperature`: how `gate_targets` sets the MAD temperature. `region_weight` > 0
+    (needs `batch.regions`, k masks for k experts) adds each expert's own L1 x0 error inside
+    its region (mean over the region's pixels): expert i becomes the better one in region i,
+    which the MAD-tempered gate target then rewards -- the gate itself never sees the masks.
     """
     _check_levels(num_levels, level_fraction)
     x_t, ab, eps = _noised(batch, key, schedule, num_levels, level_fraction)
@@ -137,10 +157,24 @@ def moe_loss(
     task = sum(
         TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(outs.shape[-1])
     )
-    gate_ce = gate_cross_entropy(gate, gate_targets(expert_x0, x0, model.patch))
+    gate_ce = gate_cross_entropy(
+        gate, gate_targets(expert_x0, x0, model.patch, temperature=gate_temperature)
+    )
     balance = load_balance(gate)
     loss = main + task_weight * task + gate_weight * gate_ce + diversity_weight * balance
-    return loss, {"loss": loss, "main": main, "task": task, "gate_ce": gate_ce, "balance": balance}
+    metrics = {"main": main, "task": task, "gate_ce": gate_ce, "balance": balance}
+    if region_weight:
+        if batch.regions is None or batch.regions.shape[-1] != outs.shape[-1]:
+            raise ValueError(
+                f"batch.regions: region_weight needs {outs.shape[-1]} region masks, got "
+                f"{None if batch.regions is None else batch.regions.shape}"
+            )
+        err = jnp.abs(expert_x0 - batch.x0)  # (b, h, w, k)
+        m = batch.regions
+        region = ((err * m).sum((0, 1, 2)) / jnp.maximum(m.sum((0, 1, 2)), 1.0)).sum()
+        loss = loss + region_weight * region
+        metrics["region"] = region
+    return loss, {"loss": loss, **metrics}
 
 
 def regression_loss(model, batch: SRBatch, key: Key, *, kind: str = "l1"):
@@ -177,7 +211,7 @@ def make_trainer(
     data = jax.sharding.NamedSharding(mesh, jax.P("data"))
     update = jax.jit(
         step,
-        in_shardings=(repl, SRBatch(data, data), repl),
+        in_shardings=(repl, data, repl),  # one sharding for every leaf of the batch
         out_shardings=(repl, repl),
         donate_argnums=0,
     )
@@ -202,9 +236,31 @@ def sample_residual(
     num_steps: int = 20,
     parameterisation: str = "v",
     eta: float = 0.0,
+    num_samples: int = 1,
 ) -> Array:
-    """Sample the scaled residual x0 (b, h, w, 1) given cond with DDPM, DDIM or the ODE."""
+    """Sample the scaled residual x0 (b, h, w, 1) given cond with DDPM, DDIM or the ODE.
+
+    `num_samples > 1` draws that many independent samples per image (one batched sampler
+    run) and returns their mean: a Monte-Carlo estimate of the posterior mean, which is what
+    PSNR rewards.
+    """
     check_parameterisation(parameterisation)
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected an int >= 1, got {num_samples!r}")
+    if num_samples > 1:
+        reps = jnp.concatenate([cond] * num_samples, axis=0)
+        many = sample_residual(
+            graphdef,
+            params,
+            reps,
+            key=key,
+            schedule=schedule,
+            sampler=sampler,
+            num_steps=num_steps,
+            parameterisation=parameterisation,
+            eta=eta,
+        )
+        return many.reshape((num_samples,) + cond.shape[:-1] + (1,)).mean(0)
     model = nnx.merge(graphdef, params)
     shape = cond.shape[:-1] + (1,)
 
