@@ -17,6 +17,9 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.seed = 0
+    # extra XLA flags set before the first computation ("" = none); smoke is dominated by
+    # compilation, so it compiles with the backend optimisation level 0
+    c.xla_flags = ""
     # data: axial MNI152 slices at 1 mm, held-out slabs for test, dipy's real slice as OOD test
     c.crop = (64, 64)
     c.test_slabs = [(70, 76), (92, 98)]
@@ -45,21 +48,42 @@ def get_config(arg=None):
     c.patch = 32
     c.teacher_train_steps = 250
     c.teacher_lr = 2e-3
+    # a fraction of each teacher batch on the noise levels of its DDIM grid (the levels the
+    # sampler and the distillation visit); None: t ~ U(0, 1) only
+    c.teacher_levels = 8
+    c.teacher_level_fraction = 0.5
     # progressive distillation: stage 0 at teacher_steps (size), then halve per stage
-    c.stages = 3
-    c.stage_steps = 80
+    c.stages = 4  # 8 -> 4 -> 2 -> 1 steps
+    c.stage_steps = 48
     c.student_lr = 2e-3
     c.curriculum_levels = 10
     c.curriculum_sigma_max = 1.5
     c.feature_layers = ("enc1", "mid", "dec1")
     c.feature_weight = 0.1
+    # the MoEDiff-SR issue's models (library public API) on the same data, side by side
+    c.baselines = True
+    c.moe = ml_collections.ConfigDict()
+    c.moe.num_experts = 3
+    c.moe.expert_width = 10
+    c.moe.expert_depth = 3
+    c.moe.feature_dim = 16
+    c.moe.patch_sizes = (4, 8)
+    c.moe.emb_dim = 16
+    c.moe.parameterisation = "x0"
+    c.moe.train_levels = 2
+    c.moe.level_fraction = 0.75
+    c.moe.sample_steps = 2
+    c.moe.train_steps = 100
+    c.moe.learning_rate = 2e-3
     # evaluation
+    c.teacher_one_step = True  # also the teacher's 1-step DDIM (its x0 estimate at t = 1)
     c.dipy_eval = True
     c.stage_eval = True  # evaluate every stage's student (where quality breaks)
     c.time_repeats = 3
     c.log_every = 25
     c.ckpt_every = 0  # 0: checkpoint at the end of each loop only
     if preset == "smoke":
+        c.xla_flags = "--xla_backend_optimization_level=0"
         c.crop = (48, 48)
         c.train_stride = 6
         c.test_stride = 6
@@ -71,6 +95,7 @@ def get_config(arg=None):
         c.teacher_steps = 4
         c.batch_size = 8
         c.teacher_train_steps = 20
+        c.teacher_levels = 4
         c.stages = 2
         c.stage_steps = 10
         c.stage_eval = False
@@ -78,6 +103,13 @@ def get_config(arg=None):
         c.eval_scales = (4.0, 2.5)
         c.time_repeats = 1
         c.log_every = 10
+        c.teacher_one_step = False
+        c.moe.expert_width = 6
+        c.moe.feature_dim = 8
+        c.moe.emb_dim = 8
+        c.moe.train_levels = 1
+        c.moe.sample_steps = 1
+        c.moe.train_steps = 10
     elif preset == "full":
         c.crop = (192, 192)
         c.train_stride = 1
@@ -88,12 +120,21 @@ def get_config(arg=None):
         c.student_widths = (16, 32, 64)
         c.student_emb = 64
         c.teacher_steps = 64
+        c.teacher_levels = 64
         c.batch_size = 32
         c.patch = 64
         c.teacher_train_steps = 100_000
         c.teacher_lr = 2e-4
-        c.stages = 5
+        c.stages = 7  # 64 -> 1 steps
         c.stage_steps = 10_000
+        c.moe.expert_width = 48
+        c.moe.expert_depth = 6
+        c.moe.feature_dim = 96
+        c.moe.patch_sizes = (4, 8, 16)
+        c.moe.emb_dim = 64
+        c.moe.train_steps = 50_000
+        c.moe.learning_rate = 2e-4
+        c.moe.sample_steps = 4
         c.student_lr = 2e-4
         c.time_repeats = 5
         c.log_every = 500

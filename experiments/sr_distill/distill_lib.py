@@ -1,5 +1,6 @@
 """Data, models, checkpointed training loops and timing for the sr_distill experiment."""
 
+import json
 import pathlib
 import time
 
@@ -146,18 +147,23 @@ def run_loop(name, state, update, make_inputs, total, workdir, config, *, key):
             jax.block_until_ready(state)
             mngr.save(step + 1, args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()
-    return state, (time.time() - t0) / max(done, 1)
+    record = pathlib.Path(workdir) / f"seconds_per_step_{name}.json"
+    if done:  # a fully resumed loop reports the time measured when it trained
+        record.write_text(json.dumps((time.time() - t0) / done))
+    return state, json.loads(record.read_text()) if record.exists() else float("nan")
 
 
 def timed(fn, *args, repeats: int = 1):
-    """(result, median seconds) of a jitted call after one warm-up call."""
+    """(result, median wall seconds, median process CPU seconds) of a jitted call after one
+    warm-up call. CPU time (all XLA threads) is the robust figure on a shared machine."""
     out = jax.block_until_ready(fn(*args))
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return out, float(np.median(times))
+        cpu.append(time.process_time() - c0)
+    return out, float(np.median(times)), float(np.median(cpu))
 
 
 _metrics_fn = jax.jit(jax.vmap(lambda x, r: msr.image_metrics(x, r)))

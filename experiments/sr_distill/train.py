@@ -2,13 +2,18 @@
 
 1. Simulate 1.5T-like acquisitions of MNI152 training slabs at x2, x3, x4 (bias field, gradient
    nonlinearity warp, contrast loss, Rician noise) with the correction maps as guidance.
-2. Train the teacher (SR3-style guided UNet, residual diffusion, v-prediction, L1).
+2. Train the teacher (SR3-style guided UNet, residual diffusion, v-prediction, L1; part of
+   each batch on the noise levels of its DDIM grid).
 3. Distil stage by stage into a ~4x cheaper student: stage 0 at the teacher's steps, then each
    stage halves the steps; feature matching at teacher layers + a sharpening target curriculum.
-4. Evaluate bicubic, bicubic + correction maps, teacher and every student stage at x2, x3, x4
-   and the unseen x2.5 on held-out slabs and dipy's real T1 slice; FLOPs, params, sample time.
+4. Train the MoEDiff-SR issue's models (MoEDiff-SR, single expert) on the same pool through the
+   library's public API (`sr_distill_baselines`).
+5. Evaluate bicubic, bicubic + correction maps, the teacher (its steps and 1 step), every
+   student stage and the MoEDiff-SR models at x2, x3, x4 and the unseen x2.5 on held-out slabs
+   and dipy's real T1 slice; FLOPs, params, sampling time (wall and CPU).
 """
 
+import os
 import pathlib
 
 import distill_lib as lib
@@ -16,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import sr_distill_baselines as bl
 from absl import logging
 from flax import nnx
 
@@ -24,11 +30,21 @@ import xplib
 
 PAPER = "Distillation-driven multi-scale MRI SR, 1.5T -> 7T-like (arXiv 2501.18736)"
 METRICS = ("psnr", "ssim", "hfen")
+TEACHER_1 = "teacher (1 step)"
+NAMES = ("bicubic", "bicubic+maps", "teacher", TEACHER_1, "student", *bl.NAMES)
 
 
 def train_teacher(tg, tp, sample, config, schedule, workdir, *, key):
     def loss(m, b, k):
-        return msr.diffusion_loss(m, b, k, schedule=schedule, parameterisation="v")
+        return msr.diffusion_loss(
+            m,
+            b,
+            k,
+            schedule=schedule,
+            parameterisation="v",
+            num_levels=config.get("teacher_levels"),
+            level_fraction=config.get("teacher_level_fraction", 1.0),
+        )
 
     trainer = msr.make_trainer(tg, loss, lib.adam(config.teacher_lr, config.teacher_train_steps))
 
@@ -109,6 +125,8 @@ def eval_batch(test, config):
 
 
 def train_and_evaluate(config, workdir):
+    if config.xla_flags:  # read when the backend starts, i.e. at the first computation below
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {config.xla_flags}".strip()
     workdir = pathlib.Path(workdir)
     key = jax.random.key(config.seed)
     k_pool, k_teacher, k_student, k_eval, k_sample = jax.random.split(key, 5)
@@ -126,10 +144,18 @@ def train_and_evaluate(config, workdir):
     tp, teacher_sec = train_teacher(tg, tp, sample, config, schedule, workdir, key=k_teacher)
     stages = distil(tg, tp, sg, sp, ag, ap, sample, config, schedule, workdir, key=k_student)
     final_steps, _, final_p, _ = stages[-1]
+    trained = {}  # the MoEDiff-SR issue's models, trained on the same pool
+    if config.baselines:
+        for i, (name, model) in enumerate(bl.make_models(config).items()):
+            params[name] = msr.count_params(model)
+            trained[name] = bl.train(
+                name, model, sample, config, schedule, workdir, key=jax.random.fold_in(key, 100 + i)
+            )
 
     samplers = {}
 
-    def predict(gd, p, cond, steps, k):
+    def sampler(gd, steps):
+        """Jitted (params, cond, key) -> HR estimate of a guided v-net with DDIM `steps`."""
         if (gd, steps) not in samplers:
             samplers[(gd, steps)] = jax.jit(
                 lambda p, c, k: msr.sample_sr(
@@ -142,58 +168,56 @@ def train_and_evaluate(config, workdir):
                     residual_scale=config.residual_scale,
                 )
             )
-        return samplers[(gd, steps)](p, cond, k)
+        return samplers[(gd, steps)]
 
     t1, gm, wm, n_test = eval_batch(test, config)
-    methods = {
-        "teacher": (tg, tp, config.teacher_steps),
-        "student": (sg, final_p, final_steps),
-    }
-    results, stage_rows, images, timing = {}, {}, {}, {}
+    methods = {"teacher": (sampler(tg, config.teacher_steps), tp, config.teacher_steps)}
+    if config.teacher_one_step:
+        methods[TEACHER_1] = (sampler(tg, 1), tp, 1)
+    methods["student"] = (sampler(sg, final_steps), final_p, final_steps)
+    for name, (gd, p, _) in trained.items():
+        methods[name] = (bl.predictor(gd, config, schedule), p, config.moe.sample_steps)
+    results, stage_rows, images, timing, cpu_timing = {}, {}, {}, {}, {}
     for scale in config.eval_scales:
         k = jax.random.fold_in(k_eval, int(10 * scale))
         hr, up, base, g = lib.simulate(t1, gm, wm, config, scale, key=k)
         cond = jnp.concatenate([base[..., None], g], axis=-1)
         preds = {"bicubic": up, "bicubic+maps": base}
-        for name, (gd, p, steps) in methods.items():
-            preds[name] = predict(gd, p, cond, steps, k_sample)
+        for name, (fn, p, _) in methods.items():
+            preds[name] = fn(p, cond, k_sample)
         rows = {m: lib.slice_metrics(x, hr) for m, x in preds.items()}
         results[scale] = {
             "test": {m: lib.medians(r[:n_test]) for m, r in rows.items()},
             "dipy": {m: r[n_test] for m, r in rows.items()} if config.dipy_eval else None,
         }
         images[scale] = (hr[0], {m: x[0] for m, x in preds.items()})
-        for k, (steps, _, p, _) in enumerate(stages[:-1] if config.stage_eval else []):
-            x = predict(sg, p, cond, steps, k_sample)
-            stage_rows[(k, scale)] = lib.medians(lib.slice_metrics(x, hr)[:n_test])
+        for j, (steps, _, p, _) in enumerate(stages[:-1] if config.stage_eval else []):
+            x = sampler(sg, steps)(p, cond, k_sample)
+            stage_rows[(j, scale)] = lib.medians(lib.slice_metrics(x, hr)[:n_test])
         stage_rows[(len(stages) - 1, scale)] = results[scale]["test"]["student"]
         if scale == max(config.eval_scales):
-            for name, (gd, p, steps) in methods.items():
-                _, sec = lib.timed(
-                    lambda p, c, gd=gd, steps=steps: predict(gd, p, c, steps, k_sample),
-                    p,
-                    cond,
-                    repeats=config.time_repeats,
-                )
+            for name, (fn, p, _) in methods.items():
+                _, sec, cpu = lib.timed(fn, p, cond, k_sample, repeats=config.time_repeats)
                 timing[name] = sec / cond.shape[0]
+                cpu_timing[name] = cpu / cond.shape[0]
         logging.info(
             "x%s: %s", scale, {m: round(r["psnr"], 2) for m, r in results[scale]["test"].items()}
         )
 
     h, w = config.crop
-    cost = {
-        "teacher": msr.forward_cost(tg, tp, (1, h, w, 1), 3),
-        "student": msr.forward_cost(sg, final_p, (1, h, w, 1), 3),
-    }
-    steps_of = {"teacher": config.teacher_steps, "student": final_steps}
+    nets = {"teacher": (tg, tp), "student": (sg, final_p)}
+    nets |= {name: (gd, p) for name, (gd, p, _) in trained.items()}
+    cost = {m: msr.forward_cost(gd, p, (1, h, w, 1), 3) for m, (gd, p) in nets.items()}
+    steps_of = {m: steps for m, (_, _, steps) in methods.items()}
+    train_sec = {"teacher": teacher_sec} | {m: sec for m, (_, _, sec) in trained.items()}
     figures = [
         _sample_figure(workdir, images, config),
         _stage_figure(workdir, stages, stage_rows, results, config),
     ]
     tables = _tables(
-        config, results, stages, stage_rows, params, cost, steps_of, timing, teacher_sec
+        config, results, stages, stage_rows, params, cost, steps_of, timing, cpu_timing, train_sec
     )
-    claims = _claims(config, results, timing, steps_of)
+    claims = _claims(config, results, cpu_timing, steps_of)
     xplib.write_results(
         workdir,
         experiment="sr_distill",
@@ -219,8 +243,10 @@ def train_and_evaluate(config, workdir):
     )
 
 
-def _tables(config, results, stages, stage_rows, params, cost, steps_of, timing, teacher_sec):
-    names = ("bicubic", "bicubic+maps", "teacher", "student")
+def _tables(
+    config, results, stages, stage_rows, params, cost, steps_of, timing, cpu_timing, train_sec
+):
+    names = [m for m in NAMES if m in results[config.eval_scales[0]]["test"]]
     tables = []
     for where in ("test", "dipy"):
         if where == "dipy" and not config.dipy_eval:
@@ -239,38 +265,48 @@ def _tables(config, results, stages, stage_rows, params, cost, steps_of, timing,
         tables.append(xplib.Table(title, ["scale", "method", *METRICS], rows))
     h, w = config.crop
     cost_rows = []
-    for m in ("teacher", "student"):
-        mflop = cost[m]["flops"] / 1e6
+    for m in [m for m in names if m in timing]:
+        net = "teacher" if m == TEACHER_1 else m
+        mflop = cost[net]["flops"] / 1e6
         cost_rows.append(
             [
                 m,
-                params[m],
+                params[net],
                 round(mflop, 2),
                 steps_of[m],
                 round(mflop * steps_of[m] / 1e3, 3),
+                round(train_sec[net], 4) if net in train_sec else "-",
                 round(timing[m], 4),
                 round(timing["teacher"] / timing[m], 2),
+                round(cpu_timing[m], 4),
+                round(cpu_timing["teacher"] / cpu_timing[m], 2),
             ]
         )
     tables.append(
         xplib.Table(
             f"Cost per {h}x{w} slice (FLOPs: XLA cost analysis; time: median of "
-            f"{config.time_repeats}, x{max(config.eval_scales):g} batch)",
+            f"{config.time_repeats}, x{max(config.eval_scales):g} batch; speed-up vs the teacher; "
+            "CPU = process CPU time, all threads)",
             [
                 "model",
                 "params",
                 "MFLOP / network call",
                 "steps",
                 "GFLOP / slice",
-                "s / slice",
-                "speed-up",
+                "train s/step",
+                "wall s / slice",
+                "wall speed-up",
+                "CPU s / slice",
+                "CPU speed-up",
             ],
             cost_rows,
         )
     )
+    s4 = max(config.eval_scales)
     srows = [
-        ["teacher", config.teacher_steps, "-", round(teacher_sec, 4)]
+        ["teacher", config.teacher_steps, "-", round(train_sec["teacher"], 4)]
         + [round(results[s]["test"]["teacher"]["psnr"], 3) for s in config.eval_scales]
+        + [round(results[s4]["test"]["teacher"][m], 4) for m in ("ssim", "hfen")]
     ]
     for k, (steps, substeps, _, sec) in enumerate(stages):
         if (k, config.eval_scales[0]) not in stage_rows:
@@ -278,12 +314,14 @@ def _tables(config, results, stages, stage_rows, params, cost, steps_of, timing,
         srows.append(
             [f"student stage {k}", steps, substeps, round(sec, 4)]
             + [round(stage_rows[(k, s)]["psnr"], 3) for s in config.eval_scales]
+            + [round(stage_rows[(k, s4)][m], 4) for m in ("ssim", "hfen")]
         )
     tables.append(
         xplib.Table(
-            "Step halving stage by stage: PSNR (held-out) per scale",
+            f"Step halving stage by stage: PSNR (held-out) per scale, SSIM / HFEN at x{s4:g}",
             ["model", "sampling steps", "substeps", "train s/step"]
-            + [f"psnr x{s:g}" for s in config.eval_scales],
+            + [f"psnr x{s:g}" for s in config.eval_scales]
+            + [f"ssim x{s4:g}", f"hfen x{s4:g}"],
             srows,
         )
     )
@@ -307,7 +345,7 @@ def _claims(config, results, timing, steps_of):
         xplib.Claim(
             f"student sampling time per slice (x{s4:g}; {steps_of['student']} vs "
             f"{steps_of['teacher']} steps)",
-            "s / slice",
+            "CPU s / slice",
             round(timing["student"], 4),
             round(timing["teacher"], 4),
             "smaller deployable model (no timing given); issue target: >= 4x less time",
@@ -315,15 +353,26 @@ def _claims(config, results, timing, steps_of):
             better="lower",
         ),
         xplib.Claim(
-            f"teacher beats bicubic (x{s4:g}, held-out)",
+            f"teacher vs bicubic + correction maps (x{s4:g}, held-out; both use the maps)",
             "PSNR dB",
             round(r4["teacher"]["psnr"], 3),
-            round(r4["bicubic"]["psnr"], 3),
+            round(r4["bicubic+maps"]["psnr"], 3),
             "teacher 'achieves state-of-the-art SR performance' (tables not retrievable; "
             "anchor: 7T-Restormer 1.5T->7T 26.0 dB / SSIM 0.861, 10.5M params)",
-            baseline_name="bicubic",
+            baseline_name="bicubic+maps",
         ),
     ]
+    if "moediff_sr" in r4:
+        claims.append(
+            xplib.Claim(
+                f"student vs MoEDiff-SR trained on the same data (x{s4:g}, held-out)",
+                "PSNR dB",
+                round(r4["student"]["psnr"], 3),
+                round(r4["moediff_sr"]["psnr"], 3),
+                "issue: compare with the MoEDiff-SR issue's models (no paper number)",
+                baseline_name="moediff_sr",
+            )
+        )
     for s in unseen:
         r = results[s]["test"]
         claims.append(
@@ -343,7 +392,7 @@ def _sample_figure(workdir, images, config):
     scales = [max(config.eval_scales)] + [
         s for s in config.eval_scales if s not in config.train_scales
     ]
-    names = ("bicubic", "bicubic+maps", "teacher", "student")
+    names = [m for m in NAMES if m in images[scales[0]][1] and m != TEACHER_1]
     fig, axes = plt.subplots(
         len(scales),
         len(names) + 1,
