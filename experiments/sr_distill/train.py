@@ -232,7 +232,10 @@ def train_and_evaluate(config, workdir):
             f"bias {config.bias_strength}, warp {config.warp_strength}, contrast loss "
             f"{config.contrast_reduction}); trained on x{list(config.train_scales)}, x2.5 unseen. "
             f"Teacher {config.teacher_train_steps} steps; distillation {config.stages} stages x "
-            f"{config.stage_steps} steps. Timings on this machine's CPU, one run. PSNR on a "
+            f"{config.stage_steps} steps; MoEDiff-SR and the single expert (library public API, "
+            f"same pool and conditioning) {config.moe.train_steps} steps each, DDIM "
+            f"{config.moe.sample_steps} steps. 'teacher (1 step)': the teacher's one-step "
+            "estimate. Timings on this machine's CPU, one run. PSNR on a "
             "template brain is not comparable with the paper's 1.5T/7T numbers (not retrievable)."
         ),
         extra={
