@@ -230,7 +230,7 @@ def _data(problem, config, step, noise):
     """Train (with SRBench noise) and noise-free test samples; the same for every method and
     both budget modes."""
     rng = np.random.default_rng(config.seed + step + int(round(1e4 * noise)) * 1000)
-    x, y = problem.sample(problem.n_train, rng, noise)
+    x, y = problem.sample(_n_train(problem, config), rng, noise)
     xt, yt = problem.sample(config.n_test, rng, test=True)
     return x, y, xt, yt
 
@@ -291,9 +291,9 @@ def _evaluate_problem(problem, runner, pset, config, key, step, mode, noise, pla
     truth = problem.sympy()
     out = {}
     for method, fn in plan.items():
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU seconds: comparable on a shared machine
         s = jax.block_until_ready(fn(x, y, keys))
-        secs = (time.perf_counter() - t0) / config.seeds
+        secs = (time.process_time() - t0) / config.seeds
         out[method] = _rows(s, secs, x, y, xt, yt, pset, truth, config)
     return out
 
@@ -322,8 +322,10 @@ def _launch_baselines(workdir, config, problems, budget):
     jobs = []
     for mode, noise in sorted(_cases(config), key=lambda c: c[0] != "evals"):
         for p in problems:
+            if noise > 0 and p.name not in (config.noise_problems or config.problems):
+                continue
             x, y, xt, _ = _data(p, config, config.problems.index(p.name), noise)
-            for method in config.baselines:
+            for method in [m for m in config.baselines if noise in config.baseline_noise[m]]:
                 for i in range(config.baseline_seeds[method]):
                     jobs.append(
                         {"problem": p.name, "method": method, "seed": config.seed + i}
@@ -342,7 +344,8 @@ def _collect_baselines(proc, out, config, problems, results, logger):
     fits = json.loads(out.read_text()) if out.exists() else []
     for mode, noise in _cases(config):
         case = case_name(mode, noise)
-        for p in xplib.progress(problems, desc=f"baselines (sympy, {case})"):
+        here = [p for p in problems if p.name in results[case]]
+        for p in xplib.progress(here, desc=f"baselines (sympy, {case})"):
             step = config.problems.index(p.name)
             _, y, _, yt = _data(p, config, step, noise)
             truth, got = p.sympy(), {}
@@ -366,19 +369,24 @@ def _collect_baselines(proc, out, config, problems, results, logger):
             _log(logger, step, p.name, got, case)
 
 
-def _groups(problems):
+def _n_train(problem, config):
+    """Training points: the benchmark's own number, capped by `config.max_train`."""
+    return min(problem.n_train, config.max_train or problem.n_train)
+
+
+def _groups(problems, config):
     """Problems grouped by (variables, training points), in order of first appearance."""
     groups: dict[tuple[int, int], list] = {}
     for p in problems:
-        groups.setdefault((p.n_vars, p.n_train), []).append(p)
+        groups.setdefault((p.n_vars, _n_train(p, config)), []).append(p)
     return groups
 
 
 def _seconds_per_generation(runner, x, config):
-    """Per-seed seconds of one generation of GP and of GESR (seeds vmapped, compiled, on a
-    random target that is never solved; median of 3 interleaved repeats). The evaluator's
+    """Per-seed CPU seconds of one generation of GP and of GESR (seeds vmapped, compiled, on
+    a random target that is never solved; median of 3 interleaved repeats). The evaluator's
     cost does not depend on the expressions, so one measurement per group and method sets
-    its wall-clock generation count."""
+    its generation count under the time budget."""
     y = np.random.default_rng(1).normal(size=len(x)).astype(np.float32)
     keys = jax.random.split(jax.random.key(config.seed + 99), config.seeds)
     g = config.calibration_generations
@@ -386,9 +394,9 @@ def _seconds_per_generation(runner, x, config):
     times = {"GP": [], "GESR": []}
     for _ in range(3):
         for m in times:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             jax.block_until_ready(runner.resume(s, x, y, g, m == "GESR"))
-            times[m].append((time.perf_counter() - t0) / g / config.seeds)
+            times[m].append((time.process_time() - t0) / g / config.seeds)
     return {m: float(np.median(t)) for m, t in times.items()}
 
 
@@ -442,7 +450,7 @@ def train_and_evaluate(config, workdir):
         results.setdefault(case_name(mode, noise), {})
     results.setdefault("ablation", {})
     guides_info, time_plan = {}, {}
-    for (nv, n_train), group in _groups(problems).items():
+    for (nv, n_train), group in _groups(problems, config).items():
         tag = f"nv{nv}_n{n_train}"
         ranges = [
             (min(p.ranges[j][0] for p in group), max(p.ranges[j][1] for p in group))
@@ -474,7 +482,9 @@ def train_and_evaluate(config, workdir):
         todo = [(mode, noise) for mode, noise in _cases(config)] + [("ablation", 0.0)]
         for mode, noise in todo:
             case = "ablation" if mode == "ablation" else case_name(mode, noise)
-            names = config.ablation_problems if mode == "ablation" else config.problems
+            names = {"ablation": config.ablation_problems}.get(mode, config.problems)
+            if mode != "ablation" and noise > 0:
+                names = config.noise_problems or config.problems
             left = [p for p in group if p.name in names and p.name not in results[case]]
             for p in xplib.progress(left, desc=f"{case} ({tag})"):
                 step = config.problems.index(p.name)
