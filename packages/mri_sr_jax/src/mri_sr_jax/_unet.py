@@ -166,9 +166,13 @@ def forward_cost(graphdef, params, shape: tuple[int, int, int, int], cond_channe
     c = jax.ShapeDtypeStruct(shape[:3] + (cond_channels,), jnp.float32)
     ab = jax.ShapeDtypeStruct(shape[:1], jnp.float32)
     fn = jax.jit(lambda p, x, c, ab: nnx.merge(graphdef, p)(x, c, ab))
-    cost = fn.lower(params, x, c, ab).cost_analysis()  # HLO-level: no backend compile
+    lowered = fn.lower(params, x, c, ab)
+    cost = lowered.cost_analysis()  # HLO-level, no backend compile; None on GPU backends
+    if cost is None:
+        cost = lowered.compile().cost_analysis()
     if isinstance(cost, list | tuple):
-        cost = cost[0]
+        cost = cost[0] if cost else None
+    cost = cost or {}
     return {
         "flops": float(cost.get("flops", float("nan"))),
         "bytes": float(cost.get("bytes accessed", float("nan"))),
