@@ -221,78 +221,54 @@ def latent_specs(zoo: Zoo, den_in: dict) -> list[ModelSpec]:
     ]
 
 
-def zoo_workflows(*, lora: bool = False, latent: bool = False) -> list:
+def _conditioned(name: str) -> WorkflowBuilder:
+    """The start every zoo workflow shares: label and seed inputs, the condition encoder."""
     label, seed = TensorSpec((), "int32"), TensorSpec((), "int32")
-    t2i = (
-        WorkflowBuilder("t2i")
+    return (
+        WorkflowBuilder(name)
         .input("label", label)
         .input("seed", seed)
         .node("enc", "encoder", label="input.label")
-        .node("gen", "denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
     )
+
+
+def zoo_workflows(*, lora: bool = False, latent: bool = False) -> list:
+    gen_in = {"cond": "enc.cond", "uncond": "enc.uncond", "seed": "input.seed"}
+    t2i = _conditioned("t2i").node("gen", "denoiser", **gen_in).output("image", "gen.image")
     up = (
-        WorkflowBuilder("t2i_upscale")
-        .input("label", label)
-        .input("seed", seed)
-        .node("enc", "encoder", label="input.label")
-        .node("gen", "denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+        _conditioned("t2i_upscale")
+        .node("gen", "denoiser", **gen_in)
         .node("up", "upscaler", image="gen.image")
         .output("image", "up.image")
     )
     chk = (
-        WorkflowBuilder("t2i_checked")
-        .input("label", label)
-        .input("seed", seed)
-        .node("enc", "encoder", label="input.label")
-        .node("gen", "denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+        _conditioned("t2i_checked")
+        .node("gen", "denoiser", **gen_in)
         .node("check", "classifier", image="gen.image")
         .output("image", "gen.image")
         .output("probs", "check.probs")
     )
     ctl = (
-        WorkflowBuilder("control_upscale")
-        .input("label", label)
-        .input("seed", seed)
+        _conditioned("control_upscale")
         .input("edges", TensorSpec((8, 8)))
-        .node("enc", "encoder", label="input.label")
         .node("edge", "edge_adapter", edges="input.edges")
-        .node(
-            "gen",
-            "denoiser_ctrl",
-            cond="enc.cond",
-            uncond="enc.uncond",
-            seed="input.seed",
-            control="edge.control",
-        )
+        .node("gen", "denoiser_ctrl", control="edge.control", **gen_in)
         .node("up", "upscaler", image="gen.image")
         .output("image", "up.image")
     )
-    out = [t2i.output("image", "gen.image").build(), up.build(), chk.build(), ctl.build()]
+    out = [t2i.build(), up.build(), chk.build(), ctl.build()]
     if lora:
         out.append(
-            WorkflowBuilder("t2i_lora")
-            .input("label", label)
-            .input("seed", seed)
+            _conditioned("t2i_lora")
             .input("lora", TensorSpec((), "int32"))
-            .node("enc", "encoder", label="input.label")
-            .node(
-                "gen",
-                "denoiser_lora",
-                cond="enc.cond",
-                uncond="enc.uncond",
-                seed="input.seed",
-                lora="input.lora",
-            )
+            .node("gen", "denoiser_lora", lora="input.lora", **gen_in)
             .output("image", "gen.image")
             .build()
         )
     if latent:
         out.append(
-            WorkflowBuilder("t2i_latent")
-            .input("label", label)
-            .input("seed", seed)
-            .node("enc", "encoder", label="input.label")
-            .node("gen", "latent_denoiser", cond="enc.cond", uncond="enc.uncond", seed="input.seed")
+            _conditioned("t2i_latent")
+            .node("gen", "latent_denoiser", **gen_in)
             .node("dec", "vae_decoder", latent="gen.latent")
             .output("image", "dec.image")
             .build()
