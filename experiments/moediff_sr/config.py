@@ -35,12 +35,21 @@ def get_config(arg=None):
     c.bias_strength = 0.15
     c.eval_scales = (2, 4)
     c.eval_conditions = ("clean", "noisy")
-    # models (MoE: 3 experts; the single expert is widened to the same parameter count)
+    # models (MoE: 3 experts; the single expert, trunk_depth + expert_depth blocks deep, is
+    # widened to the same parameter count). The experts share a trunk of `trunk_depth` FiLM
+    # blocks (width `expert_width`) that also sees the transformer token features
+    # (`fuse_features`) and differ in their last `expert_depth` blocks + output conv; token
+    # gates reach pixels bilinearly. Session 3 without a trunk (3 x 12-wide independent
+    # experts, 24-dim features, patches 4/8/16): trunk_depth=0, expert_depth=3, fuse off,
+    # gate_upsample="nearest" (README).
     c.num_experts = 3
-    c.expert_width = 12
-    c.expert_depth = 3
-    c.feature_dim = 24
-    c.patch_sizes = (4, 8, 16)
+    c.trunk_depth = 3
+    c.expert_width = 26
+    c.expert_depth = 0
+    c.fuse_features = True
+    c.gate_upsample = "linear"
+    c.feature_dim = 16
+    c.patch_sizes = (4, 8)
     c.transformer_depth = 1
     c.emb_dim = 16
     # networks see sqrt(alpha_bar) * x_t (deterministic regression at t = 1); zero-initialised
@@ -85,7 +94,7 @@ def get_config(arg=None):
     if preset == "smoke":
         c.xla_flags = "--xla_backend_optimization_level=0"
         c.crop = (64, 64)
-        c.expert_width = 8
+        c.expert_width = 12
         c.feature_dim = 16
         c.patch_sizes = (4, 8)
         c.emb_dim = 8
@@ -109,8 +118,9 @@ def get_config(arg=None):
         c.train_stride = 1
         c.test_stride = 1
         c.pool_repeats = 8
-        c.expert_width = 48
-        c.expert_depth = 6
+        c.expert_width = 64
+        c.trunk_depth = 4
+        c.expert_depth = 2
         c.feature_dim = 96
         c.transformer_depth = 4
         c.emb_dim = 64

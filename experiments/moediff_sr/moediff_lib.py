@@ -108,23 +108,27 @@ def make_models(config, cond_channels: int = 1):
             patch_sizes=tuple(config.patch_sizes),
             transformer_depth=config.transformer_depth,
             emb_dim=config.emb_dim,
+            trunk_depth=config.get("trunk_depth", 0),
+            fuse_features=config.get("fuse_features", False),
+            gate_upsample=config.get("gate_upsample", "nearest"),
             scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
         ),
         seed=config.seed,
     )
     target = msr.count_params(moe)
+    depth = config.expert_depth + config.get("trunk_depth", 0)  # same depth as one expert's path
     width = min(
         range(4, 129),
         key=lambda w: abs(
-            msr.conv_denoiser_params(cond_channels, w, config.expert_depth, config.emb_dim) - target
+            msr.conv_denoiser_params(cond_channels, w, depth, config.emb_dim) - target
         ),
     )
     single = msr.init_fast(
         lambda: msr.ConvDenoiser(
             cond_channels,
             width,
-            config.expert_depth,
+            depth,
             config.emb_dim,
             scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
@@ -132,7 +136,7 @@ def make_models(config, cond_channels: int = 1):
         seed=config.seed + 1,
     )
     edsr = msr.init_fast(
-        lambda: msr.EDSRLite(cond_channels, width, config.expert_depth, rngs=nnx.Rngs(0)),
+        lambda: msr.EDSRLite(cond_channels, width, depth, rngs=nnx.Rngs(0)),
         seed=config.seed + 2,
     )
     models = {"moediff_sr": moe, "single_expert": single, "edsr_lite": edsr}

@@ -344,7 +344,7 @@ def _gates(trained, up, schedule, t):
         model = nnx.merge(gd, params)
         ab = schedule.alpha_bar(jnp.full((up.shape[0],), t))
         _, _, gate = model.forward_all(jnp.zeros(up.shape + (1,)), up[..., None], ab)
-        return msr.gate_to_pixels(gate, model.patch)
+        return msr.gate_to_pixels(gate, model.patch, model.gate_upsample)
 
     return gates(params, up)
 

@@ -57,6 +57,9 @@ def test_aggregate_matches_reference_and_gate_is_a_distribution(seed):
     assert_trees_close(
         jax.jit(msr.aggregate)(outs, g), msr.aggregate_reference(outs, g), rtol=1e-5, atol=1e-6
     )
+    gl = msr.gate_to_pixels(gate_tokens, 4, "linear")
+    assert gl.shape == (2, 8, 8, 3) and float(gl.min()) >= 0.0
+    np.testing.assert_allclose(gl.sum(-1), 1.0, rtol=1e-5)
 
 
 def test_moe_forward_shapes_and_token_level_gate():
@@ -70,6 +73,42 @@ def test_moe_forward_shapes_and_token_level_gate():
     np.testing.assert_allclose(same, outs[..., :1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="x_t"):
         model(jnp.zeros((1, 10, 10, 1)), jnp.zeros((1, 10, 10, 1)), jnp.ones((1,)))
+
+
+def test_shared_trunk_experts_differ_only_in_their_heads_and_see_the_features():
+    def build(**kw):
+        return msr.init_fast(
+            lambda: msr.MoEDiffSR(
+                1,
+                expert_width=4,
+                expert_depth=0,
+                trunk_depth=1,
+                feature_dim=8,
+                patch_sizes=(4, 8),
+                emb_dim=8,
+                gate_upsample="linear",
+                rngs=nnx.Rngs(0),
+                **kw,
+            )
+        )
+
+    model = build(fuse_features=True)
+    b = tiny_batch(b=2)
+    ab = jnp.array([0.3, 0.8])
+    agg, outs, gate = model.forward_all(b.x0, b.cond, ab)
+    assert agg.shape == (2, H, H, 1) and outs.shape == (2, H, H, 3) and gate.shape == (2, 4, 4, 3)
+    # copy expert 0's head into the others: the shared trunk then gives identical experts
+    for e in model.experts[1:]:
+        e.out.kernel[...] = model.experts[0].out.kernel[...]
+    outs_same = model.forward_all(b.x0, b.cond, ab)[1]
+    np.testing.assert_allclose(outs_same[..., 1:], jnp.repeat(outs_same[..., :1], 2, -1))
+    # the trunk sees the transformer features: zeroing their projection changes every expert
+    model.trunk.fuse.kernel[...] = jnp.zeros_like(model.trunk.fuse.kernel[...])
+    assert float(jnp.abs(model.forward_all(b.x0, b.cond, ab)[1] - outs_same).max()) > 1e-4
+    with pytest.raises(ValueError, match="fuse_features"):
+        msr.MoEDiffSR(1, fuse_features=True, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="gate_upsample"):
+        msr.MoEDiffSR(1, gate_upsample="cubic", rngs=nnx.Rngs(0))
 
 
 def test_param_count_closed_form_and_fast_init_statistics():

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._nets import ConvDenoiser, NoiseMLP
+from ._nets import ConvDenoiser, FiLMResBlock, NoiseMLP
 from ._types import Array, Channels, NoiseLevel
 
 
@@ -75,8 +75,18 @@ class FeatureExtractor(nnx.Module):
         return self.norm(x).reshape(b, th, tw, -1)
 
 
-def gate_to_pixels(gate_tokens: Array, patch: int) -> Array:
-    """Broadcast token gate probabilities (b, th, tw, k) to pixels (b, th*p, tw*p, k)."""
+def gate_to_pixels(gate_tokens: Array, patch: int, method: str = "nearest") -> Array:
+    """Token gate probabilities (b, th, tw, k) -> pixels (b, th*p, tw*p, k).
+
+    "nearest" repeats each token over its p x p pixels; "linear" interpolates bilinearly
+    between token centres (non-negative weights summing to 1, so each pixel's gate is still a
+    distribution over experts) and avoids p-periodic seams where neighbouring tokens differ.
+    """
+    if method not in ("nearest", "linear"):
+        raise ValueError(f"method: expected 'nearest' or 'linear', got {method!r}")
+    if method == "linear":
+        b, th, tw, k = gate_tokens.shape
+        return jax.image.resize(gate_tokens, (b, th * patch, tw * patch, k), "linear")
     return jnp.repeat(jnp.repeat(gate_tokens, patch, axis=1), patch, axis=2)
 
 
@@ -93,11 +103,64 @@ def aggregate_reference(expert_outputs: Array, gate_pixels: Array) -> Array:
     return out[..., None]
 
 
+class SharedTrunk(nnx.Module):
+    """Noise embedding, input convolution and FiLM residual blocks shared by all experts."""
+
+    def __init__(
+        self,
+        cond_channels: int,
+        width: int,
+        depth: int,
+        emb_dim: int,
+        feature_dim: int = 0,
+        *,
+        scale_input: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        self.scale_input = scale_input
+        self.noise = NoiseMLP(emb_dim, rngs=rngs)
+        self.inp = nnx.Conv(1 + cond_channels, width, (3, 3), rngs=rngs)
+        self.fuse = nnx.Linear(feature_dim, width, rngs=rngs) if feature_dim else None
+        self.blocks = nnx.List([FiLMResBlock(width, emb_dim, rngs=rngs) for _ in range(depth)])
+
+    def __call__(self, x_t, cond, alpha_bar, tokens=None):
+        emb = self.noise(alpha_bar)
+        if self.scale_input:
+            x_t = x_t * jnp.sqrt(alpha_bar)[:, None, None, None]
+        h = self.inp(jnp.concatenate([x_t, cond], axis=-1))
+        if self.fuse is not None:
+            # bilinear, not token-constant: blocks of p0 x p0 would add p0-periodic edges
+            f = self.fuse(tokens)
+            h = h + jax.image.resize(f, h.shape[:3] + f.shape[-1:], "linear")
+        for block in self.blocks:
+            h = block(h, emb)
+        return h, emb
+
+
+class ExpertHead(nnx.Module):
+    """An expert on top of the shared trunk: its own FiLM residual blocks and output conv."""
+
+    def __init__(self, width: int, depth: int, emb_dim: int, *, rngs: nnx.Rngs):
+        self.blocks = nnx.List([FiLMResBlock(width, emb_dim, rngs=rngs) for _ in range(depth)])
+        self.out = nnx.Conv(width, 1, (3, 3), rngs=rngs)
+
+    def __call__(self, h: Array, emb: Array) -> Array:
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(nnx.silu(h))
+
+
 class MoEDiffSR(nnx.Module):
     """Token-level mixture of k expert denoisers gated by transformer features.
 
     `model(x_t, cond, alpha_bar)` returns the aggregated output (b, h, w, 1);
     `scale_input` is passed to every expert (see `ConvDenoiser`).
+    `trunk_depth=0`: k independent `ConvDenoiser` experts of `expert_depth` blocks.
+    `trunk_depth>0`: the experts share a `SharedTrunk` of `trunk_depth` blocks and differ in
+    their last `expert_depth` blocks and output conv (`ExpertHead`); `fuse_features=True`
+    also adds a linear projection of the transformer token features to the trunk's first
+    activations, so the denoiser sees the global context the gate sees. `gate_upsample`:
+    how token gates reach pixels for the aggregation (see `gate_to_pixels`).
     `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
     probabilities (b, h/p0, w/p0, k), which the training losses need.
     """
@@ -113,22 +176,51 @@ class MoEDiffSR(nnx.Module):
         transformer_depth: int = 1,
         heads: int = 2,
         emb_dim: int = 16,
+        trunk_depth: int = 0,
+        fuse_features: bool = False,
+        gate_upsample: str = "nearest",
         *,
         scale_input: bool = False,
         rngs: nnx.Rngs,
     ):
+        if trunk_depth < 0:
+            raise ValueError(f"trunk_depth: expected >= 0, got {trunk_depth}")
+        if fuse_features and not trunk_depth:
+            raise ValueError("fuse_features: needs a shared trunk (trunk_depth >= 1)")
         if num_experts < 1:
             raise ValueError(f"num_experts: expected >= 1, got {num_experts}")
         if any(p % patch_sizes[0] for p in patch_sizes):
             raise ValueError(f"patch_sizes: expected multiples of the first, got {patch_sizes}")
+        if gate_upsample not in ("nearest", "linear"):
+            raise ValueError(
+                f"gate_upsample: expected 'nearest' or 'linear', got {gate_upsample!r}"
+            )
         self.patch = patch_sizes[0]
+        self.gate_upsample = gate_upsample
         self.num_experts = num_experts
         self.features = FeatureExtractor(
             cond_channels, feature_dim, tuple(patch_sizes), transformer_depth, heads, rngs=rngs
         )
         self.gate = nnx.Linear(feature_dim, num_experts, rngs=rngs)
-        self.experts = nnx.List(
-            [
+        if trunk_depth:
+            self.trunk = nnx.data(
+                SharedTrunk(
+                    cond_channels,
+                    expert_width,
+                    trunk_depth,
+                    emb_dim,
+                    feature_dim if fuse_features else 0,
+                    scale_input=scale_input,
+                    rngs=rngs,
+                )
+            )
+            experts = [
+                ExpertHead(expert_width, expert_depth, emb_dim, rngs=rngs)
+                for _ in range(num_experts)
+            ]
+        else:
+            self.trunk = nnx.data(None)
+            experts = [
                 ConvDenoiser(
                     cond_channels,
                     expert_width,
@@ -139,7 +231,7 @@ class MoEDiffSR(nnx.Module):
                 )
                 for _ in range(num_experts)
             ]
-        )
+        self.experts = nnx.List(experts)
 
     def forward_all(self, x_t: Channels, cond: Channels, alpha_bar: NoiseLevel):
         h, w = x_t.shape[1:3]
@@ -149,8 +241,13 @@ class MoEDiffSR(nnx.Module):
             )
         tokens = self.features(cond, alpha_bar)
         gate_tokens = jax.nn.softmax(self.gate(tokens), axis=-1)
-        outs = jnp.concatenate([e(x_t, cond, alpha_bar) for e in self.experts], axis=-1)
-        agg = aggregate(outs, gate_to_pixels(gate_tokens, self.patch))
+        if self.trunk is None:
+            outs = [e(x_t, cond, alpha_bar) for e in self.experts]
+        else:
+            h, emb = self.trunk(x_t, cond, alpha_bar, tokens)
+            outs = [e(h, emb) for e in self.experts]
+        outs = jnp.concatenate(outs, axis=-1)
+        agg = aggregate(outs, gate_to_pixels(gate_tokens, self.patch, self.gate_upsample))
         return agg, outs, gate_tokens
 
     def __call__(self, x_t: Channels, cond: Channels, alpha_bar: NoiseLevel) -> Channels:
