@@ -118,12 +118,7 @@ def make_models(config, cond_channels: int = 1):
     )
     target = msr.count_params(moe)
     depth = config.expert_depth + config.get("trunk_depth", 0)  # same depth as one expert's path
-    width = min(
-        range(4, 129),
-        key=lambda w: abs(
-            msr.conv_denoiser_params(cond_channels, w, depth, config.emb_dim) - target
-        ),
-    )
+    width = msr.conv_denoiser_width(cond_channels, depth, config.emb_dim, target)
     single = msr.init_fast(
         lambda: msr.ConvDenoiser(
             cond_channels,

@@ -34,12 +34,7 @@ def make_models(config, cond_channels: int = 3) -> dict:
         seed=config.seed + 3,
     )
     target = msr.count_params(moe)
-    width = min(
-        range(4, 129),
-        key=lambda w: abs(
-            msr.conv_denoiser_params(cond_channels, w, m.expert_depth, m.emb_dim) - target
-        ),
-    )
+    width = msr.conv_denoiser_width(cond_channels, m.expert_depth, m.emb_dim, target)
     single = msr.init_fast(
         lambda: msr.ConvDenoiser(cond_channels, width, m.expert_depth, m.emb_dim, rngs=nnx.Rngs(0)),
         seed=config.seed + 4,

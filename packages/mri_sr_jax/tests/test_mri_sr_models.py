@@ -114,6 +114,10 @@ def test_shared_trunk_experts_differ_only_in_their_heads_and_see_the_features():
 def test_param_count_closed_form_and_fast_init_statistics():
     m = msr.init_fast(lambda: msr.ConvDenoiser(2, 8, 2, 8, rngs=nnx.Rngs(0)), seed=3)
     assert msr.count_params(m) == msr.conv_denoiser_params(2, 8, 2, 8)
+    w = msr.conv_denoiser_width(2, 2, 8, msr.conv_denoiser_params(2, 8, 2, 8) + 3)
+    assert w == 8
+    with pytest.raises(ValueError, match="params"):
+        msr.conv_denoiser_width(2, 2, 8, 0)
     k = np.asarray(m.blocks[0].c1.kernel[...])
     assert abs(k.std() * np.sqrt(9 * 8) - 1.0) < 0.15
     assert float(jnp.abs(m.blocks[0].c1.bias[...]).max()) == 0.0

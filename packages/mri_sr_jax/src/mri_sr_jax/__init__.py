@@ -70,6 +70,7 @@ from ._nets import ConvDenoiser as ConvDenoiser
 from ._nets import EDSRLite as EDSRLite
 from ._nets import TinyUNet as TinyUNet
 from ._nets import conv_denoiser_params as conv_denoiser_params
+from ._nets import conv_denoiser_width as conv_denoiser_width
 from ._nets import count_params as count_params
 from ._nets import init_fast as init_fast
 from ._nets import noise_embedding as noise_embedding

@@ -144,6 +144,15 @@ def conv_denoiser_params(cond_channels: int, width: int, depth: int, emb_dim: in
     return noise + inp + depth * block + 9 * w + 1
 
 
+def conv_denoiser_width(cond_channels: int, depth: int, emb_dim: int, params: int) -> int:
+    """The `ConvDenoiser` width (4..128) whose parameter count is closest to `params`: the
+    single-expert baseline sized like a mixture."""
+    if params < 1:
+        raise ValueError(f"params: expected a positive parameter count, got {params}")
+    count = lambda w: conv_denoiser_params(cond_channels, w, depth, emb_dim)
+    return min(range(4, 129), key=lambda w: abs(count(w) - params))
+
+
 def count_params(model: nnx.Module) -> int:
     """Number of trainable scalars."""
     return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
