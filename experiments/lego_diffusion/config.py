@@ -40,10 +40,19 @@ def get_config(arg=None):
     c.inline_off = False
     c.duration_s = 1.5
     c.repeats = 1
-    c.sim_workers = 64  # cluster-scale simulation
-    c.sim_duration_s = 4.0
-    c.sim_rate_fractions = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0)
-    c.sim_cvs = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    c.sim_workers = 32  # cluster-scale simulation
+    c.sim_duration_s = 2.0
+    # device memory in multiples of the largest workflow's bytes (an assumption, so swept;
+    # 0 = every workflow replica fits); the claim quotes the preregistered sim_claim_memory
+    c.sim_memory = (1.0, 1.5, 2.0, 3.0, 0.0)
+    c.sim_claim_memory = 2.0
+    c.sim_phase_s, c.sim_skew = 0.5, 1.2  # popularity reshuffled every phase, Zipf skew
+    c.sim_rate_range = (0.05, 3.0)  # x capacity, searched by geometric bisection
+    c.sim_cv_range = (0.5, 16.0)
+    c.sim_cv_rate_fraction = 0.25  # the CV sweep's rate, x capacity
+    c.sim_bisect = 6
+    # real server under a memory budget (x largest workflow per worker) vs the simulator
+    c.val_memory, c.val_phase_s, c.val_rate_fractions = 1.0, 0.3, (0.3, 0.6)
     if preset == "smoke":
         c.width, c.depth = 32, 2
         c.sample_steps = 10
@@ -58,8 +67,10 @@ def get_config(arg=None):
         c.duration_s = 0.6
         c.sim_workers = 8
         c.sim_duration_s = 0.5
-        c.sim_rate_fractions = (0.2, 0.5, 1.0, 2.0, 4.0)
-        c.sim_cvs = (1.0, 4.0, 16.0)
+        c.sim_memory = (1.0, 2.0, 0.0)
+        c.sim_phase_s = 0.2
+        c.sim_bisect = 3
+        c.val_rate_fractions = (0.3,)
     elif preset == "full":
         c.diffusion_steps, c.aux_steps = 3000, 600
         c.quality_samples = 1000

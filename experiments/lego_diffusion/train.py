@@ -10,6 +10,7 @@ import os
 import time
 
 import jax
+import lego_cluster
 import matplotlib.pyplot as plt
 import numpy as np
 import orbax.checkpoint as ocp
@@ -198,7 +199,7 @@ def variants(config):
     return out
 
 
-async def run_load(config, catalog, executors, images, edges, logger):
+async def run_load(config, catalog, executors, images, edges, logger, load_s, workdir):
     systems = variants(config)
     runtimes = {
         v: ds.ServingRuntime(
@@ -320,6 +321,9 @@ async def run_load(config, catalog, executors, images, edges, logger):
                 (rate_rows if sweep == "rate" else cv_rows).append(row)
     for h in servers.values():
         await h.close()
+    val_rows = await lego_cluster.validate_memory(
+        config, catalog, executors, prof, slo, overhead, capacity, cores, load_s, workdir, make_one
+    )
     mem = {m: rt.memory_bytes() for m, rt in runtimes.items()}
     return dict(
         overhead=overhead,
@@ -335,52 +339,8 @@ async def run_load(config, catalog, executors, images, edges, logger):
         cv_rows=cv_rows,
         sim_err=sim_err,
         mem=mem,
+        val_rows=val_rows,
     )
-
-
-def cluster_simulation(config, catalog, prof, device_s):
-    """Cluster scale: `sim_workers` dedicated devices; SLO = slo_scale x device-only latency.
-
-    Returns the rate sweep (Poisson) and the CV sweep (Gamma, at half the capacity)."""
-    n = config.sim_workers
-    slo = {w: config.slo_scale * t for w, t in device_s.items()}
-    capacity = n / float(np.mean(list(device_s.values())))
-    rates = [f * capacity for f in config.sim_rate_fractions]
-    cvs = list(config.sim_cvs)
-    key = jax.random.key(config.seed + 99)
-    out = {"rates": rates, "cvs": cvs}
-
-    def run(m, rate, cv, k):
-        rows = ds.synthetic_trace(
-            rate,
-            config.sim_duration_s,
-            cv=cv,
-            loras=config.lora_names,
-            latent_share=config.latent_share,
-            key=k,
-        )
-        wfs = [ds.trace_to_workflow(x) for x in rows]
-        lat = ds.simulate(
-            catalog.workflows,
-            prof,
-            [(x.timestamp, w) for x, w in zip(rows, wfs, strict=True)],
-            mode=m,
-            num_workers=n,
-            max_batch=config.max_batch,
-            slo_s=slo,
-            queue_limit=config.queue_limit * n,
-        )
-        return sim_attainment(lat, wfs, slo)
-
-    for m in ("micro", "monolithic"):
-        out[m] = {"rate": [run(m, r, 1.0, jax.random.fold_in(key, i)) for i, r in enumerate(rates)]}
-    mono_max = ds.max_load_at(rates, out["monolithic"]["rate"])
-    out["cv_rate"] = 0.7 * (mono_max if mono_max > 0 else rates[0])
-    for m in ("micro", "monolithic"):
-        out[m]["cv"] = [
-            run(m, out["cv_rate"], cv, jax.random.fold_in(key, 100 + i)) for i, cv in enumerate(cvs)
-        ]
-    return out
 
 
 def train_and_evaluate(config, workdir):
@@ -394,7 +354,9 @@ def train_and_evaluate(config, workdir):
         zoo, catalog, executors, images, labels, edges, config.quality_samples
     )
     logging.info("quality: %s", {k: v for k, v in quality.items() if not k.startswith("samples")})
-    load = asyncio.run(run_load(config, catalog, executors, images, edges, logger))
+    load_times = lego_cluster.measure_load_times(catalog, workdir)
+    load_s = {m: t[0] for m, t in load_times.items()}  # orbax restore = a device's load
+    load = asyncio.run(run_load(config, catalog, executors, images, edges, logger, load_s, workdir))
     res = load["results"]
     max_rate = {
         m: ds.max_load_at(load["rates"], [p["attainment"] for p in res[m]["rate"]]) for m in res
@@ -403,9 +365,19 @@ def train_and_evaluate(config, workdir):
     max_cv = {
         m: ds.max_load_at(list(config.cvs), [p["attainment"] for p in res[m]["cv"]]) for m in pair
     }
-    cl = cluster_simulation(config, catalog, load["prof"], load["device_s"])
-    sim_max = {m: ds.max_load_at(cl["rates"], cl[m]["rate"]) for m in pair}
-    sim_cv = {m: ds.max_load_at(cl["cvs"], cl[m]["cv"]) for m in pair}
+    cl = lego_cluster.memory_sweep(config, catalog, load["prof"], load["device_s"], load_s)
+    by = {(r["system"], r["memory"]): r for r in cl["rows"]}
+    pinned = by[("monolithic (pinned)", None)]
+
+    def sim_ratio(mem, what):
+        a, b = by[("micro", mem)][what], by[("monolithic", mem)][what]
+        return a / b if b > 0 else float("inf")
+
+    mems = list(config.sim_memory)
+    claim_mem = config.sim_claim_memory
+    val_err = float(np.median([abs(r[2] - r[3]) for r in load["val_rows"]]))
+    rate_ratios = [sim_ratio(m, "max_rate") for m in mems]
+    cv_ratios = [sim_ratio(m, "max_cv") for m in mems]
 
     def ratio(d, a="micro", b="monolithic"):
         return d[a] / d[b] if d[b] > 0 else float("inf")
@@ -424,16 +396,25 @@ def train_and_evaluate(config, workdir):
             label=f"{m} (simulated)",
         )
         axes[1].plot(config.cvs, [p["attainment"] for p in res[m]["cv"]], style, label=m)
-        axes[2].plot(cl["rates"], cl[m]["rate"], style, label=m)
+        axes[2].plot(
+            [m2 or 2 * max(x for x in mems if x) for m2 in mems],
+            [by[(m, m2)]["max_rate"] for m2 in mems],
+            style,
+            label=m,
+        )
     axes[0].set(
         xlabel="request rate (req/s)", ylabel="SLO attainment", title="real HTTP server, Poisson"
     )
     axes[1].set(xlabel="arrival CV (Gamma)", title="burstiness")
+    axes[2].axhline(pinned["max_rate"], color="C3", lw=1, label="monolithic (pinned)")
     axes[2].set(
-        xlabel="request rate (req/s)", title=f"simulated cluster, {config.sim_workers} devices"
+        xlabel="device memory (x largest workflow; rightmost: all fit)",
+        ylabel="max rate at 90% SLO",
+        title=f"simulated {config.sim_workers} devices, shifting mix",
     )
-    for ax in axes:
+    for ax in axes[:2]:
         ax.axhline(0.9, color="gray", lw=0.8, ls="--")
+    for ax in axes:
         ax.legend(fontsize=7)
     figs = [xplib.save_figure(fig, workdir, "slo_attainment")]
     fig, axes = plt.subplots(2, 10, figsize=(10, 2.3))
@@ -489,20 +470,38 @@ def train_and_evaluate(config, workdir):
             baseline_name=f"monolithic (ratio {ratio(max_cv):.2f}x)",
         ),
         xplib.Claim(
-            f"max rate at >= 90% SLO, simulated {config.sim_workers}-device cluster",
+            f"max rate at >= 90% SLO, simulated {config.sim_workers} devices, memory "
+            f"{claim_mem}x the largest workflow, shifting skewed mix, measured load times "
+            f"(micro/mono ratio across memory {mems}: "
+            + ", ".join(f"{x:.2f}" for x in rate_ratios)
+            + ")",
             "req/s",
-            round(sim_max["micro"], 1),
-            round(sim_max["monolithic"], 1),
+            round(by[("micro", claim_mem)]["max_rate"], 1),
+            round(by[("monolithic", claim_mem)]["max_rate"], 1),
             "up to 3x (cluster scale)",
-            baseline_name=f"monolithic (ratio {ratio(sim_max):.2f}x)",
+            baseline_name="monolithic, same memory "
+            f"(ratio {sim_ratio(claim_mem, 'max_rate'):.2f}x)",
         ),
         xplib.Claim(
-            f"burst tolerance (max CV at >= 90% SLO), simulated {config.sim_workers} devices",
+            f"burst tolerance (max CV at >= 90% SLO), simulated {config.sim_workers} devices, "
+            f"memory {claim_mem}x (ratio across memory {mems}: "
+            + ", ".join(f"{x:.2f}" for x in cv_ratios)
+            + ")",
             "Gamma CV",
-            round(sim_cv["micro"], 2),
-            round(sim_cv["monolithic"], 2),
+            round(by[("micro", claim_mem)]["max_cv"], 2),
+            round(by[("monolithic", claim_mem)]["max_cv"], 2),
             "up to 8x higher burst traffic",
-            baseline_name=f"monolithic (ratio {ratio(sim_cv):.2f}x)",
+            baseline_name=f"monolithic, same memory (ratio {sim_ratio(claim_mem, 'max_cv'):.2f}x)",
+        ),
+        xplib.Claim(
+            f"max rate at >= 90% SLO, simulated {config.sim_workers} devices, vs monolithic "
+            "replicas pinned to workflows (equal shares, all models resident)",
+            "req/s",
+            round(by[("micro", 0.0)]["max_rate"], 1),
+            round(pinned["max_rate"], 1),
+            "up to 3x (cluster scale)",
+            baseline_name="monolithic pinned (ratio "
+            f"{by[('micro', 0.0)]['max_rate'] / max(pinned['max_rate'], 1e-9):.2f}x)",
         ),
         xplib.Claim(
             "parameter memory for the six workflows (model sharing)",
@@ -533,6 +532,43 @@ def train_and_evaluate(config, workdir):
             f"({config.cv_rate_fraction:.0%} of the monolithic max rate)",
             ["mode", "CV", "SLO attainment", "simulated", "P50 ms", "P99 ms", "429s"],
             load["cv_rows"],
+        ),
+        xplib.Table(
+            f"Simulated {config.sim_workers} devices: device memory sweep (x "
+            f"{cl['unit_bytes'] / 1e6:.2f} MB, the largest workflow; 0 = every replica fits), "
+            f"shifting Zipf mix (skew {config.sim_skew}, reshuffled every "
+            f"{config.sim_phase_s} s), CV sweep at {cl['cv_rate']:.0f} req/s",
+            ["system", "memory", "max rate req/s", "max CV", "loads (median run)"],
+            [
+                [
+                    r["system"],
+                    "all, pinned" if r["memory"] is None else r["memory"],
+                    round(r["max_rate"], 1),
+                    round(r["max_cv"], 2),
+                    r["loads"],
+                ]
+                for r in cl["rows"]
+            ],
+        ),
+        xplib.Table(
+            f"Real server, {config.val_memory}x largest workflow of memory per worker (orbax "
+            f"restores on a miss), shifting mix, vs the simulator (median |error| "
+            f"{val_err:.3f})",
+            ["mode", "rate req/s", "SLO attainment", "simulated", "loads", "simulated loads"],
+            [[r[0], r[1], round(r[2], 3), round(r[3], 3), r[4], r[5]] for r in load["val_rows"]],
+        ),
+        xplib.Table(
+            "Measured model load times (median of 3) and sizes",
+            ["model", "MB", "orbax restore ms", "device_put ms"],
+            [
+                [
+                    m,
+                    round(catalog.models[m].param_bytes / 1e6, 3),
+                    round(1e3 * a, 2),
+                    round(1e3 * b, 3),
+                ]
+                for m, (a, b) in load_times.items()
+            ],
         ),
         xplib.Table(
             "Workflows: standalone latency and SLO",
@@ -607,8 +643,12 @@ def train_and_evaluate(config, workdir):
         extra={
             "max_rate": max_rate,
             "max_cv": max_cv,
-            "sim_max_rate": sim_max,
-            "sim_max_cv": sim_cv,
+            "sim_memory_sweep": cl["rows"],
+            "sim_rate_ratios": dict(zip(map(str, mems), rate_ratios, strict=True)),
+            "sim_cv_ratios": dict(zip(map(str, mems), cv_ratios, strict=True)),
+            "load_times_s": load_times,
+            "memory_validation": load["val_rows"],
+            "memory_validation_error": val_err,
             "request_overhead_s": load["overhead"],
             "profiles": load["prof"],
             "standalone_s": load["standalone"],
@@ -619,4 +659,4 @@ def train_and_evaluate(config, workdir):
             },
         },
     )
-    logging.info("max rate %s, max cv %s, sim %s", max_rate, max_cv, sim_max)
+    logging.info("max rate %s, max cv %s, sim %s", max_rate, max_cv, cl["rows"])

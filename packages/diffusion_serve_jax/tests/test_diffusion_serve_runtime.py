@@ -288,3 +288,61 @@ def test_arrival_processes():
         gamma_arrivals(-1.0, 1.0, 1.0, key=key)
     with pytest.raises(ValueError, match="cv"):
         gamma_arrivals(1.0, 0.0, 1.0, key=key)
+
+
+@pytest.mark.parametrize("mode", ["micro", "monolithic"])
+def test_memory_budget_loads_what_it_must_and_answers_stay_right(zoo_setup, mode):
+    # one worker whose memory holds the largest workflow: a monolithic replica must swap
+    # whole workflows when the request's workflow changes; micro-serving swaps models
+    cat, execs = zoo_setup
+    host = {m: jax.tree.map(np.asarray, cat.models[m].params) for m in execs}
+    loaded = []
+
+    def loader(m):
+        loaded.append(m)
+        return jax.tree.map(jnp.asarray, host[m])
+
+    budget = max(
+        sum(cat.models[m].param_bytes for m in {n.model for n in w.workflow.nodes})
+        for w in cat.workflows.values()
+    )
+    names = ["t2i", "control_upscale", "t2i", "t2i_checked", "control_upscale"]
+
+    async def main():
+        rt = ServingRuntime(
+            cat,
+            mode=mode,
+            num_workers=1,
+            executors=execs,
+            max_batch=4,
+            memory_bytes=budget,
+            loader=loader,
+            load_s=dict.fromkeys(execs, 0.01),
+        )
+        await rt.start()
+        outs = []
+        for i, w in enumerate(names):  # one at a time: every switch is visible
+            outs.append(await rt.submit(w, _inputs(w, i)).future)
+        text = rt.metrics_text()
+        await rt.stop()
+        return rt, outs, text
+
+    rt, outs, text = asyncio.run(main())
+    for i, (w, out) in enumerate(zip(names, outs, strict=True)):
+        want = _direct(cat, w, _inputs(w, i))
+        for k in want:
+            np.testing.assert_allclose(out[k], want[k], rtol=1e-4, atol=1e-5)
+    assert rt.stats.loads >= 2 and f"diffusion_loads_total {rt.stats.loads}" in text
+    if mode == "monolithic":  # a replica loads all of its workflow's models
+        assert set(loaded) >= {"encoder", "denoiser", "classifier"}
+    with pytest.raises(ValueError, match="memory_bytes: also pass loader"):
+        ServingRuntime(cat, mode=mode, executors=execs, memory_bytes=budget)
+    with pytest.raises(ValueError, match="memory_bytes: .* cannot hold"):
+        ServingRuntime(
+            cat,
+            mode=mode,
+            executors=execs,
+            memory_bytes=10,
+            loader=loader,
+            load_s=dict.fromkeys(execs, 0.01),
+        )

@@ -1,5 +1,6 @@
 """The discrete-event simulator: exact service times at low load, batching, CPU sharing."""
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from diffusion_serve_jax import (
     WorkflowBuilder,
     batch_time,
     max_load_at,
+    shifting_mix,
     simulate,
 )
 
@@ -80,3 +82,63 @@ def test_max_load_at_stays_within_the_passing_range(att):
         first_fail = next((i for i, a in enumerate(att) if a < 0.9), None)
         hi = 3.0 if first_fail is None else first_fail + 1.0
         assert 1.0 <= x <= hi
+
+
+SIZES = {"a": 1.0, "b": 1.0}
+LOADS = {"a": 0.1, "b": 0.2}
+
+
+def test_memory_budget_makes_monolithic_swap_while_micro_shares():
+    # budget 2: micro holds a and b (shared by both workflows); a monolithic replica holds
+    # w1 (a + b, its own copies) or w2 (b), never both, so switching pays the load time
+    wfs = _catalog()
+    arr = [(0.0, "w1"), (1.0, "w2"), (2.0, "w1")]
+    slo = {"w1": 1, "w2": 1}
+    kw = dict(max_batch=4, slo_s=slo, model_bytes=SIZES, load_s=LOADS, with_stats=True)
+    mono, ms = simulate(wfs, PROF, arr, mode="monolithic", num_workers=1, memory_bytes=2, **kw)
+    micro, us = simulate(wfs, PROF, arr, mode="micro", num_workers=1, memory_bytes=2, **kw)
+    np.testing.assert_allclose(mono, [0.004, 0.2 + 0.003, 0.3 + 0.004])
+    np.testing.assert_allclose(micro, [0.004, 0.003, 0.004])
+    assert ms == {"loads": 2, "load_s": pytest.approx(0.5)} and us["loads"] == 0
+
+
+@given(st.lists(st.floats(0, 0.02), min_size=6, max_size=6))
+def test_memory_that_holds_everything_changes_nothing_for_micro(gaps):
+    wfs = _catalog()
+    arr = [(float(t), ("w1", "w2")[i % 2]) for i, t in enumerate(np.cumsum(gaps))]
+    kw = dict(mode="micro", num_workers=2, max_batch=4, slo_s={"w1": 1, "w2": 1})
+    free = simulate(wfs, PROF, arr, **kw)
+    held = simulate(wfs, PROF, arr, memory_bytes=2, model_bytes=SIZES, load_s=LOADS, **kw)
+    np.testing.assert_allclose(held, free)
+
+
+def test_memory_arguments_are_checked():
+    wfs = _catalog()
+    kw = dict(mode="monolithic", num_workers=1, max_batch=4, slo_s={"w1": 1, "w2": 1})
+    with pytest.raises(ValueError, match="memory_bytes: 1 cannot hold"):
+        simulate(wfs, PROF, [(0.0, "w1")], memory_bytes=1, model_bytes=SIZES, load_s=LOADS, **kw)
+    with pytest.raises(ValueError, match="load_s: .* missing"):
+        simulate(wfs, PROF, [(0.0, "w1")], memory_bytes=4, model_bytes=SIZES, **kw)
+
+
+@given(st.floats(0.0, 3.0))
+def test_shifting_mix_draws_known_workflows_in_time_order(skew):
+    names = ["p", "q", "r"]
+    arr = shifting_mix(names, 200.0, 1.0, phase_s=0.25, skew=skew, key=jax.random.key(1))
+    times = [t for t, _ in arr]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] < 1.0
+    assert {w for _, w in arr} <= set(names)
+
+
+def test_shifting_mix_changes_the_popular_workflow():
+    names = ["p", "q", "r", "s"]
+    arr = shifting_mix(names, 2000.0, 2.0, phase_s=0.5, skew=4.0, key=jax.random.key(0))
+    tops = []
+    for ph in range(4):
+        ws = [w for t, w in arr if ph * 0.5 <= t < (ph + 1) * 0.5]
+        top = max(names, key=ws.count)
+        assert ws.count(top) > 0.8 * len(ws)  # skew 4: the top workflow takes ~92%
+        tops.append(top)
+    assert len(set(tops)) > 1
+    with pytest.raises(ValueError, match="phase_s"):
+        shifting_mix(names, 10.0, 1.0, phase_s=0.0, key=jax.random.key(0))

@@ -39,6 +39,7 @@ from ._loadgen import max_load_at as max_load_at
 from ._loadgen import on_off_arrivals as on_off_arrivals
 from ._loadgen import poisson_arrivals as poisson_arrivals
 from ._loadgen import run_open_loop as run_open_loop
+from ._loadgen import shifting_mix as shifting_mix
 from ._loadgen import slo_attainment as slo_attainment
 from ._loadgen import synthetic_trace as synthetic_trace
 from ._loadgen import trace_to_workflow as trace_to_workflow

@@ -63,6 +63,13 @@ class NodeExecutor:
             rep = NamedSharding(mesh, P())
             self._fn = jax.jit(counted, in_shardings=(rep, shard), out_shardings=shard)
             self._params = jax.device_put(spec.params, rep)
+        self._rep = None if mesh is None else rep
+
+    def set_params(self, params) -> None:
+        """Serve freshly loaded weights (same tree and shapes: no recompilation)."""
+        if jax.tree.structure(params) != jax.tree.structure(self._params):
+            raise ValueError(f"params: expected the tree of model {self.spec.name!r}")
+        self._params = params if self._rep is None else jax.device_put(params, self._rep)
 
     def _call(self, batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         b = pick_bucket(n, self.buckets)

@@ -192,3 +192,32 @@ def max_load_at(loads: Sequence[float], attainment: Sequence[float], target: flo
         if y[i] < target:
             return float(x[i - 1] + (y[i - 1] - target) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
     return float(x[-1])
+
+
+def shifting_mix(
+    workflows: Sequence[str],
+    rate: float,
+    duration: float,
+    *,
+    cv: float = 1.0,
+    phase_s: float,
+    skew: float = 1.2,
+    key: jax.Array,
+) -> list[tuple[float, str]]:
+    """Gamma arrivals `(time, workflow)` whose workflow popularity is Zipf-skewed (weight
+    1/rank**skew) and reshuffled every `phase_s` seconds: the popular workflow changes."""
+    if not workflows:
+        raise ValueError("workflows: expected at least one workflow name")
+    if not (phase_s > 0 and skew >= 0):
+        raise ValueError(f"phase_s > 0 and skew >= 0 expected, got {phase_s}, {skew}")
+    times = gamma_arrivals(rate, cv, duration, key=key)
+    rng = _rng(jax.random.fold_in(key, 11))
+    w = 1.0 / np.arange(1, len(workflows) + 1) ** skew
+    ranks = [rng.permutation(len(workflows)) for _ in range(int(duration // phase_s) + 1)]
+    picks = rng.random(len(times))
+    out = []
+    for t, u in zip(times, picks, strict=True):
+        p = w[ranks[int(t // phase_s)]]  # workflow i has the weight of its rank this phase
+        i = int(np.searchsorted(np.cumsum(p) / p.sum(), u, side="right"))
+        out.append((float(t), str(workflows[min(i, len(workflows) - 1)])))
+    return out

@@ -30,12 +30,13 @@ import math
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._executor import NodeExecutor, stack_rows
+from ._memory_workers import MemoryWorkers
 from ._workflow import Catalog, CompiledWorkflow
 
 
@@ -95,12 +96,14 @@ class _Stats:
     latency_sum: float = 0.0
     latency_count: int = 0
     latency_buckets: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
+    loads: int = 0  # model (micro) or workflow-replica (mono) loads under a memory budget
+    load_seconds: float = 0.0
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class ServingRuntime:
+class ServingRuntime(MemoryWorkers):
     def __init__(
         self,
         catalog: Catalog,
@@ -116,7 +119,14 @@ class ServingRuntime:
         executors: Mapping[str, NodeExecutor] | None = None,
         keep_results: int = 10_000,
         inline_below_s: float = 5e-4,
+        memory_bytes: float | None = None,
+        loader: Callable[[str], Any] | None = None,
+        load_s: Mapping[str, float] | None = None,
     ):
+        """`memory_bytes` (per worker slot) with `loader` (model name -> its params, the real
+        load) and `load_s` (expected seconds per model load) makes workers hold what fits
+        and load what they must (see `_memory_workers`); monolithic workers are then no
+        longer pinned to one workflow."""
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
         if num_workers < 1 or max_batch < 1 or queue_limit < 1:
@@ -137,7 +147,7 @@ class ServingRuntime:
         for m in used:
             if m not in self.executors:
                 self.executors[m] = NodeExecutor(catalog.models[m], buckets=buckets)
-        self.replicas = self._plan_replicas(replicas, used)
+        self.replicas = self._plan_replicas(replicas, used, pinned=memory_bytes is None)
         self._queues: dict[str, list] = {}
         self._seq = itertools.count()
         self._active: dict[str, int] = defaultdict(int)
@@ -153,9 +163,12 @@ class ServingRuntime:
         self._inflight: set[Request] = set()
         self._closing = False
         self.stats = _Stats()
+        self._init_memory(memory_bytes, loader, load_s)
 
     # -- planning --------------------------------------------------------------------------
-    def _plan_replicas(self, replicas: Mapping[str, int] | None, used: list[str]) -> dict:
+    def _plan_replicas(
+        self, replicas: Mapping[str, int] | None, used: list[str], pinned: bool = True
+    ) -> dict:
         if self.mode == "micro":
             caps = {m: self.num_workers for m in used}
             for k, v in (replicas or {}).items():
@@ -164,6 +177,8 @@ class ServingRuntime:
                 caps[k] = int(v)
             return caps
         names = sorted(self.catalog.workflows)
+        if not pinned:  # under a memory budget any worker may serve any workflow
+            return {w: self.num_workers for w in names}
         if replicas is None:
             if self.num_workers < len(names):
                 raise ValueError(
@@ -197,13 +212,16 @@ class ServingRuntime:
         self._wake = asyncio.Event()
         self._closing = False
         self._pool = concurrent.futures.ThreadPoolExecutor(self.num_workers)
-        if self.mode == "micro":
-            self._queues = {m: [] for m in self.executors}
+        self._queues = {k: [] for k in (self.executors if self.mode == "micro" else self.replicas)}
+        if self._memory is not None:
+            self._tasks = [
+                asyncio.create_task(self._memory_worker(i)) for i in range(self.num_workers)
+            ]
+        elif self.mode == "micro":
             self._tasks = [
                 asyncio.create_task(self._micro_worker()) for _ in range(self.num_workers)
             ]
         else:
-            self._queues = {w: [] for w in self.catalog.workflows}
             self._tasks = [
                 asyncio.create_task(self._mono_worker(w))
                 for w, n in self.replicas.items()
@@ -424,20 +442,24 @@ class ServingRuntime:
                 self._active[model] -= 1
                 self._wake.set()
             self._note_time(model, time.perf_counter() - t0)
-            self.stats.batches[model] += 1
-            self.stats.batch_rows[model] += len(items)
-            for i, (req, node) in enumerate(items):
-                if req.status != "running":
-                    continue
-                for k, arr in outs.items():
-                    req.values[f"{node}.{k}"] = (arr, i)
-                req.nodes_left -= 1
-                for child in req.workflow.children[node]:
-                    req.remaining[child] -= 1
-                    if req.remaining[child] == 0:
-                        self._push(req.workflow.node(child).model, req, child)
-                if req.nodes_left == 0:
-                    self._finish(req)
+            self._complete_micro(model, items, outs)
+
+    def _complete_micro(self, model: str, items, outs: dict[str, np.ndarray]) -> None:
+        """Store a model batch's outputs and release each request's successor nodes."""
+        self.stats.batches[model] += 1
+        self.stats.batch_rows[model] += len(items)
+        for i, (req, node) in enumerate(items):
+            if req.status != "running":
+                continue
+            for k, arr in outs.items():
+                req.values[f"{node}.{k}"] = (arr, i)
+            req.nodes_left -= 1
+            for child in req.workflow.children[node]:
+                req.remaining[child] -= 1
+                if req.remaining[child] == 0:
+                    self._push(req.workflow.node(child).model, req, child)
+            if req.nodes_left == 0:
+                self._finish(req)
 
     def _gather(self, model: str, items: list[tuple[Request, str]]) -> dict[str, np.ndarray]:
         node0 = {}
@@ -492,12 +514,15 @@ class ServingRuntime:
             finally:
                 self._wake.set()
             self._note_time(workflow, time.perf_counter() - t0)
-            self.stats.batches[workflow] += 1
-            self.stats.batch_rows[workflow] += len(reqs)
-            for r in reqs:
-                if r.status == "running":
-                    r.nodes_left = 0
-                    self._finish(r)
+            self._complete_mono(workflow, reqs)
+
+    def _complete_mono(self, workflow: str, reqs: list[Request]) -> None:
+        self.stats.batches[workflow] += 1
+        self.stats.batch_rows[workflow] += len(reqs)
+        for r in reqs:
+            if r.status == "running":
+                r.nodes_left = 0
+                self._finish(r)
 
     # -- introspection ---------------------------------------------------------------------
     def queue_depths(self) -> dict[str, int]:
@@ -515,6 +540,8 @@ class ServingRuntime:
         for k, n in sorted(self.stats.batches.items()):
             lines.append(f'diffusion_batches_total{{queue="{k}"}} {n}')
             lines.append(f'diffusion_batch_rows_total{{queue="{k}"}} {self.stats.batch_rows[k]}')
+        lines.append("# TYPE diffusion_loads_total counter")
+        lines.append(f"diffusion_loads_total {self.stats.loads}")
         lines.append("# TYPE diffusion_inflight gauge")
         lines.append(f"diffusion_inflight {len(self._inflight)}")
         lines.append("# TYPE diffusion_latency_seconds histogram")

@@ -6,6 +6,17 @@ the whole DAG) with service times taken from `NodeExecutor.profile` measurements
 either dedicated (`cores=None`: each worker is its own accelerator, the cluster-scale case) or
 share `cores` processors (processor sharing: k concurrent batches each run at min(1, cores/k)
 speed, how worker threads share a CPU).
+
+Device memory (`memory_bytes`, with `model_bytes` and measured `load_s` per model): a device
+holds what fits and pays the load time of whatever it must bring in (least recently used
+residents are evicted). The unit a device holds is a *model* in micro-serving (one instance
+shared by every workflow that uses it) and a whole *workflow replica* in monolithic serving
+(its own copy of each of its models, loaded together). Both modes then use the same
+work-conserving policy on every device: serve the most urgent queue among the keys it holds;
+a device with nothing of its own to do loads (scales out) the key whose head deadline plus load
+time is earliest, unless an idle device holds that key or a busy holder frees up sooner than
+the load would finish. Device d starts holding workflow d's models (or replica), then fills
+its memory with the other keys in turn.
 """
 
 import dataclasses
@@ -16,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ._executor import pick_bucket
+from ._residency import DeviceMemory, initial_placement
 from ._runtime import batch_size_for
 from ._workflow import CompiledWorkflow
 
@@ -37,7 +49,6 @@ class _Req:
     deadline: float
     remaining: dict
     left: int
-    done: float = math.inf
 
 
 def simulate(
@@ -54,45 +65,60 @@ def simulate(
     cores: float | None = None,
     overhead_s: float = 0.0,
     request_overhead_s: float = 0.0,
-) -> np.ndarray:
+    memory_bytes: float | None = None,
+    model_bytes: Mapping[str, float] | None = None,
+    load_s: Mapping[str, float] | None = None,
+    with_stats: bool = False,
+):
     """Latency (seconds; inf if rejected) of each arrival `(time, workflow)`.
 
     `overhead_s` is added to every batch's device time; `request_overhead_s` to every served
-    request's latency (time outside the devices: network, parsing).
+    request's latency (time outside the devices: network, parsing). With `memory_bytes`
+    (per device; needs `model_bytes` and `load_s` for every model) devices load and evict
+    models as described in the module docstring, and monolithic replicas are no longer pinned
+    to one workflow. `with_stats=True` returns `(latencies, {"loads", "load_s"})`.
     """
     if mode not in ("micro", "monolithic"):
         raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
     names = sorted(workflows)
-    if mode == "monolithic" and replicas is None:
+    models = sorted({n.model for w in workflows.values() for n in w.workflow.nodes})
+    missing = sorted(set(models) - set(profiles))
+    if missing:
+        raise ValueError(f"profiles: no measurement for models {missing}")
+    wf_models = {w: sorted({n.model for n in workflows[w].workflow.nodes}) for w in names}
+    if memory_bytes is not None:
+        if not memory_bytes > 0:
+            raise ValueError(f"memory_bytes: expected a positive budget, got {memory_bytes}")
+        for arg, d in (("model_bytes", model_bytes), ("load_s", load_s)):
+            lacking = sorted(set(models) - set(d or {}))
+            if lacking:
+                raise ValueError(f"{arg}: with memory_bytes, need every model; missing {lacking}")
+    pinned = mode == "monolithic" and memory_bytes is None
+    if pinned and replicas is None:
         if num_workers < len(names):
             raise ValueError(
                 f"num_workers: need one per workflow ({len(names)}), got {num_workers}"
             )
         base, extra = divmod(num_workers, len(names))
         replicas = {w: base + (i < extra) for i, w in enumerate(names)}
-    models = sorted({n.model for w in workflows.values() for n in w.workflow.nodes})
-    missing = sorted(set(models) - set(profiles))
-    if missing:
-        raise ValueError(f"profiles: no measurement for models {missing}")
-    queues: dict[str, list] = {k: [] for k in (models if mode == "micro" else names)}
+    keys = models if mode == "micro" else names
+    queues: dict[str, list] = {k: [] for k in keys}
     if mode == "micro":
         buckets_of = {m: tuple(sorted(profiles[m])) for m in models}
+        size = dict(model_bytes or {})
+        load = dict(load_s or {})
     else:
         buckets_of = {
-            w: tuple(
-                sorted(
-                    set.intersection(*(set(profiles[n.model]) for n in workflows[w].workflow.nodes))
-                )
-            )
+            w: tuple(sorted(set.intersection(*(set(profiles[m]) for m in wf_models[w]))))
             for w in names
         }
+        size = {w: sum(model_bytes[m] for m in wf_models[w]) for w in names} if model_bytes else {}
+        load = {w: sum(load_s[m] for m in wf_models[w]) for w in names} if load_s else {}
+    owners = [w for w in names for _ in range(replicas[w])] if pinned else [None] * num_workers
+    placement = initial_placement(mode, names, wf_models, len(owners))
+    mem = DeviceMemory(memory_bytes, size, load, placement)
     seq = 0
     lat = np.full(len(arrivals), np.inf)
-    active: dict[str, int] = {k: 0 for k in queues}
-    # workers: micro -> num_workers generic; mono -> (workflow) owners
-    owners = (
-        [None] * num_workers if mode == "micro" else [w for w in names for _ in range(replicas[w])]
-    )
     free = list(range(len(owners)))
     running: list[list] = []  # [remaining_work, worker, key, items]
     order = sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])
@@ -110,25 +136,53 @@ def simulate(
         wf = workflows[key]
         return sum(batch_time(profiles[wf.node(x).model], n) for x in wf.order) + overhead_s
 
+    def pick_held(wi):
+        """The most urgent queue among the keys this device holds."""
+        if owners[wi] is not None:
+            return owners[wi] if queues[owners[wi]] else None
+        best, best_score = None, None
+        for k, q in queues.items():
+            if q and mem.holds(wi, k) and (best_score is None or q[0][:2] < best_score):
+                best, best_score = k, q[0][:2]
+        return best
+
+    def pick_load():
+        """For a device with nothing of its own to do: the most urgent queue that it would
+        start sooner by loading than by waiting for a holder (None if none)."""
+        s, idle = speed(), set(free)
+        best, best_score = None, None
+        for k, q in queues.items():
+            if not q or not idle.isdisjoint(mem.holders[k]):
+                continue  # an idle holder takes it
+            wait = min((r[0] / s for r in running if r[1] in mem.holders[k]), default=math.inf)
+            if wait <= load[k]:
+                continue  # a busy holder frees up before a load would finish
+            score = (q[0][0] + load[k], q[0][1])
+            if best_score is None or score < best_score:
+                best, best_score = k, score
+        return best
+
+    def start(wi, key):
+        n = batch_size_for(len(queues[key]), buckets_of[key], max_batch)
+        items = [heapq.heappop(queues[key]) for _ in range(n)]
+        free.remove(wi)
+        work = mem.bring(wi, key) + service(key, len(items))
+        running.append([work, wi, key, items])
+
     def dispatch():
         progress = True
         while progress and free:
             progress = False
             for wi in list(free):
-                if mode == "micro":
-                    cands = [k for k, q in queues.items() if q]
-                    if not cands:
-                        continue
-                    key = min(cands, key=lambda k: queues[k][0][:2])
-                else:
-                    key = owners[wi]
-                    if not queues[key]:
-                        continue
-                n = batch_size_for(len(queues[key]), buckets_of[key], max_batch)
-                items = [heapq.heappop(queues[key]) for _ in range(n)]
-                free.remove(wi)
-                active[key] += 1
-                running.append([service(key, len(items)), wi, key, items])
+                key = pick_held(wi)
+                if key is not None:
+                    start(wi, key)
+                    progress = True
+            if memory_bytes is None or progress or not free:
+                continue
+            key = pick_load()  # every free device is idle: the first one loads
+            if key is not None:
+                start(free[0], key)
                 progress = True
 
     def speed():
@@ -149,7 +203,6 @@ def simulate(
                 running.remove(r)
                 _, wi, key, items = r
                 free.append(wi)
-                active[key] -= 1
                 for _, _, req, node in items:
                     if mode == "micro":
                         req.left -= 1
@@ -170,8 +223,7 @@ def simulate(
                 i, wf, t, t + slo_s[w], {n: len(d) for n, d in wf.deps.items()}, len(wf.order)
             )
             if mode == "micro":
-                keys = {wf.node(n).model for n in wf.order}
-                if max(len(queues[k]) for k in keys) >= queue_limit:
+                if max(len(queues[k]) for k in wf_models[w]) >= queue_limit:
                     continue
                 for n in wf.order:
                     if not wf.deps[n]:
@@ -181,4 +233,5 @@ def simulate(
                     continue
                 push(w, req, None)
         dispatch()
-    return lat + request_overhead_s
+    out = lat + request_overhead_s
+    return (out, {"loads": mem.loads, "load_s": mem.load_s}) if with_stats else out

@@ -1,0 +1,206 @@
+"""Cluster-scale comparison in the discrete-event simulator with device memory limits.
+
+Load times are measured here: each model's parameters are saved with orbax and restored
+(the restore is what a device pays to bring a model in). Device memory is an assumption, so
+it is swept in multiples of the largest workflow's parameter bytes (the least a monolithic
+replica needs). The workload is Zipf-skewed over the workflows and its popularity is
+reshuffled every `sim_phase_s` (the popular workflow changes), Gamma arrivals.
+"""
+
+import os
+import threading
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+import diffusion_serve_jax as ds
+
+
+def measure_load_times(catalog, workdir, repeats=3):
+    """{model: (orbax restore seconds, device_put seconds)}, medians over `repeats`."""
+    ckpt = ocp.StandardCheckpointer()
+    out = {}
+    for name in sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes}):
+        params = catalog.models[name].params
+        path = os.path.join(os.path.abspath(workdir), "model_store", name)
+        if not os.path.exists(path):
+            ckpt.save(path, params)
+            ckpt.wait_until_finished()
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
+        host = jax.tree.map(np.asarray, params)
+        restore, put = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(ckpt.restore(path, abstract))
+            restore.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            jax.block_until_ready(jax.device_put(host))
+            put.append(time.perf_counter() - t0)
+        out[name] = (float(np.median(restore)), float(np.median(put)))
+    ckpt.close()
+    return out
+
+
+def _bisect(ok, lo, hi, iters):
+    """Largest x in [lo, hi] (geometric bisection) with ok(x); 0 if not even ok(lo)."""
+    if not ok(lo):
+        return 0.0
+    if ok(hi):
+        return hi
+    for _ in range(iters):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def memory_sweep(config, catalog, prof, device_s, load_s):
+    """Max rate and max CV at >= 90% SLO for micro-serving and monolithic serving at each
+    device-memory budget; the pinned monolithic baseline (a fixed equal share of replicas
+    per workflow, all memory resident) is the simulator's earlier baseline."""
+    n = config.sim_workers
+    wfs = catalog.workflows
+    names = sorted(wfs)
+    sizes = {m: catalog.models[m].param_bytes for m in load_s}
+    unit = max(sum(sizes[m] for m in {x.model for x in wfs[w].workflow.nodes}) for w in names)
+    everything = sum(sizes[m] for w in names for m in {x.model for x in wfs[w].workflow.nodes})
+    slo = {w: config.slo_scale * t for w, t in device_s.items()}
+    capacity = n / float(np.mean(list(device_s.values())))
+    key = jax.random.key(config.seed + 99)
+
+    def attainment(mode, mem, rate, cv):
+        arr = ds.shifting_mix(
+            names,
+            rate,
+            config.sim_duration_s,
+            cv=cv,
+            phase_s=config.sim_phase_s,
+            skew=config.sim_skew,
+            key=key,
+        )
+        kw = {}
+        if mem is not None:  # 0: every workflow replica fits (monolithic is still dynamic)
+            kw = dict(memory_bytes=mem * unit or everything, model_bytes=sizes, load_s=load_s)
+        lat, stats = ds.simulate(
+            wfs,
+            prof,
+            arr,
+            mode=mode,
+            num_workers=n,
+            max_batch=config.max_batch,
+            slo_s=slo,
+            queue_limit=config.queue_limit * n,
+            with_stats=True,
+            **kw,
+        )
+        return float(np.mean([lat[i] <= slo[w] for i, (_, w) in enumerate(arr)])), stats
+
+    rows = []
+    cv_rate = config.sim_cv_rate_fraction * capacity
+    systems = [("monolithic (pinned)", "monolithic", None)] + [
+        (m, m, mem) for mem in config.sim_memory for m in ("micro", "monolithic")
+    ]
+    for label, mode, mem in systems:
+        loads = []
+
+        def ok_rate(r, mode=mode, mem=mem, loads=loads):
+            a, st = attainment(mode, mem, r, 1.0)
+            loads.append(st["loads"])
+            return a >= 0.9
+
+        def ok_cv(c, mode=mode, mem=mem):
+            return attainment(mode, mem, cv_rate, c)[0] >= 0.9
+
+        lo, hi = config.sim_rate_range
+        rate = _bisect(ok_rate, lo * capacity, hi * capacity, config.sim_bisect)
+        cv = _bisect(ok_cv, config.sim_cv_range[0], config.sim_cv_range[1], config.sim_bisect)
+        rows.append(
+            {
+                "system": label,
+                "memory": mem,
+                "max_rate": rate,
+                "max_cv": cv,
+                "loads": int(np.median(loads)),
+            }
+        )
+    return {"rows": rows, "unit_bytes": unit, "capacity": capacity, "cv_rate": cv_rate}
+
+
+def orbax_loader(catalog, workdir):
+    """model name -> its parameters restored from the model store (one restore at a time)."""
+    ckpt = ocp.StandardCheckpointer()
+    lock = threading.Lock()
+
+    def load(name):
+        path = os.path.join(os.path.abspath(workdir), "model_store", name)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, catalog.models[name].params)
+        with lock:
+            return jax.block_until_ready(ckpt.restore(path, abstract))
+
+    return load
+
+
+async def validate_memory(
+    config, catalog, executors, prof, slo, overhead, capacity, cores, load_s, workdir, make_one
+):
+    """Real HTTP server under a per-worker memory budget (workers really restore weights from
+    orbax when they must) vs the simulator given the same arrivals, budget and load times.
+    Returns rows [mode, rate, real attainment, simulated, real loads, simulated loads]."""
+    names = sorted(catalog.workflows)
+    sizes = {m: catalog.models[m].param_bytes for m in executors}
+    wfs = catalog.workflows
+    unit = max(sum(sizes[m] for m in {x.model for x in wfs[w].workflow.nodes}) for w in names)
+    budget = config.val_memory * unit
+    loader = orbax_loader(catalog, workdir)
+    rows = []
+    key = jax.random.key(config.seed + 55)
+    for mode in ("micro", "monolithic"):
+        rt = ds.ServingRuntime(
+            catalog,
+            mode=mode,
+            num_workers=config.num_workers,
+            max_batch=config.max_batch,
+            queue_limit=config.queue_limit,
+            executors=executors,
+            memory_bytes=budget,
+            loader=loader,
+            load_s=load_s,
+        )
+        server = await ds.serve(rt)
+        for i, frac in enumerate(config.val_rate_fractions):
+            arr = ds.shifting_mix(
+                names,
+                frac * capacity,
+                config.duration_s,
+                phase_s=config.val_phase_s,
+                skew=config.sim_skew,
+                key=jax.random.fold_in(key, i),
+            )
+            before = rt.stats.loads
+            outcomes = await ds.run_open_loop(
+                server.url, [t for t, _ in arr], lambda j, arr=arr: make_one(arr[j][1], j)
+            )
+            real = ds.slo_attainment(outcomes, slo)
+            lat, st = ds.simulate(
+                catalog.workflows,
+                prof,
+                arr,
+                mode=mode,
+                num_workers=config.num_workers,
+                max_batch=config.max_batch,
+                slo_s=slo,
+                queue_limit=config.queue_limit,
+                cores=float(cores),
+                request_overhead_s=overhead,
+                memory_bytes=budget,
+                model_bytes=sizes,
+                load_s=load_s,
+                with_stats=True,
+            )
+            sim = float(np.mean([lat[j] <= slo[w] for j, (_, w) in enumerate(arr)]))
+            rows.append(
+                [mode, round(frac * capacity, 1), real, sim, rt.stats.loads - before, st["loads"]]
+            )
+        await server.close()
+    return rows
