@@ -46,6 +46,9 @@ def get_config(arg=None):
     # 0 = every workflow replica fits); the claim quotes the preregistered sim_claim_memory
     c.sim_memory = (1.0, 1.5, 2.0, 3.0, 0.0)
     c.sim_claim_memory = 2.0
+    # copies of each workflow sharing its models (production: many scene/LoRA/ControlNet
+    # pipelines over a few base models), simulated at sim_claim_memory; an assumption, swept
+    c.sim_variants = (1, 4, 16)
     c.sim_phase_s, c.sim_skew = 0.5, 1.2  # popularity reshuffled every phase, Zipf skew
     c.sim_rate_range = (0.05, 3.0)  # x capacity, searched by geometric bisection
     c.sim_cv_range = (0.5, 16.0)
@@ -68,6 +71,7 @@ def get_config(arg=None):
         c.sim_workers = 8
         c.sim_duration_s = 0.5
         c.sim_memory = (1.0, 2.0, 0.0)
+        c.sim_variants = (1, 4)
         c.sim_phase_s = 0.2
         c.sim_bisect = 3
         c.val_rate_fractions = (0.3,)

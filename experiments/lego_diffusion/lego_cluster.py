@@ -57,21 +57,36 @@ def _bisect(ok, lo, hi, iters):
 
 def memory_sweep(config, catalog, prof, device_s, load_s):
     """Max rate and max CV at >= 90% SLO for micro-serving and monolithic serving at each
-    device-memory budget; the pinned monolithic baseline (a fixed equal share of replicas
-    per workflow, all memory resident) is the simulator's earlier baseline."""
+    device-memory budget (`sim_memory`) and, at `sim_claim_memory`, for `sim_variants`
+    copies of each workflow (variants that use the same models, as a production catalogue's
+    many scene/LoRA/ControlNet pipelines share base models: monolithic serving holds a
+    replica per variant, micro-serving one instance per model). The pinned monolithic
+    baseline (a fixed equal share of replicas per workflow, all memory resident) is the
+    simulator's earlier baseline."""
     n = config.sim_workers
-    wfs = catalog.workflows
-    names = sorted(wfs)
     sizes = {m: catalog.models[m].param_bytes for m in load_s}
-    unit = max(sum(sizes[m] for m in {x.model for x in wfs[w].workflow.nodes}) for w in names)
-    everything = sum(sizes[m] for w in names for m in {x.model for x in wfs[w].workflow.nodes})
-    slo = {w: config.slo_scale * t for w, t in device_s.items()}
-    capacity = n / float(np.mean(list(device_s.values())))
     key = jax.random.key(config.seed + 99)
 
-    def attainment(mode, mem, rate, cv):
+    def setup(variants):
+        wfs = {
+            (w if variants == 1 else f"{w}#{v}"): cw
+            for w, cw in catalog.workflows.items()
+            for v in range(variants)
+        }
+        of = {w: {x.model for x in cw.workflow.nodes} for w, cw in wfs.items()}
+        unit = max(sum(sizes[m] for m in ms) for ms in of.values())
+        everything = sum(sizes[m] for ms in of.values() for m in ms)
+        slo = {w: config.slo_scale * device_s[cw.name] for w, cw in wfs.items()}
+        return wfs, unit, everything, slo
+
+    base = setup(1)
+    capacity = n / float(np.mean(list(device_s.values())))
+    cv_rate = config.sim_cv_rate_fraction * capacity
+
+    def attainment(mode, mem, rate, cv, ctx):
+        wfs, unit, everything, slo = ctx
         arr = ds.shifting_mix(
-            names,
+            sorted(wfs),
             rate,
             config.sim_duration_s,
             cv=cv,
@@ -96,21 +111,26 @@ def memory_sweep(config, catalog, prof, device_s, load_s):
         )
         return float(np.mean([lat[i] <= slo[w] for i, (_, w) in enumerate(arr)])), stats
 
-    rows = []
-    cv_rate = config.sim_cv_rate_fraction * capacity
-    systems = [("monolithic (pinned)", "monolithic", None)] + [
-        (m, m, mem) for mem in config.sim_memory for m in ("micro", "monolithic")
+    systems = [("monolithic (pinned)", "monolithic", None, 1)]
+    systems += [(m, m, mem, 1) for mem in config.sim_memory for m in ("micro", "monolithic")]
+    systems += [
+        (m, m, config.sim_claim_memory, k)
+        for k in config.sim_variants
+        if k > 1
+        for m in ("micro", "monolithic")
     ]
-    for label, mode, mem in systems:
+    rows = []
+    for label, mode, mem, variants in systems:
+        ctx = base if variants == 1 else setup(variants)
         loads = []
 
-        def ok_rate(r, mode=mode, mem=mem, loads=loads):
-            a, st = attainment(mode, mem, r, 1.0)
+        def ok_rate(r, mode=mode, mem=mem, ctx=ctx, loads=loads):
+            a, st = attainment(mode, mem, r, 1.0, ctx)
             loads.append(st["loads"])
             return a >= 0.9
 
-        def ok_cv(c, mode=mode, mem=mem):
-            return attainment(mode, mem, cv_rate, c)[0] >= 0.9
+        def ok_cv(c, mode=mode, mem=mem, ctx=ctx):
+            return attainment(mode, mem, cv_rate, c, ctx)[0] >= 0.9
 
         lo, hi = config.sim_rate_range
         rate = _bisect(ok_rate, lo * capacity, hi * capacity, config.sim_bisect)
@@ -119,12 +139,13 @@ def memory_sweep(config, catalog, prof, device_s, load_s):
             {
                 "system": label,
                 "memory": mem,
+                "variants": variants,
                 "max_rate": rate,
                 "max_cv": cv,
                 "loads": int(np.median(loads)),
             }
         )
-    return {"rows": rows, "unit_bytes": unit, "capacity": capacity, "cv_rate": cv_rate}
+    return {"rows": rows, "unit_bytes": base[1], "capacity": capacity, "cv_rate": cv_rate}
 
 
 def orbax_loader(catalog, workdir):
