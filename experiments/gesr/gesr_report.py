@@ -47,6 +47,23 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def censored_pairs(a, b):
+    """Paired evaluations to solution with censoring: ``a``, ``b`` hold each run's evaluations
+    at solution or -1 (unsolved within the budget, i.e. more than the budget). ``a`` is
+    better in a pair when it solved and ``b`` did not, or both solved and ``a`` needed fewer;
+    pairs unsolved by both (or equal) are ties. Exact two-sided sign test on the rest."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = np.where(a < 0, np.inf, a), np.where(b < 0, np.inf, b)
+    fewer, more = int(np.sum(a < b)), int(np.sum(a > b))
+    return {
+        "pairs": len(a),
+        "fewer": fewer,
+        "more": more,
+        "ties": len(a) - fewer - more,
+        "p": sign_test(fewer, more),
+    }
+
+
 def paired(results, names, a="GESR", b="GP"):
     """Per (problem, seed) pair, both methods from the same initial population."""
     ea, eb = _vals(results, names, a, "evals"), _vals(results, names, b, "evals")
@@ -68,6 +85,146 @@ def paired(results, names, a="GESR", b="GP"):
         "p_r2": sign_test(ra_better, rb_better),
         "median_log10_eval_ratio": float(np.median(np.log10(ea / eb))),
     }
+
+
+def _solve_times(tos, names, method):
+    """Evaluations to solution of every run (problem-major), +inf where unsolved."""
+    v = np.concatenate([np.asarray(tos[n][method]["solved_at"], np.float64) for n in names])
+    return np.where(v < 0, np.inf, v)
+
+
+def _censored_median(v, budget):
+    """The median of evaluations to solution where more than half the runs solved (the
+    empirical CDF reaches 0.5), else '> budget'."""
+    if np.mean(np.isfinite(v)) < 0.5:
+        return f"> {budget}"
+    return f"{np.median(v):.0f}"
+
+
+def _to_solution(results, config):
+    """Tables, claims and the solve-rate curves of the evaluations-to-solution case."""
+    tos = results.get("to_solution") or {}
+    names = [n for n in config.solve_problems if n in tos]
+    if not names:
+        return [], [], None
+    budget = int(max(max(tos[n][m]["evals_spent"]) for n in names for m in ("GP", "GESR")))
+    v = {m: _solve_times(tos, names, m) for m in ("GESR", "GP")}
+    pr = censored_pairs(
+        np.where(np.isfinite(v["GESR"]), v["GESR"], -1), np.where(np.isfinite(v["GP"]), v["GP"], -1)
+    )
+    fr = (0.25, 0.5, 1.0)
+    rows = []
+    for m in ("GESR", "GP"):
+        n = len(v[m])
+        rows.append(
+            [m, n]
+            + [_wilson(int(np.sum(v[m] <= f * budget)), n) for f in fr]
+            + [
+                _censored_median(v[m], budget),
+                float(np.mean([tos[k][m]["seconds"] for k in names])),
+            ]
+        )
+    overall = xplib.Table(
+        f"Evaluations to solution, GP vs GESR ({len(names)} problems x {config.solve_seeds} "
+        f"seeds, up to {config.solve_generations} generations = {budget} evaluations per run, "
+        "noise 0): fraction of runs solved (train 1-R^2 <= 1e-6) within a quarter, half and "
+        "all of the budget (95% Wilson intervals) and the median evaluations to solution "
+        "(unsolved runs count as more than the budget)",
+        [
+            "method",
+            "runs",
+            "solved by 1/4 budget",
+            "solved by 1/2 budget",
+            "solved by budget",
+            "median evals to solution",
+            "CPU s / run",
+        ],
+        rows,
+    )
+    per = []
+    for n in names:
+        a, b = _solve_times(tos, [n], "GESR"), _solve_times(tos, [n], "GP")
+        q = censored_pairs(np.where(np.isfinite(a), a, -1), np.where(np.isfinite(b), b, -1))
+        per.append(
+            [
+                n,
+                f"{np.sum(np.isfinite(a))}/{len(a)}",
+                _censored_median(a, budget),
+                f"{np.sum(np.isfinite(b))}/{len(b)}",
+                _censored_median(b, budget),
+                q["fewer"],
+                q["more"],
+                q["ties"],
+                q["p"],
+            ]
+        )
+    per.append(
+        [
+            "all",
+            f"{np.sum(np.isfinite(v['GESR']))}/{pr['pairs']}",
+            _censored_median(v["GESR"], budget),
+            f"{np.sum(np.isfinite(v['GP']))}/{pr['pairs']}",
+            _censored_median(v["GP"], budget),
+            pr["fewer"],
+            pr["more"],
+            pr["ties"],
+            pr["p"],
+        ]
+    )
+    paired_table = xplib.Table(
+        "Evaluations to solution, paired by (problem, seed) from the same initial population "
+        "(censored: a run that did not solve needed more than the budget; pairs that both "
+        "left unsolved are ties); exact two-sided sign test",
+        [
+            "problem",
+            "GESR solved",
+            "GESR median evals",
+            "GP solved",
+            "GP median evals",
+            "GESR fewer",
+            "GESR more",
+            "ties",
+            "p",
+        ],
+        per,
+    )
+    claims = [
+        xplib.Claim(
+            "GESR needs fewer evaluations to reach the target than GP (paired, censored)",
+            f"(problem, seed) pairs where GESR reached train 1-R^2 <= 1e-6 with fewer / more "
+            f"evaluations than GP (unsolved = more than {budget}; sign test p={pr['p']:.3g}; "
+            f"{pr['ties']} ties)",
+            pr["fewer"],
+            pr["more"],
+            ABSTRACT,
+            "pairs where GP needed fewer",
+            "higher",
+        ),
+        xplib.Claim(
+            "GESR solves more runs within the same evaluation budget (easy problems)",
+            f"fraction of runs solved within {budget} evaluations",
+            float(np.mean(np.isfinite(v["GESR"]))),
+            float(np.mean(np.isfinite(v["GP"]))),
+            ABSTRACT,
+            "plain GP, same engine and seeds",
+            "higher",
+        ),
+    ]
+    return [overall, paired_table], claims, (v, budget, names)
+
+
+def _solve_figure(curves):
+    v, budget, names = curves
+    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.linspace(0, budget, 400)
+    for m, c in (("GESR", "C0"), ("GP", "C1")):
+        ax.plot(grid, [np.mean(v[m] <= e) for e in grid], color=c, label=m, drawstyle="steps-post")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("fraction of runs solved (train 1-R^2 <= 1e-6)")
+    ax.set_title(f"{', '.join(names)}: {len(v['GP'])} paired runs per method", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def _case_row(res, names, m):
@@ -96,10 +253,12 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
     secs = {m: float(np.median(_vals(res, names, m, "seconds"))) for m in methods}
     pr = paired(res, names)
     same = "plain GP, same engine and seeds"
-    claims = [
+    solve_tables, solve_claims, curves = _to_solution(results, config)
+    claims = solve_claims + [
         xplib.Claim(
             "GESR needs fewer evaluations to reach train 1-R^2 <= 1e-6",
-            f"median evaluations to solution (unsolved = budget {budget}; noise 0)",
+            f"median evaluations to solution ({len(names)} problems; unsolved = budget "
+            f"{budget}, i.e. censored; noise 0)",
             med["GESR"],
             med["GP"],
             ABSTRACT,
@@ -175,7 +334,7 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
                 )
     cases_rows = []
     for case, cres in results.items():
-        if case == "ablation" or not cres:
+        if case in ("ablation", "to_solution") or not cres:
             continue
         here = [n for n in names if n in cres]
         for m in methods:
@@ -237,7 +396,7 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
     )
     pair_rows = []
     for case, cres in results.items():
-        if case == "ablation" or not cres:
+        if case in ("ablation", "to_solution") or not cres:
             continue
         q = paired(cres, [n for n in names if n in cres])
         pair_rows += [
@@ -263,7 +422,7 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
         rows.append(row)
     cols = ["problem"] + [f"{m} {c}" for m in methods for c in ("solved", "median test R2")]
     per_problem = xplib.Table("Per problem (evaluation budget, noise 0)", cols, rows)
-    tables = [overall, cases_table, pair_table, per_problem]
+    tables = solve_tables + [overall, cases_table, pair_table, per_problem]
     abl = _ablation(results, config, main_case)
     if abl is not None:
         tables.append(abl)
@@ -298,31 +457,39 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
     )
     tables.append(
         xplib.Table(
-            "Offline pre-training of the two BERTs per problem group (improving edits from "
-            "plain GP on random target expressions)",
+            "Offline pre-training of the two BERTs per problem group (edits of plain GP on "
+            f"random target expressions; variant: record={config.record!r}, weight sharpness "
+            f"{config.weight_sharpness}); 'shipped' = pre-trained once by gesr_pretrain.py and "
+            "restored (its CPU seconds are not part of this run)",
             [
                 "group",
+                "source",
+                "random targets",
                 "mutation rows",
                 "crossover rows",
                 "final mutation loss",
                 "final crossover loss",
-                "seconds",
+                "CPU seconds",
             ],
             [
                 [
                     g,
+                    i.get("shipped", "trained in this run"),
+                    i.get("random_targets", config.pretrain_problems),
                     i["rows_mutation"],
                     i["rows_crossover"],
                     (i["loss_mutation"] or [float("nan")])[-1],
                     (i["loss_crossover"] or [float("nan")])[-1],
-                    i["seconds"],
+                    i.get("cpu_seconds", i["seconds"]),
                 ]
                 for g, i in guides_info.items()
             ],
         )
     )
     fig = _figure(res, names, methods, guides_info, budget)
-    fig_name = xplib.save_figure(fig, workdir, "gesr_evals")
+    figures = [xplib.save_figure(fig, workdir, "gesr_evals")]
+    if curves is not None:
+        figures.insert(0, xplib.save_figure(_solve_figure(curves), workdir, "gesr_solve_curves"))
     notes = (
         f"Evaluation budget per run: {config.generations} generations x population "
         f"{config.population_size} = {budget} evaluations (initial population, every edited "
@@ -350,7 +517,7 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
         preset=config.preset,
         claims=claims,
         tables=tables,
-        figures=[fig_name],
+        figures=figures,
         notes=notes,
         extra={"per_problem": results, "budget": budget, "paired": pr, "time_plan": time_plan},
     )

@@ -116,7 +116,9 @@ def _pretrain_data(runner, pset, ranges, n_train, config, key):
     on the host: finite, not constant, at least 4 nodes)."""
     x = _sample_x(ranges, n_train, np.random.default_rng(config.seed))
     k_trees, k_runs = jax.random.split(key)
-    pool = runner.init(x, x[:, 0], jax.random.split(k_trees, config.seeds))
+    # Enough random expressions to pick `pretrain_problems` valid targets from.
+    n_pools = max(1, -(-16 * config.pretrain_problems // config.population_size))
+    pool = runner.init(x, x[:, 0], jax.random.split(k_trees, n_pools))
     toks = np.asarray(pool.tokens).reshape(-1, pset.max_len)
     consts = np.asarray(pool.consts).reshape(-1, pset.max_len)
     bufs, made = [], 0
@@ -132,11 +134,40 @@ def _pretrain_data(runner, pset, ranges, n_train, config, key):
         buf = jax.tree.map(np.asarray, s.buffer)  # index on the host: no per-seed dispatch
         bufs += [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
         made += 1
+    if made < config.pretrain_problems:
+        print(f"pre-training: only {made} usable random targets", flush=True)
     return sr.merge_buffers(bufs)
 
 
+def gp_config(config) -> sr.GPConfig:
+    return sr.GPConfig(
+        population_size=config.population_size,
+        tournament_size=config.tournament_size,
+        parsimony=config.parsimony,
+        target_nmse=config.target_nmse,
+        const_every=config.const_every,
+        temperature=config.temperature,
+        buffer_capacity=config.buffer_capacity,
+        record=config.record,
+        guide_rate=config.guide_rate,
+    )
+
+
+def select_edits(data, record):
+    """The recorded edits a guide variant trains on: all of them, or only the improving ones
+    (gain > 0), from `merge_buffers` output."""
+    if record == "all":
+        return data
+    out = {}
+    for kind in ("mut", "xo"):
+        keep = data[f"{kind}_gain"] > 0
+        out |= {k: v[keep] for k, v in data.items() if k.startswith(kind + "_")}
+    return out
+
+
 def _fit_guides(models, data, pset, config, key, steps):
-    """Train both guides on recorded improving edits for about `steps` steps. The rows are
+    """Train both guides on recorded edits for about `steps` steps (weighted by their gains'
+    `edit_weights` where `config.weight_sharpness` is set). The rows are
     zero-padded to one fixed size (`n_valid` marks the real ones) and training runs in chunks
     of `online_steps` (Adam restarts per chunk), so pre-training and every online fine-tuning
     share one compiled training loop per model."""
@@ -145,8 +176,8 @@ def _fit_guides(models, data, pset, config, key, steps):
     km, kc = jax.random.split(key)
     for j, (loss, fields, k) in enumerate(
         (
-            (sr.mutation_loss, sr.mutation_data(data), km),
-            (sr.crossover_loss, sr.crossover_data(data), kc),
+            (sr.mutation_loss, sr.mutation_data(data, config.weight_sharpness), km),
+            (sr.crossover_loss, sr.crossover_data(data, config.weight_sharpness), kc),
         )
     ):
         n = min(len(next(iter(fields.values()))), size)
@@ -154,8 +185,9 @@ def _fit_guides(models, data, pset, config, key, steps):
         losses.append([])
         if n < 8:
             continue
+        fields = {name: v[-n:] for name, v in fields.items()}  # the newest rows
         padded = {
-            name: np.concatenate([v[:n], np.zeros((size - n, *v.shape[1:]), v.dtype)])
+            name: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
             for name, v in fields.items()
         }
         for c in range(max(1, steps // config.online_steps)):  # one compiled chunk size
@@ -167,10 +199,32 @@ def _fit_guides(models, data, pset, config, key, steps):
     return out, rows, losses
 
 
+def _shipped_guides(pset, config, models):
+    """The guide pair pre-trained offline by gesr_pretrain.py for this number of variables,
+    if `config.pretrained` names one whose settings and variant match, else None."""
+    if not config.pretrained:
+        return None
+    import gesr_pretrain  # noqa: PLC0415 (only here: it imports this module)
+
+    path = pathlib.Path(__file__).parent / config.pretrained / f"nv{pset.n_vars}"
+    if not (path / "info.json").exists():
+        return None
+    info = json.loads((path / "info.json").read_text())
+    want = gesr_pretrain.settings(config, pset.n_vars)
+    if info["settings"] != want or (info["record"], info["weight_sharpness"]) != (
+        config.record,
+        config.weight_sharpness,
+    ):
+        return None
+    mm = sr.load_model(path / "mutation", models[0])
+    cm = sr.load_model(path / "crossover", models[1])
+    return mm, cm, info | {"shipped": str(path.relative_to(pathlib.Path(__file__).parent))}
+
+
 def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
     """Pre-trained (mutation, crossover) models: restored from the checkpoint or trained."""
     mm, cm = models
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     mngr = xplib.checkpoint_manager(pathlib.Path(workdir) / f"guides_{tag}")
     info_path = pathlib.Path(workdir) / f"guides_{tag}.json"
     target = {"mutation": nnx.state(mm), "crossover": nnx.state(cm)}
@@ -185,7 +239,12 @@ def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
         nnx.update(cm, got["crossover"])
         info["restored"] = True
         return mm, cm, info
-    data = _pretrain_data(runner, pset, ranges, n_train, config, key)
+    shipped = _shipped_guides(pset, config, (mm, cm))
+    if shipped is not None:
+        mm, cm, info = shipped
+        info["seconds"] = 0.0  # paid once, offline: info["cpu_seconds"]
+        return mm, cm, info
+    data = select_edits(_pretrain_data(runner, pset, ranges, n_train, config, key), config.record)
     (mm, cm), rows, losses = _fit_guides(
         (mm, cm), data, pset, config, jax.random.fold_in(key, 7), config.pretrain_steps
     )
@@ -195,7 +254,7 @@ def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
         1, args=ocp.args.StandardSave({"mutation": nnx.state(mm), "crossover": nnx.state(cm)})
     )
     mngr.wait_until_finished()
-    info["seconds"] = time.perf_counter() - t0
+    info["seconds"] = time.process_time() - t0
     info_path.write_text(json.dumps(info))
     return mm, cm, info
 
@@ -277,6 +336,7 @@ def _online(runner, x, y, keys, models, pset, config, key):
         data = sr.merge_buffers(
             [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
         )
+        data = select_edits(data, config.record)
         (mm, cm), _, _ = _fit_guides(
             (mm, cm), data, pset, config, jax.random.fold_in(key, done), config.online_steps
         )
@@ -295,6 +355,29 @@ def _evaluate_problem(problem, runner, pset, config, key, step, mode, noise, pla
         s = jax.block_until_ready(fn(x, y, keys))
         secs = (time.process_time() - t0) / config.seeds
         out[method] = _rows(s, secs, x, y, xt, yt, pset, truth, config)
+    return out
+
+
+def _solve_case(problem, runner, config, key, step):
+    """Evaluations to solution, GP vs GESR: `solve_seeds` runs per method from the same
+    initial populations, each up to `solve_generations` generations; the engine records the
+    evaluations spent when the best train 1-R^2 first reached the target (-1: never). The
+    seeds run in vmapped chunks of `config.seeds` (the compiled shape of every other case),
+    timed after a zero-generation warm-up call so that compilation is not counted."""
+    x, y, _, _ = _data(problem, config, step, 0.0)
+    n, chunk = config.solve_seeds, config.seeds
+    keys = jax.random.split(key, -(-n // chunk) * chunk).reshape(-1, chunk)
+    jax.block_until_ready(runner.resume(runner.init(x, y, keys[0]), x, y, 0, True))
+    out = {}
+    for method in ("GP", "GESR"):
+        t0 = time.process_time()
+        states = [runner.run(method == "GESR", x, y, k, config.solve_generations) for k in keys]
+        states = jax.block_until_ready(states)
+        out[method] = {
+            "solved_at": np.concatenate([np.asarray(s.solved_at) for s in states])[:n].tolist(),
+            "evals_spent": np.concatenate([np.asarray(s.evaluations) for s in states])[:n].tolist(),
+            "seconds": (time.process_time() - t0) / (len(keys) * chunk),
+        }
     return out
 
 
@@ -432,15 +515,7 @@ def train_and_evaluate(config, workdir):
     workdir = pathlib.Path(workdir)
     logger = xplib.MetricLogger(workdir)
     key = jax.random.key(config.seed)
-    gp_cfg = sr.GPConfig(
-        population_size=config.population_size,
-        tournament_size=config.tournament_size,
-        parsimony=config.parsimony,
-        target_nmse=config.target_nmse,
-        const_every=config.const_every,
-        temperature=config.temperature,
-        buffer_capacity=config.buffer_capacity,
-    )
+    gp_cfg = gp_config(config)
     budget = gesr_baselines.budget_of(gp_cfg, config.generations)
     problems = [ALL[name] for name in config.problems]
     proc, baselines_path = _launch_baselines(workdir, config, problems, budget)
@@ -449,8 +524,10 @@ def train_and_evaluate(config, workdir):
     for mode, noise in _cases(config):
         results.setdefault(case_name(mode, noise), {})
     results.setdefault("ablation", {})
+    results.setdefault("to_solution", {})
     guides_info, time_plan = {}, {}
-    for (nv, n_train), group in _groups(problems, config).items():
+    extra = [ALL[n] for n in config.solve_problems if n not in config.problems]
+    for (nv, n_train), group in _groups(problems + extra, config).items():
         tag = f"nv{nv}_n{n_train}"
         ranges = [
             (min(p.ranges[j][0] for p in group), max(p.ranges[j][1] for p in group))
@@ -479,6 +556,23 @@ def train_and_evaluate(config, workdir):
         gens = {m: max(1, round(config.time_budget / t)) for m, t in per_gen.items()}
         time_plan[tag] = {"seconds_per_generation": per_gen, "generations": gens}
         plans = _plans(runner, pset, config, jax.random.fold_in(key, 5000 + nv), gens)
+        solve = [p for p in group if p.name in config.solve_problems]
+        for p in xplib.progress(
+            [p for p in solve if p.name not in results["to_solution"]], desc=f"to solution ({tag})"
+        ):
+            step = 100 + config.solve_problems.index(p.name)
+            got = _solve_case(p, runner, config, jax.random.fold_in(key, 1000 + step), step)
+            results["to_solution"][p.name] = got
+            logger.log(
+                step,
+                case="to_solution",
+                problem=p.name,
+                **{
+                    f"solved_{m}": float(np.mean(np.asarray(r["solved_at"]) >= 0))
+                    for m, r in got.items()
+                },
+            )
+            partial_path.write_text(json.dumps(results))
         todo = [(mode, noise) for mode, noise in _cases(config)] + [("ablation", 0.0)]
         for mode, noise in todo:
             case = "ablation" if mode == "ablation" else case_name(mode, noise)

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import symreg_jax as sr
 from testkit import assert_trees_close
@@ -189,3 +191,84 @@ def test_bad_configs_raise():
         sr.GPConfig(p_crossover=0.9, p_subtree_mutation=0.2)
     with pytest.raises(ValueError, match="elitism"):
         sr.GPConfig(population_size=8, elitism=8)
+    with pytest.raises(ValueError, match="record"):
+        sr.GPConfig(record="worst")
+    with pytest.raises(ValueError, match="guide_rate"):
+        sr.GPConfig(guide_rate=1.5)
+
+
+def test_record_all_edits_with_gains_and_guide_rate_zero_is_plain_gp(models, guided):
+    """record="all" keeps every finite edit with its gain; guide_rate=0 sends every guided
+    slot to the uniform choice, so the guided engine evolves exactly like plain GP (here: the
+    fixture's engine, which records only improving edits, with its guides switched off)."""
+    import dataclasses
+
+    init, run, (mst, cst, _) = guided
+    mm, cm = models
+    cfg = dataclasses.replace(CFG, record="all", guide_rate=0.0)
+    eng = sr.make_engine(PSET, cfg, nnx.split(mm)[0], nnx.split(cm)[0])
+    s0 = init(X, Y_HARD, key=_key(11))
+    s = jax.jit(eng.run)(s0, X, Y_HARD, (mst, cst, True), 4)
+    ref = run(s0, X, Y_HARD, (mst, cst, False), 4)
+    assert_trees_close(np.asarray(s.tokens), np.asarray(ref.tokens))
+    assert_trees_close(np.asarray(s.fitness), np.asarray(ref.fitness))
+    n_pm = round(0.2 * 32)
+    n_all = int(s.buffer.mut_count)
+    assert 0 < n_all <= 4 * n_pm
+    gain = np.asarray(s.buffer.mut_gain)[:n_all]
+    assert np.all(np.isfinite(gain)) and np.any(gain < 0)  # worsening edits are kept too
+    n_imp = int(ref.buffer.mut_count)
+    assert n_imp == int(np.sum(gain > 0))  # the improving buffer is the gain > 0 subset
+    np.testing.assert_array_equal(
+        np.asarray(ref.buffer.mut_target)[:n_imp], np.asarray(s.buffer.mut_target)[:n_all][gain > 0]
+    )
+    assert np.all(np.asarray(ref.buffer.mut_gain)[:n_imp] > 0)
+
+
+@settings(deadline=None)
+@given(
+    gain=st.lists(
+        st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False), min_size=8, max_size=8
+    ),
+    sharpness=st.floats(0.0, 8.0),
+)
+def test_edit_weights_are_positive_mean_one_and_monotone_in_gain(gain, sharpness):
+    g = np.asarray(gain)
+    w = sr.edit_weights(g, sharpness)
+    assert np.all(w > 0) and abs(float(w.mean()) - 1) < 1e-4
+    order = np.argsort(g, kind="stable")
+    assert np.all(np.diff(w[order]) >= -1e-6)  # a larger gain never gets a smaller weight
+    same = g[:, None] == g[None, :]
+    assert np.allclose(w[:, None] * same, w[None, :] * same)  # ties share their weight
+    if sharpness == 0.0:
+        np.testing.assert_allclose(w, 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="gain"):
+        sr.edit_weights(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="sharpness"):
+        sr.edit_weights(g, -1.0)
+
+
+def test_weighted_loss_is_the_weighted_mean_of_row_losses(models):
+    mm, cm = models
+    rng = np.random.default_rng(0)
+    toks = np.asarray(sr.random_trees(_key(3), PSET, 4, max_depth=3, full=True)[0])
+    batch = {
+        "mut_tokens": toks.copy(),
+        "mut_point": np.zeros(4, np.int32),
+        "mut_target": toks[:, 0],
+        "xo_parent": toks,
+        "xo_donor": toks[::-1],
+        "xo_point": np.zeros(4, np.int32),
+        "xo_donor_point": np.ones(4, np.int32),
+    }
+    batch["mut_tokens"][:, 0] = PSET.mask_token
+    for loss in (sr.mutation_loss, sr.crossover_loss):
+        model = mm if loss is sr.mutation_loss else cm
+        name = "mut_weight" if loss is sr.mutation_loss else "xo_weight"
+        rows = [
+            float(loss(model, {k: v[i : i + 1] for k, v in batch.items()}, PSET)) for i in range(4)
+        ]
+        w = rng.uniform(0.1, 2.0, 4).astype(np.float32)
+        got = float(loss(model, batch | {name: w}, PSET))
+        np.testing.assert_allclose(got, np.sum(w * rows) / np.sum(w), rtol=1e-5)
+        np.testing.assert_allclose(float(loss(model, batch, PSET)), np.mean(rows), rtol=1e-5)

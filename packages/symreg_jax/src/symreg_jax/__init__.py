@@ -3,6 +3,7 @@
 from ._bert import CrossoverModel as CrossoverModel
 from ._bert import MutationModel as MutationModel
 from ._buffer import EditBuffer as EditBuffer
+from ._buffer import edit_weights as edit_weights
 from ._buffer import merge_buffers as merge_buffers
 from ._estimator import GESRRegressor as GESRRegressor
 from ._estimator import pareto_front as pareto_front

@@ -51,6 +51,11 @@ class GPConfig:
     max_evaluations: int = 10**9
     buffer_capacity: int = 2048
     temperature: float = 1.0
+    # Which edits go to the buffer: "improving" (child fitter than its parent) or "all"
+    # (every edit with a finite child fitness; train on them weighted by `edit_weights`).
+    record: str = "improving"
+    # Fraction of the guided slots whose edit comes from the models; the rest stay uniform.
+    guide_rate: float = 1.0
 
     def __post_init__(self) -> None:
         if self.population_size < 4:
@@ -66,6 +71,10 @@ class GPConfig:
             raise ValueError(f"elitism: expected 0..population_size-1, got {self.elitism}")
         if not 0 <= self.const_top_k <= self.population_size:
             raise ValueError(f"const_top_k: expected 0..population_size, got {self.const_top_k}")
+        if self.record not in ("improving", "all"):
+            raise ValueError(f"record: expected 'improving' or 'all', got {self.record!r}")
+        if not 0.0 <= self.guide_rate <= 1.0:
+            raise ValueError(f"guide_rate: expected a fraction in [0, 1], got {self.guide_rate}")
         if self.init_min_depth < 0 or self.init_max_depth < self.init_min_depth:
             raise ValueError(
                 f"init_min_depth/init_max_depth: expected 0 <= min <= max, got "
@@ -204,7 +213,7 @@ def make_engine(
             return guided_fn()
         return jax.lax.cond(guide[2], guided_fn, uniform_fn)
 
-    def _crossover_points(u_a, u_b, g_a, g_b, parents, donors, guide):
+    def _crossover_points(u_a, u_b, g_a, g_b, u_mix, parents, donors, guide):
         def uniform():
             return node_at(u_a, parents, pset), node_at(u_b, donors, pset)
 
@@ -213,22 +222,30 @@ def make_engine(
             t = config.temperature
             pa = jnp.argmax(node_logits(sa, parents, pset.pad) / t + g_a, axis=1)
             pb = jnp.argmax(node_logits(sb, donors, pset.pad) / t + g_b, axis=1)
+            if config.guide_rate < 1.0:
+                ua, ub = uniform()
+                use = u_mix < config.guide_rate
+                pa, pb = jnp.where(use, pa, ua), jnp.where(use, pb, ub)
             return pa.astype(jnp.int32), pb.astype(jnp.int32)
 
         return _switch(crossover_graphdef, guide, guided, uniform)
 
-    def _point_tokens(g, parents, points, guide):
+    def _point_tokens(g, u_mix, parents, points, guide):
         rows = jnp.arange(parents.shape[0])
         allowed = jax.vmap(_tree.same_class_mask, in_axes=(0, 0, None))(parents, points, pset)
         masked = parents.at[rows, points].set(pset.mask_token)
 
+        def uniform():
+            return jnp.where(allowed, 0.0, -jnp.inf)
+
         def guided():
             logits = nnx.merge(mutation_graphdef, guide[0])(masked)
-            return masked_point_logits(logits, points, allowed) / config.temperature
+            logits = masked_point_logits(logits, points, allowed) / config.temperature
+            if config.guide_rate < 1.0:
+                logits = jnp.where((u_mix < config.guide_rate)[:, None], logits, uniform())
+            return logits
 
-        logits = _switch(
-            mutation_graphdef, guide, guided, lambda: jnp.where(allowed, 0.0, -jnp.inf)
-        )
+        logits = _switch(mutation_graphdef, guide, guided, uniform)
         new = jnp.argmax(logits + g, axis=1).astype(jnp.int32)
         # A gene with no alternative of its arity stays as it is.
         new = jnp.where(jnp.any(allowed, axis=1), new, parents[rows, points])
@@ -247,7 +264,10 @@ def make_engine(
         dt, dc = state.tokens[i2], state.consts[i2]
         a, b, c = n_xo, n_xo + n_sm, n_xo + n_sm + n_pm
         # Crossover on slots [0, a).
-        xa, xb = _crossover_points(u_xa[:a], u_xb[:a], g_a[:a], g_b[:a], pt[:a], dt[:a], guide)
+        # (`u_sp` is only used by subtree-mutation slots: elsewhere it draws the mixing.)
+        xa, xb = _crossover_points(
+            u_xa[:a], u_xb[:a], g_a[:a], g_b[:a], u_sp[:a], pt[:a], dt[:a], guide
+        )
         xo_t, xo_c, _ = splice(pt[:a], pc[:a], xa, dt[:a], dc[:a], xb, pset)
         # Subtree mutation on [a, b): splice in a random "grow" tree.
         rt, rc = _tree.random_trees(
@@ -262,16 +282,24 @@ def make_engine(
         sm_t, sm_c, _ = splice(pt[a:b], pc[a:b], sp, rt, rc, jnp.zeros((n_sm,), jnp.int32), pset)
         # Point (masked-gene) mutation on [b, c).
         pp = node_at(u_pp[b:c], pt[b:c], pset)
-        new_tok, masked = _point_tokens(g_tok[b:c, : pset.vocab_size], pt[b:c], pp, guide)
+        new_tok, masked = _point_tokens(
+            g_tok[b:c, : pset.vocab_size], u_sp[b:c], pt[b:c], pp, guide
+        )
         new_const = jnp.where(new_tok == pset.const_token, 4.0 * u_c[b:c] - 2.0, 0.0)
         pm_t, pm_c = jax.vmap(_tree.replace_gene)(pt[b:c], pc[b:c], pp, new_tok, new_const)
         # Reproduction on [c, n).
         tokens = jnp.concatenate([xo_t, sm_t, pm_t, pt[c:]], axis=0)
         consts = jnp.concatenate([xo_c, sm_c, pm_c, pc[c:]], axis=0)
         nmse, fitness = _score(tokens, consts, inputs, targets, pset, config.parsimony)
-        improved = fitness < state.fitness[i1]
-        buf = record_mutations(state.buffer, masked, pp, new_tok, improved[b:c])
-        buf = record_crossovers(buf, pt[:a], dt[:a], xa, xb, improved[:a])
+        # Gain > 0 iff the child is fitter; a finite child of a non-finite parent gets 1e30.
+        gain = jnp.minimum(state.fitness[i1] - fitness, 1e30)
+        if config.record == "all":
+            keep = jnp.isfinite(fitness)
+        else:
+            keep = fitness < state.fitness[i1]
+        gain = jnp.where(keep, gain, 0.0)
+        buf = record_mutations(state.buffer, masked, pp, new_tok, gain[b:c], keep[b:c])
+        buf = record_crossovers(buf, pt[:a], dt[:a], xa, xb, gain[:a], keep[:a])
         # Elitism: the best `elitism` parents replace the last children.
         e = config.elitism
         if e:

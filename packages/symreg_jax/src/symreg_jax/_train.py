@@ -17,28 +17,39 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ._bert import CrossoverModel, MutationModel, masked_point_logits, node_logits
+from ._buffer import edit_weights
 from ._keys import loop_key
 from ._primitives import PrimitiveSet
 
 
+def _mean(x, batch, name):
+    """Mean of per-row losses, weighted by ``batch[name]`` where the batch carries weights."""
+    if name not in batch:
+        return jnp.mean(x)
+    w = batch[name]
+    return jnp.sum(w * x) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
 def mutation_loss(model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
-    """Cross-entropy of the improving gene among the tokens of its arity class."""
+    """Cross-entropy of the recorded gene among the tokens of its arity class (weighted by
+    ``batch["mut_weight"]`` where present, e.g. `edit_weights` of the gains)."""
     cls = jnp.asarray(pset.token_classes())
     allowed = cls[None, :] == cls[batch["mut_target"]][:, None]
     logits = masked_point_logits(model(batch["mut_tokens"]), batch["mut_point"], allowed)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, batch["mut_target"][:, None], axis=1)[:, 0]
-    return jnp.mean(nll)
+    return _mean(nll, batch, "mut_weight")
 
 
 def crossover_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
-    """Cross-entropy of the improving crossover point (parent) and donor point (donor)."""
+    """Cross-entropy of the recorded crossover point (parent) and donor point (donor), weighted
+    by ``batch["xo_weight"]`` where present."""
     sa, sb = model(batch["xo_parent"], batch["xo_donor"])
     la = jax.nn.log_softmax(node_logits(sa, batch["xo_parent"], pset.pad), axis=-1)
     lb = jax.nn.log_softmax(node_logits(sb, batch["xo_donor"], pset.pad), axis=-1)
     pa = jnp.take_along_axis(la, batch["xo_point"][:, None], axis=1)[:, 0]
     pb = jnp.take_along_axis(lb, batch["xo_donor_point"][:, None], axis=1)[:, 0]
-    return -jnp.mean(pa + pb)
+    return _mean(-(pa + pb), batch, "xo_weight")
 
 
 class TrainResult(NamedTuple):
@@ -109,18 +120,27 @@ def train_model(
     return TrainResult(nnx.merge(graphdef, params), np.asarray(losses))
 
 
-def mutation_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The mutation model's fields of an `EditBuffer` (or of `merge_buffers` output)."""
+def _fields(data, names, gain, weight, sharpness):
     if isinstance(data, tuple):
         data = data._asdict()
-    return {k: data[k] for k in ("mut_tokens", "mut_point", "mut_target")}
+    out = {k: data[k] for k in names}
+    if sharpness is not None:
+        out[weight] = edit_weights(data[gain], sharpness)
+    return out
 
 
-def crossover_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The crossover model's fields of an `EditBuffer` (or of `merge_buffers` output)."""
-    if isinstance(data, tuple):
-        data = data._asdict()
-    return {k: data[k] for k in ("xo_parent", "xo_donor", "xo_point", "xo_donor_point")}
+def mutation_data(data: Mapping[str, Any], sharpness: float | None = None) -> dict[str, Any]:
+    """The mutation model's fields of an `EditBuffer` (or of `merge_buffers` output: valid rows
+    only); with `sharpness`, plus ``mut_weight = edit_weights(mut_gain, sharpness)``."""
+    names = ("mut_tokens", "mut_point", "mut_target")
+    return _fields(data, names, "mut_gain", "mut_weight", sharpness)
+
+
+def crossover_data(data: Mapping[str, Any], sharpness: float | None = None) -> dict[str, Any]:
+    """The crossover model's fields of an `EditBuffer` (or of `merge_buffers` output: valid
+    rows only); with `sharpness`, plus ``xo_weight = edit_weights(xo_gain, sharpness)``."""
+    names = ("xo_parent", "xo_donor", "xo_point", "xo_donor_point")
+    return _fields(data, names, "xo_gain", "xo_weight", sharpness)
 
 
 def save_model(path: str | pathlib.Path, model: nnx.Module) -> None:

@@ -1,0 +1,117 @@
+"""Choosing GESR's guide variant on DEVELOPMENT problems and seeds (not the reported ones).
+
+Each variant: the two BERTs pre-trained on edits recorded by plain GP on random target
+expressions (every edit with its gain is recorded once; a variant either keeps only the
+improving ones or weights all of them by `edit_weights`), then GP and GESR from the same
+initial populations on the development problems, paired by seed. Prints, per variant, runs
+solved and the censored paired comparison of evaluations to solution (unsolved = more than
+the budget). Used once to pick the variant of `config.py`; the numbers are in the README.
+
+python experiments/gesr/gesr_select.py --out=/tmp/gesr_select.json
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+
+import jax
+import numpy as np
+import train
+from config import get_config
+from flax import nnx
+from gesr_problems import ALL
+from gesr_report import censored_pairs
+
+import symreg_jax as sr
+
+VARIANTS = {
+    "improving": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=1.0),
+    "all-weighted": dict(record="all", sharpness=3.0, guide_rate=1.0, temperature=1.0),
+    "all-weighted-mix0.5": dict(record="all", sharpness=3.0, guide_rate=0.5, temperature=1.0),
+    "all-weighted-T0.5": dict(record="all", sharpness=3.0, guide_rate=1.0, temperature=0.5),
+    "improving-mix0.5": dict(record="improving", sharpness=None, guide_rate=0.5, temperature=1.0),
+    "improving-T0.5": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=0.5),
+    "improving-T2": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=2.0),
+    # The guides shipped in experiments/gesr/guides (gesr_pretrain.py: 32 random targets).
+    "shipped": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=1.0),
+    "shipped-mix0.5": dict(record="improving", sharpness=None, guide_rate=0.5, temperature=1.0),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", default="Nguyen-1,Nguyen-2,Nguyen-6")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seeds", type=int, default=12)
+    ap.add_argument("--seed0", type=int, default=100)  # development seeds
+    ap.add_argument("--generations", type=int, default=100)
+    ap.add_argument("--pretrain_problems", type=int, default=8)
+    ap.add_argument("--pretrain_steps", type=int, default=200)
+    ap.add_argument("--out", default="/tmp/gesr_select.json")
+    args = ap.parse_args()
+    config = get_config("small")
+    config.seed = args.seed0
+    config.pretrain_problems = args.pretrain_problems
+    config.pretrain_steps = args.pretrain_steps
+    problems = [ALL[p] for p in args.problems.split(",")]
+    nv = problems[0].n_vars
+    n_train = train._n_train(problems[0], config)
+    ranges = [
+        (min(p.ranges[j][0] for p in problems), max(p.ranges[j][1] for p in problems))
+        for j in range(nv)
+    ]
+    pset = sr.PrimitiveSet(tuple(config.operators), nv, config.max_len)
+    base = train.gp_config(config)
+    key = jax.random.key(args.seed0)
+    # Pre-training data once (plain GP records every edit with its gain).
+    mm = sr.MutationModel(pset, **train._model_kw(config), rngs=nnx.Rngs(config.seed))
+    cm = sr.CrossoverModel(pset, **train._model_kw(config), rngs=nnx.Rngs(config.seed + 1))
+    rec = train._Runner(pset, dataclasses.replace(base, record="all"), mm, cm)
+    t0 = time.process_time()
+    data = train._pretrain_data(rec, pset, ranges, n_train, config, key)
+    print(
+        f"pretraining data: {len(data['mut_gain'])} mutations, {len(data['xo_gain'])} "
+        f"crossovers ({time.process_time() - t0:.0f} CPU s)"
+    )
+    out = {}
+    for name in args.variants.split(","):
+        v = VARIANTS[name]
+        t0 = time.process_time()
+        cfg = dataclasses.replace(base, temperature=v["temperature"], guide_rate=v["guide_rate"])
+        runner = train._Runner(pset, cfg, mm, cm)
+        c2 = config.copy_and_resolve_references()
+        c2.weight_sharpness = v["sharpness"]
+        if name.startswith("shipped"):
+            m2, c2m, info = train._shipped_guides(pset, c2, (mm, cm))
+            rows, losses = [info["rows_mutation"]], [info["loss_mutation"]]
+        else:
+            d = train.select_edits(data, v["record"])
+            (m2, c2m), rows, losses = train._fit_guides(
+                (mm, cm), d, pset, c2, jax.random.fold_in(key, 7), config.pretrain_steps
+            )
+        runner.mst, runner.cst = nnx.state(m2), nnx.state(c2m)
+        res = {"GP": [], "GESR": []}
+        for j, p in enumerate(problems):
+            x, y, _, _ = train._data(p, config, 50 + j, 0.0)
+            keys = jax.random.split(jax.random.fold_in(key, 1000 + j), args.seeds)
+            for m in res:
+                s = runner.run(m == "GESR", x, y, keys, args.generations)
+                res[m] += [int(a) for a in np.asarray(s.solved_at)]
+        budget = int(np.max(np.asarray(s.evaluations)))
+        pairs = censored_pairs(np.asarray(res["GESR"]), np.asarray(res["GP"]))
+        out[name] = {"variant": v, "rows": rows, "budget": budget, "solved_at": res} | pairs
+        print(
+            f"{name:22s} solved GESR {np.sum(np.asarray(res['GESR']) >= 0):2d} "
+            f"GP {np.sum(np.asarray(res['GP']) >= 0):2d} / {len(res['GP'])}  "
+            f"GESR fewer {pairs['fewer']} more {pairs['more']} p={pairs['p']:.3g}  "
+            f"loss m {losses[0][-1] if losses[0] else float('nan'):.3f} "
+            f"({time.process_time() - t0:.0f} CPU s)",
+            flush=True,
+        )
+    with open(args.out, "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()
