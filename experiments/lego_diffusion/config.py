@@ -55,7 +55,9 @@ def get_config(arg=None):
     c.sim_cv_rate_fraction = 0.25  # the CV sweep's rate, x capacity
     c.sim_bisect = 6
     # real server under a memory budget (x largest workflow per worker) vs the simulator
-    c.val_memory, c.val_phase_s, c.val_rate_fractions = 1.0, 0.3, (0.3, 0.6)
+    # 2 workers for 6 workflows: a monolithic worker must swap replicas whenever it switches
+    c.val_memory, c.val_phase_s, c.val_rate_fractions = 1.0, 0.3, (0.15, 0.3)
+    c.val_workers = 2
     if preset == "smoke":
         c.width, c.depth = 32, 2
         c.sample_steps = 10

@@ -577,7 +577,8 @@ def train_and_evaluate(config, workdir):
             ],
         ),
         xplib.Table(
-            f"Real server, {config.val_memory}x largest workflow of memory per worker (orbax "
+            f"Real server, {config.val_workers} workers with {config.val_memory}x the largest "
+            "workflow of memory each (orbax "
             f"restores on a miss), shifting mix, vs the simulator (median |error| "
             f"{val_err:.3f})",
             ["mode", "rate req/s", "SLO attainment", "simulated", "loads", "simulated loads"],
