@@ -317,3 +317,57 @@ def test_region_term_scores_each_expert_inside_its_own_region():
         loss(Stub(), batch._replace(regions=None), jax.random.key(0))
     with pytest.raises(ValueError, match="regions"):
         msr.make_batch(x0, x0, regions=regions[..., 0])
+
+
+@given(scale=st.floats(0.1, 3.0), shift=st.floats(-1.0, 1.0))
+def test_output_similarity_is_largest_for_identical_experts(scale, shift):
+    """log(1 + mean max cos / k): identical (or positively rescaled) experts give
+    log(1 + 1/k), experts with opposite signs less; one expert gives zero."""
+    x = jax.random.normal(jax.random.key(8), (1, 8, 8))
+    same = jnp.stack([x, scale * x, 2 * x], -1)
+    apart = jnp.stack([x, -x, jnp.roll(x, 3, 1) + shift], -1)
+    np.testing.assert_allclose(float(msr.output_similarity(same, 4)), np.log1p(1 / 3), rtol=1e-5)
+    assert float(msr.output_similarity(apart, 4)) < np.log1p(1 / 3) - 0.01
+    assert float(msr.output_similarity(same[..., :1], 4)) == 0.0
+
+
+def test_gated_objective_trains_each_expert_where_it_is_routed():
+    """objective="gated": each expert's error counts where the gate routes to it. With
+    expert 0 exact, routing everything to it gives zero diffusion loss, routing to the wrong
+    expert a positive one; its gradient moves the gate towards the better expert. Bad
+    objective / diversity names raise."""
+    x0 = jax.random.normal(jax.random.key(9), (1, 8, 8))
+    outs = jnp.stack([x0, x0 + 1.0, x0 - 1.0], -1)
+    batch = msr.make_batch(x0 * 0.1, jnp.zeros_like(x0), residual_scale=0.1)
+
+    class Stub(nnx.Module):
+        patch = 4
+
+        def __init__(self, logits):
+            self.logits = nnx.Param(logits)
+
+        def forward_all(self, x_t, cond, ab):
+            g = jnp.broadcast_to(jax.nn.softmax(self.logits[...]), (1, 2, 2, 3))
+            pix = msr.gate_to_pixels(g, 4)
+            return msr.aggregate(outs, pix), outs, g
+
+    loss = functools.partial(
+        msr.moe_loss,
+        schedule=SCH,
+        parameterisation="x0",
+        objective="gated",
+        diversity="similarity",
+        num_levels=1,
+    )
+    _, good = loss(Stub(jnp.array([20.0, 0.0, 0.0])), batch, jax.random.key(0))
+    _, bad = loss(Stub(jnp.array([0.0, 20.0, 0.0])), batch, jax.random.key(0))
+    assert float(good["gated"]) < 1e-6 and float(bad["gated"]) > 0.9
+    assert "similarity" in good and "balance" not in good
+    gd, st_ = nnx.split(Stub(jnp.zeros(3)))
+    grad = jax.grad(lambda s: loss(nnx.merge(gd, s), batch, jax.random.key(0))[0])(st_)
+    g = np.asarray(grad["logits"][...])
+    assert g[0] < g[1] and g[0] < g[2]  # descending the loss raises expert 0's logit
+    with pytest.raises(ValueError, match="objective"):
+        loss(Stub(jnp.zeros(3)), batch, jax.random.key(0), objective="sum")
+    with pytest.raises(ValueError, match="diversity"):
+        loss(Stub(jnp.zeros(3)), batch, jax.random.key(0), diversity="entropy")

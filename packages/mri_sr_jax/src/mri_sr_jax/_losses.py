@@ -7,8 +7,10 @@ estimate and the true x0 becomes a target softmax(s / T) with T a median absolut
 (MAD); the gate is trained towards it by cross-entropy. T is the MAD of the similarities
 *across experts* (|s_i - median_i s|, pooled over tokens): the MAD over all similarities
 (`temperature="pooled"`) is dominated by how hard a token is, not by which expert wins it,
-and gave a nearly uniform target. The diversity
-term is a load-balancing penalty k * sum_i mean(g_i)^2 - 1 (zero when experts are used equally).
+and gave a nearly uniform target. Two diversity terms: `load_balance`, a Switch-style penalty
+k * sum_i mean(g_i)^2 - 1 on gate usage (zero when experts are used equally), and
+`output_similarity`, the public code's log(1 + mean_i max_{j != i} cos(x0_i, x0_j) / k) on the
+experts' outputs (here per token), which pushes the experts' estimates apart.
 """
 
 import jax
@@ -98,3 +100,24 @@ def load_balance(gate: Array) -> Array:
     k = gate.shape[-1]
     usage = gate.reshape(-1, k).mean(0)
     return k * (usage**2).sum() - 1.0
+
+
+def output_similarity(expert_x0: Array, patch: int) -> Array:
+    """The public code's diversity term: log(1 + mean_i max_{j != i} cos(x0_i, x0_j) / k).
+
+    cos(x0_i, x0_j) is the token cosine similarity (`token_cosine`) averaged over tokens;
+    `expert_x0` is (b, h, w, k). Lower = experts that disagree more.
+    """
+    k = expert_x0.shape[-1]
+    if k < 2:
+        return jnp.zeros(())
+    sims = [
+        [token_cosine(expert_x0[..., i], expert_x0[..., j], patch).mean() for j in range(k)]
+        for i in range(k)
+    ]
+    others = [jnp.stack([sims[i][j] for j in range(k) if j != i]).max() for i in range(k)]
+    closest = jnp.stack(others)
+    return jnp.log1p(closest.mean() / k)
+
+
+DIVERSITY = ("balance", "similarity")

@@ -15,7 +15,16 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ._losses import TASK_LOSSES, gate_cross_entropy, gate_targets, load_balance, reduce_loss
+from ._losses import (
+    DIVERSITY,
+    TASK_LOSSES,
+    gate_cross_entropy,
+    gate_targets,
+    load_balance,
+    output_similarity,
+    reduce_loss,
+)
+from ._moe import gate_to_pixels
 from ._param import check_parameterisation, to_x0_eps, training_target
 from ._samplers import ddim_sample, ddpm_sample, ode_sample
 from ._schedules import Schedule
@@ -123,6 +132,9 @@ def diffusion_loss(
     return loss, {"loss": loss}
 
 
+MOE_OBJECTIVES = ("aggregate", "gated", "both")
+
+
 def moe_loss(
     model,
     batch: SRBatch,
@@ -138,9 +150,19 @@ def moe_loss(
     level_fraction: float = 1.0,
     gate_temperature: str = "experts",
     region_weight: float = 0.0,
+    objective: str = "aggregate",
+    diversity: str = "balance",
 ):
-    """MoEDiff-SR objective: aggregated diffusion loss + expert task losses + gate terms.
+    """MoEDiff-SR objective: diffusion loss + expert task losses + gate terms.
 
+    `objective="aggregate"`: the diffusion loss is on the gate-weighted aggregate and every
+    expert's task loss counts fully. `"gated"` (the public code's expert loss): each expert
+    has its own diffusion loss, weighted per pixel by its gate probability, and its task loss
+    weighted by its mean gate -- an expert is trained where it is routed and the gate is
+    pushed towards the expert that does best there (competitive mixture of experts, the
+    mechanism that lets experts specialise). `"both"` adds the two.
+    `diversity`: "balance" (`load_balance` on the gate) or "similarity" (the public code's
+    `output_similarity` on the experts' x0 estimates).
     `num_levels` / `level_fraction`: the noise-level sampling of `diffusion_loss`;
     `gate_temperature`: how `gate_targets` sets the MAD temperature. `region_weight` > 0
     (needs `batch.regions`, k masks for k experts) adds each expert's own L1 x0 error inside
@@ -148,21 +170,37 @@ def moe_loss(
     which the MAD-tempered gate target then rewards -- the gate itself never sees the masks.
     """
     _check_levels(num_levels, level_fraction)
+    if objective not in MOE_OBJECTIVES:
+        raise ValueError(f"objective: expected one of {MOE_OBJECTIVES}, got {objective!r}")
+    if diversity not in DIVERSITY:
+        raise ValueError(f"diversity: expected one of {DIVERSITY}, got {diversity!r}")
     x_t, ab, eps = _noised(batch, key, schedule, num_levels, level_fraction)
     target = training_target(batch.x0, eps, ab, parameterisation)
     agg, outs, gate = model.forward_all(x_t, batch.cond, ab)
-    main = reduce_loss(agg - target, kind)
+    k = outs.shape[-1]
     expert_x0, _ = to_x0_eps(outs, jnp.broadcast_to(x_t, outs.shape), ab, parameterisation)
     x0 = batch.x0[..., 0]
-    task = sum(
-        TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(outs.shape[-1])
-    )
+    tasks = [TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(k)]
+    main = reduce_loss(agg - target, kind)
+    metrics = {"main": main}
+    if objective == "aggregate":
+        loss, task = main, sum(tasks)
+    else:
+        g = gate_to_pixels(gate, model.patch, getattr(model, "gate_upsample", "nearest"))
+        per_pixel = jnp.abs(outs - target) if kind == "l1" else (outs - target) ** 2
+        gated = (g * per_pixel).sum(-1).mean()
+        task = (gate.reshape(-1, k).mean(0) * jnp.stack(tasks)).sum()
+        loss = gated + (main if objective == "both" else 0.0)
+        metrics["gated"] = gated
     gate_ce = gate_cross_entropy(
         gate, gate_targets(expert_x0, x0, model.patch, temperature=gate_temperature)
     )
-    balance = load_balance(gate)
-    loss = main + task_weight * task + gate_weight * gate_ce + diversity_weight * balance
-    metrics = {"main": main, "task": task, "gate_ce": gate_ce, "balance": balance}
+    if diversity == "balance":
+        div = load_balance(gate)
+    else:
+        div = output_similarity(expert_x0, model.patch)
+    loss = loss + task_weight * task + gate_weight * gate_ce + diversity_weight * div
+    metrics.update({"task": task, "gate_ce": gate_ce, diversity: div})
     if region_weight:
         if batch.regions is None or batch.regions.shape[-1] != outs.shape[-1]:
             raise ValueError(
