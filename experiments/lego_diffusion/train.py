@@ -1,9 +1,11 @@
 """LegoDiffusion experiment: train the digits zoo (incl. a VAE + latent DiT and a LoRA style
 adapter), serve six workflows that share models over real HTTP in two modes (micro-serving vs
-monolithic, each also with the inline path off), drive open-loop load (Poisson rate sweep,
-Gamma CV sweep with a trace-schema workload whose loras[] pick real adapters), and compare SLO
-attainment; a calibrated discrete-event simulator is checked against the real runs and
-extends the comparison."""
+monolithic), drive open-loop load (Poisson rate sweep, Gamma CV sweep with a trace-schema
+workload whose loras[] pick real adapters), and compare SLO attainment; measure model load
+times (orbax restores), run the real server under a per-worker memory budget that forces
+swaps, and check a calibrated discrete-event simulator against both; the simulator then
+extends the comparison to a cluster with swept device memory and workflow variants
+(`lego_cluster.py`)."""
 
 import asyncio
 import os
@@ -656,7 +658,11 @@ def train_and_evaluate(config, workdir):
         f"request-level batching; micro-serving batches each model across workflows. SLO = "
         f"{config.slo_scale} x standalone latency. Capacity estimate "
         f"{load['capacity']:.1f} req/s from node profiles. One process, real aiohttp server on "
-        f"localhost, the CPU shared with the load generator (and other jobs on this machine)."
+        f"localhost, the CPU shared with the load generator (and other jobs on this machine). "
+        f"Simulated cluster: {config.sim_workers} devices, measured orbax load times, device "
+        f"memory swept over {list(config.sim_memory)} x the largest workflow (0 = all fit) and "
+        f"{list(config.sim_variants)} variants of each workflow sharing its models; monolithic "
+        f"replicas under a memory budget may switch workflows by reloading."
     )
     xplib.write_results(
         workdir,
