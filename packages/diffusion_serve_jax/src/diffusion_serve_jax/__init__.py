@@ -57,6 +57,11 @@ from ._models import DiT as DiT
 from ._models import EdgeAdapter as EdgeAdapter
 from ._models import Upscaler as Upscaler
 from ._models import attention as attention
+from ._node_profile import NodeProfile as NodeProfile
+from ._node_profile import load_node_profile as load_node_profile
+from ._node_profile import node_profile_json as node_profile_json
+from ._node_profile import parse_node_profile as parse_node_profile
+from ._node_profile import save_node_profile as save_node_profile
 from ._platform import single_threaded_cpu as single_threaded_cpu
 from ._quality import classifier_frechet as classifier_frechet
 from ._quality import conditioning_accuracy as conditioning_accuracy
