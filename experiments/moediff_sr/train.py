@@ -41,25 +41,38 @@ def timed_call(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def train_model(name, model, pool, config, schedule, workdir, *, key):
-    """Train (or resume) one model; returns (graphdef, params, seconds per step)."""
+def train_model(name, model, pool, config, schedule, workdir, *, key, val_score=None):
+    """Train (or resume) one model; returns (graphdef, params, seconds per step, best step).
+
+    With `val_score(params) -> float` (higher is better) the model is scored on the
+    validation slabs every `config.val_every` steps and at the end, and the best-scoring
+    parameters are returned (early stopping by checkpoint selection); the checkpoint holds
+    the last training state and the best parameters.
+    """
     graphdef, params = nnx.split(model)
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
     trainer = msr.make_trainer(
         graphdef, lib.loss_for(name, config, schedule), lib.optimizer(config), mesh=mesh
     )
     state = trainer.init(params)
+    ckpt = {
+        "state": state,
+        "best": jax.tree.map(jnp.copy, state.params),
+        "best_step": jnp.zeros((), jnp.int32),
+        "best_score": jnp.full((), -jnp.inf),
+    }
     mngr = xplib.checkpoint_manager(pathlib.Path(workdir) / name, save_interval_steps=1)
     start = 0
     if mngr.latest_step() is not None:
         start = mngr.latest_step()
-        state = mngr.restore(
+        ckpt = mngr.restore(
             start,
-            args=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
+            args=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, ckpt)),
         )
+        state = ckpt["state"]
         logging.info("%s: resumed from step %d", name, start)
     logger = xplib.MetricLogger(workdir, f"metrics_{name}.jsonl")
-    t0, steps_done = time.time(), 0
+    t0, steps_done, val_sec = time.time(), 0, 0.0
     for step in xplib.progress(range(start, config.train_steps), desc=name):
         k_data, k_loss = jax.random.split(jax.random.fold_in(key, step))
         hr, up, _, _, labels = _sample_patches(pool, config.patch, config.batch_size, key=k_data)
@@ -67,18 +80,34 @@ def train_model(name, model, pool, config, schedule, workdir, *, key):
         batch = msr.make_batch(hr, up, residual_scale=config.residual_scale, regions=regions)
         state, metrics = trainer.update(state, batch, k_loss)
         steps_done += 1
-        if (step + 1) % config.log_every == 0 or step + 1 == config.train_steps:
-            logger.log(step + 1, **{k: float(v) for k, v in metrics.items()})
+        done = step + 1 == config.train_steps
+        log = {k: float(v) for k, v in metrics.items()}
+        if val_score is not None and ((step + 1) % config.val_every == 0 or done):
+            tv = time.time()
+            score = val_score(state.params)
+            val_sec += time.time() - tv
+            log["val_psnr"] = score
+            if score > float(ckpt["best_score"]):
+                ckpt["best"] = jax.tree.map(jnp.copy, state.params)
+                ckpt["best_step"] = jnp.asarray(step + 1, jnp.int32)
+                ckpt["best_score"] = jnp.asarray(score, jnp.float32)
+        if (step + 1) % config.log_every == 0 or done or "val_psnr" in log:
+            logger.log(step + 1, **log)
     if steps_done:
         jax.block_until_ready(state.params)
-        mngr.save(config.train_steps, args=ocp.args.StandardSave(state))
+        ckpt["state"] = state
+        if val_score is None:
+            ckpt["best"], ckpt["best_step"] = state.params, jnp.asarray(config.train_steps)
+        mngr.save(config.train_steps, args=ocp.args.StandardSave(ckpt))
         mngr.wait_until_finished()
-    sec = (time.time() - t0) / steps_done if steps_done else float("nan")  # nan: resumed
-    return graphdef, state.params, sec
+    # nan: resumed; validation time excluded
+    sec = (time.time() - t0 - val_sec) / steps_done if steps_done else float("nan")
+    return graphdef, ckpt["best"], sec, int(ckpt["best_step"])
 
 
-def eval_sets(test, config, *, key):
-    """{(scale, condition): (hr, lr_up, masks)} for the held-out slabs, plus the dipy slice."""
+def eval_sets(test, config, *, key, dipy=True):
+    """{(scale, condition): (hr, lr_up, masks)} for held-out slabs (test or validation),
+    plus the dipy slice when `dipy` and `config.dipy_eval`."""
     t1, gm, wm = test
     masks = msr.region_masks(gm, wm)
     sets = {}
@@ -87,7 +116,7 @@ def eval_sets(test, config, *, key):
             dc = lib.degrade_config(config, scale, condition)
             d = msr.degrade_batch(t1, gm, wm, dc, key=jax.random.fold_in(key, scale))
             sets[(scale, condition)] = (d.hr, msr.upsample(d.lr, d.hr.shape[1:]), masks)
-    if config.dipy_eval:
+    if dipy and config.dipy_eval:
         dipy = jnp.asarray(msr.load_dipy_t1_slice())[None]
         zeros = jnp.zeros_like(dipy)
         for scale in config.eval_scales:
@@ -118,43 +147,80 @@ def train_and_evaluate(config, workdir):
     key = jax.random.key(config.seed)
     k_pool, k_train, k_eval, k_sample = jax.random.split(key, 4)
     schedule = msr.make_schedule(config.schedule)
-    train, test, train_idx, test_idx = lib.load_split(config)
+    train, test, val, train_idx, test_idx, val_idx = lib.load_split(config)
     pool = lib.build_pool(train, config, key=k_pool)
     logging.info(
-        "train slices %d, test slices %d, pool %d; process CPU %.1f s",
+        "train slices %d, validation %d, test %d, pool %d; process CPU %.1f s",
         len(train_idx),
+        len(val_idx),
         len(test_idx),
         pool[0].shape[0],
         time.process_time(),
     )
     models = lib.make_models(config)
     params_count = {n: msr.count_params(m) for n, m in models.items()}
-    trained, step_time = {}, {}
+    val_sets = eval_sets(val, config, key=jax.random.fold_in(k_eval, 7), dipy=False)
+    compiled = {}
+    sampler_key = (config.sampler, config.sample_steps)
+
+    def predictor(name, gd, params, up):
+        cache_key = (name, up.shape) + sampler_key
+        if cache_key not in compiled:  # one compile per model and slice shape
+            compiled[cache_key] = compiled_predictor(
+                name, gd, params, up[..., None], config, schedule
+            )
+        return compiled[cache_key]
+
+    def val_score_for(name, gd):
+        """Mean over the validation settings of the median PSNR (one sampling seed)."""
+
+        def score(params):
+            psnrs = []
+            for hr, up, masks in val_sets.values():
+                pred = predictor(name, gd, params, up)(params, up[..., None], k_sample)
+                psnrs.append(median_rows(slice_metrics(pred, hr, masks))["psnr"])
+            return float(np.mean(psnrs))
+
+        return score
+
+    trained, step_time, best_step, val_results = {}, {}, {}, {}
     for i, name in enumerate(MODELS):
-        gd, params, sec = train_model(
-            name, models[name], pool, config, schedule, workdir, key=jax.random.fold_in(k_train, i)
+        gd = nnx.split(models[name])[0]
+        gd, params, sec, best = train_model(
+            name,
+            models[name],
+            pool,
+            config,
+            schedule,
+            workdir,
+            key=jax.random.fold_in(k_train, i),
+            val_score=val_score_for(name, gd) if config.val_every else None,
         )
-        trained[name], step_time[name] = (gd, params), sec
-        logging.info("%s trained; process CPU %.1f s", name, time.process_time())
+        trained[name], step_time[name], best_step[name] = (gd, params), sec, best
+        val_results[name] = {}
+        for (s, c), (hr, up, m) in val_sets.items():
+            pred = predictor(name, gd, params, up)(params, up[..., None], k_sample)
+            val_results[name][f"x{s} {c}"] = median_rows(slice_metrics(pred, hr, m))["psnr"]
+        logging.info(
+            "%s trained (best validation step %d); process CPU %.1f s",
+            name,
+            best,
+            time.process_time(),
+        )
 
     sets = eval_sets(test, config, key=k_eval)
-    results, preds, sample_time, compiled = {}, {}, {}, {}
-    sampler_key = (config.sampler, config.sample_steps)
+    results, preds, sample_time = {}, {}, {}
     for (scale, condition), (hr, up, masks) in sets.items():
         res = {"bicubic": median_rows(slice_metrics(up, hr, masks))}
         preds[(scale, condition, "bicubic")] = up
         for name in MODELS:
             gd, params = trained[name]
-            cache_key = (name, up.shape) + sampler_key
-            if cache_key not in compiled:  # one compile per model and slice shape
-                compiled[cache_key] = compiled_predictor(
-                    name, gd, params, up[..., None], config, schedule
-                )
+            fn = predictor(name, gd, params, up)
             seeds = 1 if name == "edsr_lite" else config.sample_seeds
             rows = []
             for s in range(seeds):
                 k = jax.random.fold_in(k_sample, s)
-                pred, sec = timed_call(compiled[cache_key], params, up[..., None], k)
+                pred, sec = timed_call(fn, params, up[..., None], k)
                 rows += slice_metrics(pred, hr, masks)
                 sample_time[(name, condition)] = sec / hr.shape[0]
             res[name] = median_rows(rows)
@@ -191,6 +257,25 @@ def train_and_evaluate(config, workdir):
                 [[m] + [round(res[m][k], 4) for k in cols[1:]] for m in methods],
             )
         )
+    val_cols = list(val_results[MODELS[0]])
+    val_bicubic = {
+        f"x{s} {c}": median_rows(slice_metrics(up, hr, m))["psnr"]
+        for (s, c), (hr, up, m) in val_sets.items()
+    }
+    tables.append(
+        xplib.Table(
+            f"Validation slabs {list(config.val_slabs)} (slices {val_idx.tolist()}; used for "
+            "every choice and for early stopping, never the test slabs): PSNR dB of the chosen "
+            "checkpoint",
+            ["method", "best step"] + val_cols + ["mean"],
+            [
+                [n, best_step.get(n, "")]
+                + [round(r[c], 3) for c in val_cols]
+                + [round(float(np.mean(list(r.values()))), 3)]
+                for n, r in [("bicubic", val_bicubic)] + [(n, val_results[n]) for n in MODELS]
+            ],
+        )
+    )
     tables.append(
         xplib.Table(
             "Parameters, training step time and sampling time per slice (s)",
@@ -295,8 +380,10 @@ def train_and_evaluate(config, workdir):
         tables=tables,
         figures=figures,
         notes=(
-            f"MNI152 1 mm axial slices (crop {tuple(config.crop)}), train/test by held-out "
-            f"slabs {list(config.test_slabs)}; one model per method trained on scales "
+            f"MNI152 1 mm axial slices (crop {tuple(config.crop)}), test slabs "
+            f"{list(config.test_slabs)}, validation slabs {list(config.val_slabs)} (every "
+            "choice and early stopping: best validation checkpoint, checked every "
+            f"{config.val_every} steps); one model per method trained on scales "
             f"{list(config.train_scales)} x conditions {list(config.train_conditions)} for "
             f"{config.train_steps} steps; diffusion models predict {config.parameterisation} "
             f"({config.level_fraction:.0%} of each batch on the {config.train_levels}-level "
@@ -304,7 +391,8 @@ def train_and_evaluate(config, workdir):
             f"(mean of {config.num_samples} sample(s) per prediction); input scaling "
             f"{config.scale_input}, zero-initialised output layers {config.zero_init_output}, "
             f"gate weight {config.gate_weight} with the '{config.gate_temperature}' MAD "
-            "temperature. MoE: k = "
+            f"temperature, MoE objective '{config.get('moe_objective', 'aggregate')}', "
+            f"diversity '{config.get('diversity', 'balance')}'. MoE: k = "
             f"{config.num_experts} experts on a shared trunk of {config.get('trunk_depth', 0)} "
             f"blocks ({config.expert_width} wide, token features fused "
             f"{config.get('fuse_features', False)}), {config.expert_depth} blocks + output conv "
@@ -316,6 +404,8 @@ def train_and_evaluate(config, workdir):
             "params": params_count,
             "train_slices": train_idx.tolist(),
             "test_slices": test_idx.tolist(),
+            "val_slices": val_idx.tolist(),
+            "best_step": best_step,
             "gate_specialisation": specialisation,
         },
     )

@@ -1,0 +1,102 @@
+"""Choose MoEDiff-SR variants on the VALIDATION slab only (the test slabs are never loaded).
+
+    python experiments/moediff_sr/variant_study.py '[{}, {"moe_objective": "gated"}]' \\
+        --models=moediff_sr,single_expert --out=/tmp/moediff_variants.jsonl
+
+Each JSON object overrides the `small` config; every listed model is trained with the
+experiment's own loop (early stopping on the validation slab) and its validation PSNR per
+setting and mean are printed and appended to `--out` as one JSON line per (variant, model).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import config as moediff_config
+import jax
+import moediff_lib as lib
+import numpy as np
+import train as T
+from flax import nnx
+
+import mri_sr_jax as msr
+
+
+def run(overrides, models, out, preset="small"):
+    c = moediff_config.get_config(preset)
+    c.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    key = jax.random.key(c.seed)
+    k_pool, k_train, k_eval, k_sample = jax.random.split(key, 4)
+    schedule = msr.make_schedule(c.schedule)
+    train, _, val, *_ = lib.load_split(c)
+    pool = lib.build_pool(train, c, key=k_pool)
+    nets = lib.make_models(c)
+    val_sets = T.eval_sets(val, c, key=jax.random.fold_in(k_eval, 7), dipy=False)
+    for i, name in enumerate(T.MODELS):
+        if name not in models:
+            continue
+        t0 = time.process_time()
+        gd = nnx.split(nets[name])[0]
+        fns = {}
+
+        def scores(params, gd=gd, name=name, fns=fns):
+            out = {}
+            for (s, cond), (hr, up, masks) in val_sets.items():
+                if up.shape not in fns:
+                    fns[up.shape] = T.compiled_predictor(
+                        name, gd, params, up[..., None], c, schedule
+                    )
+                pred = fns[up.shape](params, up[..., None], k_sample)
+                out[f"x{s} {cond}"] = T.median_rows(T.slice_metrics(pred, hr, masks))["psnr"]
+            return out
+
+        curve = []
+
+        def mean_score(p, f=scores, curve=curve):
+            curve.append(round(float(np.mean(list(f(p).values()))), 3))
+            return curve[-1]
+
+        with tempfile.TemporaryDirectory() as wd:
+            gd, params, _, best = T.train_model(
+                name,
+                nets[name],
+                pool,
+                c,
+                schedule,
+                wd,
+                key=jax.random.fold_in(k_train, i),
+                val_score=mean_score,
+            )
+        res = {k: round(v, 3) for k, v in scores(params).items()}
+        mi = None
+        if name == "moediff_sr":
+            up = val_sets[(max(c.eval_scales), c.eval_conditions[-1])][1]
+            gates = np.asarray(T._gates((gd, params), up, schedule, c.gate_t))
+            mi = T._gate_table(gates, val_sets, c)[1]["mutual_information_bits"]
+        row = {
+            "variant": overrides,
+            "model": name,
+            "params": msr.count_params(nets[name]),
+            "best_step": best,
+            "val": res,
+            "val_mean": round(float(np.mean(list(res.values()))), 3),
+            "val_curve": curve,
+            "gate_mi_bits": mi,
+            "cpu_s": round(time.process_time() - t0, 1),
+        }
+        print(json.dumps(row), flush=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("variants")
+    ap.add_argument("--models", default="moediff_sr")
+    ap.add_argument("--out", default="/tmp/moediff_variants.jsonl")
+    ap.add_argument("--preset", default="small")
+    a = ap.parse_args(sys.argv[1:])
+    for v in json.loads(a.variants):
+        run(v, a.models.split(","), a.out, a.preset)
