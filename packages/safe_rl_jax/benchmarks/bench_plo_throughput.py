@@ -3,34 +3,43 @@
     python packages/safe_rl_jax/benchmarks/bench_plo_throughput.py --out /tmp/bench_plo.json
 
 Both train on brax's `inverted_pendulum` (`positional` backend: the cheapest real brax env to
-compile on CPU, ~12 s for a 10-step unroll) with the same budget: `num_envs` environments,
-`unroll` steps per environment per policy iteration, `minibatches` minibatches, `epochs` PPO
-epochs per batch, `iterations` policy iterations, and the same network sizes (tanh MLPs).
-Ours is `trainer.run` (one `lax.scan` over iterations) with a velocity cost on the cart
-(`1[|cart velocity| > 1]`), reward and cost critics, a multiplier controller (PID Lagrangian,
+compile on CPU) with the same budget and hyperparameters: `num_envs` environments, `unroll`
+steps per environment per policy iteration, `minibatches` minibatches × `epochs` PPO epochs
+per batch (minibatches of whole per-env unrolls, as brax), `iterations` policy iterations per
+timed call, tanh MLPs `hidden` × 2 for the policy and the critic, learning rate 3e-4, discount
+0.99, GAE λ 0.95, clip 0.2, no entropy bonus, gradient-norm clip 0.5, no observation
+normalisation. Ours is `trainer.run` (one `lax.scan` over iterations, state donated) with a
+velocity cost on the cart (`1[|cart velocity| > 1]`), one critic network with a reward and a
+cost head (`shared_critic=True`), the cost GAE and a multiplier controller (PID Lagrangian,
 and PLO, which also takes one `jacrev` of the surrogates per iteration); brax's is
-`brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`). Compile time is
-excluded from env steps/s for both and reported separately. Steady state = the fastest of
-`repeats` calls after the first: ours = `run` called again on the same shapes; brax = its
-later training epochs, timed by its own `training/sps` metric (on jax 0.10 brax's pmapped
-epoch recompiles on its second call, so that epoch is slow too; all epoch times are printed).
-Compile = first call − steady call. Ours counts every simulated step (one episode of
-`unroll` steps per env per iteration; steps after a termination are masked out of the loss),
-brax auto-resets. The default run takes about 2–4 minutes of CPU on 2 cores, dominated by
-compilation (brax compiles its epoch twice). `--pure-jax` instead times one `small`-preset
-setting of the PLO experiment (point-goal, 16 envs × 100 steps × 40 iterations, one seed and
-limit) including compilation.
+`brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`).
+
+Interleaved timing: every trainer is compiled first; then, after each of brax's training
+epochs (`iterations` policy iterations), brax's progress callback times one call of each of
+ours. So shared-machine load hits both alike. Each timed call is measured in process CPU
+seconds (the figure to trust on a shared machine) and wall seconds; brax's CPU time is the
+process CPU time between two callbacks (its epoch plus its small host-side bookkeeping), its
+wall time is from its own `training/sps`. brax's first two epochs are skipped (compilation;
+on jax 0.10 its pmapped epoch recompiles on the second call). Reported: median and min–max
+over `repeats` of env steps per CPU second and per wall second, and the median of the
+per-repeat ratios ours / brax. `--default-learner` also times our default configuration
+(separate reward and cost critics, minibatches from shuffled single transitions).
+`--pure-jax` instead times one `small`-preset setting of the PLO experiment (point-goal, 16
+envs × 100 steps × 40 iterations, one seed and limit) including compilation.
 """
 
 import argparse
 import functools
 import json
+import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 
 import safe_rl_jax as srl
+
+HYPER = dict(learning_rate=3e-4, discount=0.99, gae_lambda=0.95, clip_eps=0.2, max_grad_norm=0.5)
 
 
 def _brax_env():
@@ -39,7 +48,8 @@ def _brax_env():
     return envs.get_environment("inverted_pendulum", backend="positional")
 
 
-def ours(controller, args):
+def make_ours(controller, args, **overrides):
+    """A compiled, donated `run` and its state; returns `timed()` -> (cpu s, wall s)."""
     env = srl.BraxVelocity(
         _brax_env(),
         velocity_limit=1.0,
@@ -50,24 +60,27 @@ def ours(controller, args):
         num_envs=args.num_envs,
         num_epochs=args.epochs,
         num_minibatches=args.minibatches,
-        learning_rate=3e-4,
+        entropy_coef=0.0,
         hidden=(args.hidden, args.hidden),
+        **{**HYPER, "shared_critic": True, "shuffle": "envs", **overrides},
     )
     tr = srl.make_trainer(env, controller, cfg)
-    state = tr.init(jax.random.key(0), 5.0)
-    run = jax.jit(tr.run, static_argnums=1)
-    t = time.perf_counter()
-    jax.block_until_ready(run(state, args.iterations))
-    first = time.perf_counter() - t
-    steady = float("inf")
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(run(state, args.iterations))
-        steady = min(steady, time.perf_counter() - t)
-    return steady, first - steady
+    run = jax.jit(tr.run, static_argnums=1, donate_argnums=0)
+    # distinct buffers (init may alias equal constants), so the whole state can be donated
+    box = [jax.tree.map(jnp.copy, tr.init(jax.random.key(0), 5.0))]
+
+    def timed():
+        c, t = time.process_time(), time.perf_counter()
+        box[0], m = run(box[0], args.iterations)
+        jax.block_until_ready((box[0], m))
+        return time.process_time() - c, time.perf_counter() - t
+
+    compile_cpu = timed()[0]
+    return timed, compile_cpu
 
 
-def brax_ppo(args):
+def brax_ppo(args, callbacks):
+    """Train brax's PPO; after each epoch past the second, call every `callbacks` entry."""
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
     from jax._src import api as jax_api
@@ -77,15 +90,23 @@ def brax_ppo(args):
     if not hasattr(jax, "device_put_replicated"):
         jax.device_put_replicated = jax_api.device_put_replicated
 
-    steps_per_iteration = args.num_envs * args.unroll
-    sps = []
-    t = time.perf_counter()
+    steps = args.iterations * args.num_envs * args.unroll
+    epochs = 2 + args.repeats
+    brax, ours, clock = [], {name: [] for name in callbacks}, {"n": 0, "last": 0.0}
+
+    def progress(step, metrics):
+        now = time.process_time()
+        clock["n"] += 1
+        if clock["n"] >= 3:  # epochs 1 and 2 compile; from epoch 3 on, pair brax with ours
+            brax.append((now - clock["last"], steps / float(metrics["training/sps"])))
+            for name, timed in callbacks.items():
+                ours[name].append(timed())
+        clock["last"] = time.process_time()
+
     ppo.train(
         _brax_env(),
-        # 1 + repeats training epochs of `iterations` training steps each
-        # (num_evals = epochs + 1).
-        num_timesteps=(1 + args.repeats) * args.iterations * steps_per_iteration,
-        num_evals=2 + args.repeats,
+        num_timesteps=epochs * steps,
+        num_evals=epochs + 1,
         run_evals=False,
         num_envs=args.num_envs,
         episode_length=1000,
@@ -93,7 +114,13 @@ def brax_ppo(args):
         batch_size=args.num_envs // args.minibatches,
         num_minibatches=args.minibatches,
         num_updates_per_batch=args.epochs,
-        learning_rate=3e-4,
+        learning_rate=HYPER["learning_rate"],
+        discounting=HYPER["discount"],
+        gae_lambda=HYPER["gae_lambda"],
+        clipping_epsilon=HYPER["clip_eps"],
+        max_grad_norm=HYPER["max_grad_norm"],
+        entropy_cost=0.0,
+        normalize_observations=False,
         network_factory=functools.partial(
             ppo_networks.make_ppo_networks,
             policy_hidden_layer_sizes=(args.hidden, args.hidden),
@@ -101,17 +128,10 @@ def brax_ppo(args):
             activation=jnp.tanh,
             distribution_type="normal",
         ),
-        progress_fn=lambda step, m: sps.append(float(m["training/sps"])),
+        progress_fn=progress,
         seed=0,
     )
-    total = time.perf_counter() - t
-    steps = args.iterations * steps_per_iteration
-    first = steps / sps[0]
-    # Steady state: the fastest later epoch (on jax 0.10 brax's pmapped epoch can recompile
-    # on its second call, when its inputs come back with a different sharding).
-    steady = min(steps / x for x in sps[1:])
-    print("brax epoch seconds:", [round(steps / x, 1) for x in sps])
-    return steady, first - steady, total
+    return brax, ours
 
 
 def pure_jax_setting():
@@ -126,6 +146,19 @@ def pure_jax_setting():
     return time.perf_counter() - t, 40 * 16 * env.episode_length
 
 
+def _summary(times, steps, base=None):
+    """Median and min–max env steps/s per CPU and per wall second (+ paired ratio vs base)."""
+    out = {}
+    for i, clock in enumerate(("cpu", "wall")):
+        sps = [steps / t[i] for t in times]
+        out[clock] = {"median": statistics.median(sps), "min": min(sps), "max": max(sps)}
+        if base is not None:
+            ratios = [b[i] / t[i] for t, b in zip(times, base, strict=True)]
+            out[clock]["ratio_median"] = statistics.median(ratios)
+            out[clock]["ratio_min"], out[clock]["ratio_max"] = min(ratios), max(ratios)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="/tmp/bench_plo.json")
@@ -135,9 +168,8 @@ def main():
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
-    p.add_argument("--skip-plo", action="store_true", help="time only the PID learner")
-    p.add_argument("--only-brax", action="store_true", help="time only brax's trainer")
+    p.add_argument("--repeats", type=int, default=7, help="paired timed epochs")
+    p.add_argument("--default-learner", action="store_true", help="also time our defaults")
     p.add_argument("--pure-jax", action="store_true", help="time one small-preset setting")
     args = p.parse_args()
     if args.pure_jax:
@@ -147,32 +179,44 @@ def main():
             json.dump({"pure_jax_setting_s": wall, "env_steps": steps}, f, indent=2)
         return
     steps = args.iterations * args.num_envs * args.unroll
-    results = {}
-    brax_s, brax_compile, brax_total = brax_ppo(args)
-    results["brax ppo.train"] = (steps / brax_s, brax_compile)
-    if not args.only_brax:
-        pid_s, pid_compile = ours(srl.pid_lagrangian(), args)
-        results["ours, PID Lagrangian"] = (steps / pid_s, pid_compile)
-    if not (args.skip_plo or args.only_brax):
-        plo_s, plo_compile = ours(srl.plo(horizon=5), args)
-        results["ours, PLO"] = (steps / plo_s, plo_compile)
-    base = results["brax ppo.train"][0]
+    callbacks, compile_cpu = {}, {}
+    variants = [("ours, PID Lagrangian", srl.pid_lagrangian(), {})]
+    variants.append(("ours, PLO", srl.plo(horizon=5), {}))
+    if args.default_learner:
+        default = {"shared_critic": False, "shuffle": "transitions"}
+        variants.append(("ours, PID, default learner", srl.pid_lagrangian(), default))
+    for name, ctrl, over in variants:
+        callbacks[name], compile_cpu[name] = make_ours(ctrl, args, **over)
+    brax, ours = brax_ppo(args, callbacks)
+    results = {"brax ppo.train": _summary(brax, steps)}
+    for name, times in ours.items():
+        results[name] = _summary(times, steps, base=brax)
     print(
         f"inverted_pendulum (positional): {args.num_envs} envs x {args.unroll} steps x "
-        f"{args.iterations} iterations, {args.minibatches} minibatches x {args.epochs} epochs, "
-        f"MLP {args.hidden}x2"
+        f"{args.iterations} iterations per timed call, {args.minibatches} minibatches x "
+        f"{args.epochs} epochs, MLP {args.hidden}x2; {args.repeats} paired repeats"
     )
-    print(f"{'trainer':24s} {'env steps/s':>12s} {'vs brax':>8s} {'compile s':>10s}")
-    for k, (sps, comp) in results.items():
-        print(f"{k:24s} {sps:12.0f} {sps / base:8.2f} {comp:10.1f}")
+    print(f"{'trainer':28s} {'steps/CPU-s (min-max)':>26s} {'vs brax':>16s} {'steps/wall-s':>13s}")
+    for name, r in results.items():
+        c, w = r["cpu"], r["wall"]
+        ratio = (
+            f"{c['ratio_median']:.2f} ({c['ratio_min']:.2f}-{c['ratio_max']:.2f})"
+            if "ratio_median" in c
+            else "1.00"
+        )
+        print(
+            f"{name:28s} {c['median']:9.0f} ({c['min']:6.0f}-{c['max']:6.0f}) "
+            f"{ratio:>16s} {w['median']:13.0f}"
+        )
     with open(args.out, "w") as f:
         json.dump(
             {
                 "env": "inverted_pendulum/positional",
                 "budget": vars(args),
-                "env_steps_per_s": {k: v[0] for k, v in results.items()},
-                "compile_s": {k: v[1] for k, v in results.items()},
-                "ratio_vs_brax": {k: v[0] / base for k, v in results.items()},
+                "hyperparameters": HYPER,
+                "env_steps_per_s": results,
+                "compile_cpu_s": compile_cpu,
+                "raw_seconds_cpu_wall": {"brax ppo.train": brax, **ours},
             },
             f,
             indent=2,

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 import safe_rl_jax as srl
 from testkit import assert_trees_close
@@ -92,3 +93,38 @@ def test_bad_learner_arguments_raise():
         srl.make_trainer(ENV, srl.lagrangian(), CFG, num_costs=2)
     with pytest.raises(ValueError, match="costs"):
         srl.constraint_curve_stats(jnp.array([1.0]), jnp.float32(1.0))
+
+
+def test_env_shuffle_with_shared_critic_matches_transition_shuffle_on_one_minibatch():
+    # One minibatch = the whole batch, whose loss is invariant to the row order: shuffling
+    # whole unrolls ("envs") must then give the same update as shuffling transitions; a
+    # misaligned reshape (observations paired with another row's advantages) would not.
+    cfg = CFG._replace(num_minibatches=1, shared_critic=True)
+    outs, plo = [], srl.plo(horizon=2, solver_steps=3)
+    for shuffle in ("transitions", "envs"):
+        tr = srl.make_trainer(ENV, plo, cfg._replace(shuffle=shuffle))
+        st = tr.init(jax.random.key(3), 0.5)
+        assert "cost_value" not in st.params and st.params["value"]["head"]["kernel"].shape[1] == 2
+        outs.append(jax.jit(tr.step)(st))
+    assert_trees_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), outs[1][0].params, st.params)
+    assert max(jax.tree.leaves(diff)) > 0
+
+
+def test_shared_critic_values_split_the_heads():
+    agent = srl.Agent(4, 2, 3, hidden=(8,), shared_critic=True, rngs=nnx.Rngs(0))
+    obs = jax.random.normal(jax.random.key(0), (5, 4))
+    v, vc = agent.values(obs, jnp.zeros((3, 1)))
+    out = agent.value(obs)
+    assert v.shape == (5,) and vc.shape == (5, 3)
+    np.testing.assert_array_equal(v, out[:, 0])
+    np.testing.assert_array_equal(vc, out[:, 1:])
+
+
+def test_bad_shuffle_and_shared_critic_arguments_raise():
+    with pytest.raises(ValueError, match="shuffle"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="steps"))
+    with pytest.raises(ValueError, match="num_minibatches"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="envs", num_minibatches=3))
+    with pytest.raises(ValueError, match="shared_critic"):
+        srl.Agent(4, 2, 1, index_dim=2, shared_critic=True, rngs=nnx.Rngs(0))

@@ -45,6 +45,13 @@ class PPOConfig(NamedTuple):
     # channel but divide all by one pooled std, keeping the channels' relative scales (many
     # correlated constraints, EPO: a barely-touched constraint is not blown up to unit scale).
     cost_advantage_scale: str = "per_cost"
+    # True: one critic MLP with a reward head and one head per cost channel (half the critic
+    # compute of separate reward and cost MLPs); needs unindexed costs (index_dim=0).
+    shared_critic: bool = False
+    # Minibatches from a random permutation of all num_envs * episode_length "transitions"
+    # (default), or of whole per-env unrolls, "envs" (as brax's PPO: a permutation of num_envs
+    # instead of num_envs * episode_length items, much cheaper on CPU, where XLA's sort is slow).
+    shuffle: str = "transitions"
 
 
 class TrainState(NamedTuple):
@@ -104,6 +111,15 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.cost_advantage_scale: expected 'per_cost' or 'shared', "
             f"got {config.cost_advantage_scale!r}"
         )
+    if config.shuffle not in ("transitions", "envs"):
+        raise ValueError(
+            f"config.shuffle: expected 'transitions' or 'envs', got {config.shuffle!r}"
+        )
+    if config.shuffle == "envs" and config.num_envs % config.num_minibatches:
+        raise ValueError(
+            "config.num_minibatches: with shuffle='envs' it must divide num_envs = "
+            f"{config.num_envs}, got {config.num_minibatches}"
+        )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
 
@@ -146,6 +162,7 @@ def make_trainer(
         k,
         index_dim=index_dim,
         hidden=config.hidden,
+        shared_critic=config.shared_critic,
         rngs=nnx.Rngs(0),
     )
     graphdef, _ = nnx.split(agent)
@@ -195,6 +212,7 @@ def make_trainer(
                 k,
                 index_dim=index_dim,
                 hidden=config.hidden,
+                shared_critic=config.shared_critic,
                 rngs=nnx.Rngs(params=k_net),
             )
         )
@@ -336,16 +354,17 @@ def make_trainer(
         signal = ConstraintSignal(ep_cost, state.limit, state.mask, rdot, gram)
         lam, ctrl_state = controller.update(state.ctrl_state, signal)
 
-        n = T * B
-        flat = (traj.obs, traj.action, traj.log_prob, adv_r, adv_c, tgt_r, tgt_c, traj.valid)
-        flat = tuple(x.reshape(n, *x.shape[2:]) for x in flat)
+        data = (traj.obs, traj.action, traj.log_prob, adv_r, adv_c, tgt_r, tgt_c, traj.valid)
+        if config.shuffle == "envs":  # permute whole unrolls: items are [B, T, ...]
+            data, n = tuple(jnp.swapaxes(x, 0, 1) for x in data), B
+        else:  # permute single transitions: items are [T * B, ...]
+            data, n = tuple(x.reshape(T * B, *x.shape[2:]) for x in data), T * B
 
         def epoch(carry, k_ep):
             params, opt_state = carry
             perm = jax.random.permutation(k_ep, n)
-            mb = jax.tree.map(
-                lambda x: x[perm].reshape(config.num_minibatches, -1, *x.shape[1:]), flat
-            )
+            m, lead = config.num_minibatches, 2 if config.shuffle == "envs" else 1
+            mb = jax.tree.map(lambda x: x[perm].reshape(m, T * B // m, *x.shape[lead:]), data)
 
             def minibatch(c, batch):
                 p, o = c

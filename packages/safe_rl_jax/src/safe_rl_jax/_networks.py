@@ -54,7 +54,12 @@ class CostCritic(nnx.Module):
 
 
 class Agent(nnx.Module):
-    """Gaussian policy (state-independent log-std) plus reward and cost critics."""
+    """Gaussian policy (state-independent log-std) plus reward and cost critics.
+
+    `shared_critic=True` (unindexed costs only) uses one critic network with `1 + num_costs`
+    linear heads (reward value first) instead of a reward MLP beside a cost MLP: half the
+    critic compute, at the price of the two value losses sharing the hidden layers.
+    """
 
     def __init__(
         self,
@@ -64,12 +69,21 @@ class Agent(nnx.Module):
         *,
         index_dim: int = 0,
         hidden: Sequence[int] = (64, 64),
+        shared_critic: bool = False,
         rngs: nnx.Rngs,
     ):
+        if shared_critic and index_dim:
+            raise ValueError(
+                f"shared_critic: needs unindexed costs (index_dim=0), got index_dim={index_dim}"
+            )
+        self.shared_critic = shared_critic
         self.policy = MLP([obs_size, *hidden, action_size], rngs=rngs, head_scale=0.01)
         self.log_std = nnx.Param(jnp.full((action_size,), -0.5, jnp.float32))
-        self.value = MLP([obs_size, *hidden, 1], rngs=rngs)
-        self.cost_value = CostCritic(obs_size, num_costs, index_dim, hidden, rngs=rngs)
+        if shared_critic:
+            self.value = MLP([obs_size, *hidden, 1 + num_costs], rngs=rngs)
+        else:
+            self.value = MLP([obs_size, *hidden, 1], rngs=rngs)
+            self.cost_value = CostCritic(obs_size, num_costs, index_dim, hidden, rngs=rngs)
 
     def dist(self, obs):
         return self.policy(obs), jnp.broadcast_to(
@@ -77,6 +91,9 @@ class Agent(nnx.Module):
         )
 
     def values(self, obs, index):
+        if self.shared_critic:
+            out = self.value(obs)
+            return out[..., 0], out[..., 1:]
         return self.value(obs)[..., 0], self.cost_value(obs, index)
 
 
