@@ -54,6 +54,10 @@ def get_config(arg=None):
     c.sim_cv_range = (0.5, 16.0)
     c.sim_cv_rate_fraction = 0.25  # the CV sweep's rate, x capacity
     c.sim_bisect = 6
+    # the same simulated sweep calibrated on per-node timings measured on a GPU (written by
+    # packages/diffusion_serve_jax/benchmarks/profile_nodes.py; relative to this folder or
+    # absolute; skipped when the file is absent)
+    c.gpu_profile = "profiles/h200.json"
     # real server under a memory budget (x largest workflow per worker) vs the simulator
     # 2 workers for 6 workflows: a monolithic worker must swap replicas whenever it switches
     c.val_memory, c.val_phase_s, c.val_rate_fractions = 1.0, 0.3, (0.15, 0.3)

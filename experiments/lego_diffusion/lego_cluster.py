@@ -55,16 +55,35 @@ def _bisect(ok, lo, hi, iters):
     return lo
 
 
-def memory_sweep(config, catalog, prof, device_s, load_s):
+def batched_capacity(catalog, prof, num_workers):
+    """Requests/s of `num_workers` devices when every node runs at its cheapest per-request
+    bucket (on a GPU, where a batch costs about what one request does, far above the
+    batch-1 estimate)."""
+    per_req = [
+        sum(min(t / b for b, t in prof[cw.node(n).model].items()) for n in cw.order)
+        for cw in catalog.workflows.values()
+    ]
+    return num_workers / float(np.mean(per_req))
+
+
+def memory_sweep(
+    config, catalog, prof, device_s, load_s, *, sizes=None, capacity=None, time_scale=1.0
+):
     """Max rate and max CV at >= 90% SLO for micro-serving and monolithic serving at each
     device-memory budget (`sim_memory`) and, at `sim_claim_memory`, for `sim_variants`
     copies of each workflow (variants that use the same models, as a production catalogue's
     many scene/LoRA/ControlNet pipelines share base models: monolithic serving holds a
     replica per variant, micro-serving one instance per model). The pinned monolithic
     baseline (a fixed equal share of replicas per workflow, all memory resident) is the
-    simulator's earlier baseline."""
+    simulator's earlier baseline.
+
+    `sizes` (model bytes; default the catalog's), `capacity` (the req/s the rate range and
+    the CV sweep's rate are multiples of; default from batch-1 `device_s`) and `time_scale`
+    (multiplies the workload's duration and popularity phase) let a profile measured on
+    another device (`load_node_profile`) drive the same sweep."""
     n = config.sim_workers
-    sizes = {m: catalog.models[m].param_bytes for m in load_s}
+    if sizes is None:
+        sizes = {m: catalog.models[m].param_bytes for m in load_s}
     key = jax.random.key(config.seed + 99)
 
     def setup(variants):
@@ -80,7 +99,8 @@ def memory_sweep(config, catalog, prof, device_s, load_s):
         return wfs, unit, everything, slo
 
     base = setup(1)
-    capacity = n / float(np.mean(list(device_s.values())))
+    if capacity is None:
+        capacity = n / float(np.mean(list(device_s.values())))
     cv_rate = config.sim_cv_rate_fraction * capacity
 
     def attainment(mode, mem, rate, cv, ctx):
@@ -88,9 +108,9 @@ def memory_sweep(config, catalog, prof, device_s, load_s):
         arr = ds.shifting_mix(
             sorted(wfs),
             rate,
-            config.sim_duration_s,
+            config.sim_duration_s * time_scale,
             cv=cv,
-            phase_s=config.sim_phase_s,
+            phase_s=config.sim_phase_s * time_scale,
             skew=config.sim_skew,
             key=key,
         )
@@ -145,7 +165,58 @@ def memory_sweep(config, catalog, prof, device_s, load_s):
                 "loads": int(np.median(loads)),
             }
         )
-    return {"rows": rows, "unit_bytes": base[1], "capacity": capacity, "cv_rate": cv_rate}
+    return {
+        "rows": rows,
+        "unit_bytes": base[1],
+        "capacity": capacity,
+        "cv_rate": cv_rate,
+        "time_scale": time_scale,
+    }
+
+
+def profile_sweep(config, catalog, path, cpu_capacity):
+    """`memory_sweep` calibrated on a node profile file measured on another device (e.g. an
+    H200 by `benchmarks/profile_nodes.py`): its per-node latencies, parameter bytes and load
+    times. The rate range and the CV sweep's rate are multiples of the batched capacity (on a
+    GPU a batch of 16 costs about one request), and the workload's duration and popularity
+    phase are scaled so that a run holds as many requests as the CPU-calibrated sweep's at
+    the same multiple (the simulation's cost stays the same). None if `path` is absent."""
+    if not os.path.exists(path):
+        return None
+    p = ds.load_node_profile(path)
+    used = sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
+    missing = sorted(set(used) - set(p.latency_s))
+    if missing:
+        raise ValueError(f"{path}: models: no measurement for {missing}")
+    prof = {m: p.latency_s[m] for m in used}
+    device_s = {
+        w: sum(prof[cw.node(x).model][min(prof[cw.node(x).model])] for x in cw.order)
+        for w, cw in catalog.workflows.items()
+    }
+    capacity = batched_capacity(catalog, prof, config.sim_workers)
+    scale = cpu_capacity / capacity
+    cl = memory_sweep(
+        config,
+        catalog,
+        prof,
+        device_s,
+        {m: p.load_s[m] for m in used},
+        sizes={m: p.param_bytes[m] for m in used},
+        capacity=capacity,
+        time_scale=scale,
+    )
+    phase = config.sim_phase_s * scale
+    zoo_ok = all(p.meta.get("zoo", {}).get(k) == config[k] for k in ("width", "depth", "heads"))
+    zoo_ok = zoo_ok and p.meta.get("zoo", {}).get("sample_steps") == config.sample_steps
+    return cl | {
+        "meta": p.meta,
+        "path": path,
+        "device_s": device_s,
+        "phase_s": phase,
+        "load_over_phase": float(np.mean([p.load_s[m] for m in used])) / phase,
+        "same_zoo": zoo_ok,
+        "batch16_over_1": {m: prof[m][max(prof[m])] / prof[m][min(prof[m])] for m in used},
+    }
 
 
 def orbax_loader(catalog, workdir):

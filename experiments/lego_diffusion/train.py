@@ -384,6 +384,29 @@ def train_and_evaluate(config, workdir):
     var_rate = [sim_ratio(claim_mem, "max_rate", k) for k in kvs]
     var_cv = [sim_ratio(claim_mem, "max_cv", k) for k in kvs]
     top = kvs[-1]
+    # the same sweep calibrated on per-node timings measured on a GPU (a committed profile
+    # file from benchmarks/profile_nodes.py), beside the CPU-calibrated one above
+    gpu_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), config.gpu_profile)
+    gcl = lego_cluster.profile_sweep(config, catalog, gpu_path, cl["capacity"])
+    gpu = None
+    if gcl is not None:
+        gby = {(r["system"], r["memory"], r["variants"]): r for r in gcl["rows"]}
+
+        def gpu_ratio(mem, what, variants=1):
+            a, b = gby[("micro", mem, variants)][what], gby[("monolithic", mem, variants)][what]
+            return a / b if b > 0 else float("inf")
+
+        gpu = {
+            "by": gby,
+            "kind": gcl["meta"]["device_kind"],
+            "rate": [gpu_ratio(m, "max_rate") for m in mems],
+            "cv": [gpu_ratio(m, "max_cv") for m in mems],
+            "var_rate": [gpu_ratio(claim_mem, "max_rate", k) for k in kvs],
+            "var_cv": [gpu_ratio(claim_mem, "max_cv", k) for k in kvs],
+            "claim_rate": gpu_ratio(claim_mem, "max_rate"),
+            "claim_cv": gpu_ratio(claim_mem, "max_cv"),
+        }
+        logging.info("GPU-calibrated (%s) sweep: %s", gpu["kind"], gcl["rows"])
 
     def ratio(d, a="micro", b="monolithic"):
         return d[a] / d[b] if d[b] > 0 else float("inf")
@@ -530,6 +553,40 @@ def train_and_evaluate(config, workdir):
             baseline_name="monolithic pinned (ratio "
             f"{by[('micro', 0.0, 1)]['max_rate'] / max(pinned['max_rate'], 1e-9):.2f}x)",
         ),
+        *(
+            []
+            if gpu is None
+            else [
+                xplib.Claim(
+                    f"SIMULATED with {gpu['kind']} per-node timings (not a real GPU server): "
+                    f"max rate at >= 90% SLO, {config.sim_workers} devices, memory {claim_mem}x, "
+                    f"1 variant (ratio across memory {mems}: "
+                    + ", ".join(f"{x:.2f}" for x in gpu["rate"])
+                    + f"; across variants {kvs}: "
+                    + ", ".join(f"{x:.2f}" for x in gpu["var_rate"])
+                    + ")",
+                    "req/s",
+                    round(gpu["by"][("micro", claim_mem, 1)]["max_rate"], 1),
+                    round(gpu["by"][("monolithic", claim_mem, 1)]["max_rate"], 1),
+                    "up to 3x (cluster scale)",
+                    baseline_name=f"monolithic, same memory (ratio {gpu['claim_rate']:.2f}x)",
+                ),
+                xplib.Claim(
+                    f"SIMULATED with {gpu['kind']} per-node timings (not a real GPU server): "
+                    f"max CV at >= 90% SLO, memory {claim_mem}x, 1 variant (range "
+                    f"{list(config.sim_cv_range)}; ratio across memory {mems}: "
+                    + ", ".join(f"{x:.2f}" for x in gpu["cv"])
+                    + f"; across variants {kvs}: "
+                    + ", ".join(f"{x:.2f}" for x in gpu["var_cv"])
+                    + ")",
+                    "Gamma CV",
+                    round(gpu["by"][("micro", claim_mem, 1)]["max_cv"], 2),
+                    round(gpu["by"][("monolithic", claim_mem, 1)]["max_cv"], 2),
+                    "up to 8x higher burst traffic",
+                    baseline_name=f"monolithic, same memory (ratio {gpu['claim_cv']:.2f}x)",
+                ),
+            ]
+        ),
         xplib.Claim(
             "parameter memory for the six workflows (model sharing)",
             "MB",
@@ -577,6 +634,71 @@ def train_and_evaluate(config, workdir):
                 ]
                 for r in cl["rows"]
             ],
+        ),
+        *(
+            []
+            if gcl is None
+            else [
+                xplib.Table(
+                    f"SIMULATED cluster calibrated on {gpu['kind']} per-node timings "
+                    f"({os.path.relpath(gcl['path'])}, jax {gcl['meta']['jax_version']}, "
+                    f"weights {gcl['meta']['weights'].split(' (')[0]}; not a real GPU server): "
+                    f"{config.sim_workers} devices, same sweep as above; rates are multiples of "
+                    f"the batched capacity {gcl['capacity']:.0f} req/s, workload time axis x"
+                    f"{gcl['time_scale']:.3g} (phase {1e3 * gcl['phase_s']:.1f} ms, mean load / "
+                    f"phase {gcl['load_over_phase']:.2f}), CV sweep at {gcl['cv_rate']:.0f} req/s"
+                    + ("" if gcl["same_zoo"] else "; profile measured on a different zoo size"),
+                    [
+                        "system",
+                        "memory",
+                        "variants",
+                        "max rate req/s",
+                        "max CV",
+                        "loads (median run)",
+                    ],
+                    [
+                        [
+                            r["system"],
+                            "all, pinned" if r["memory"] is None else r["memory"],
+                            r["variants"],
+                            round(r["max_rate"], 1),
+                            round(r["max_cv"], 2),
+                            r["loads"],
+                        ]
+                        for r in gcl["rows"]
+                    ],
+                ),
+                xplib.Table(
+                    "micro/mono ratios at >= 90% SLO: simulated cluster calibrated on CPU vs "
+                    f"on {gpu['kind']} per-node profiles (paper: rate up to 3x, CV up to 8x)",
+                    ["point", "rate CPU", f"rate {gpu['kind']}", "CV CPU", f"CV {gpu['kind']}"],
+                    [
+                        [
+                            f"memory {m}x, 1 variant",
+                            round(a, 2),
+                            round(b, 2),
+                            round(c, 2),
+                            round(d, 2),
+                        ]
+                        for m, a, b, c, d in zip(
+                            mems, rate_ratios, gpu["rate"], cv_ratios, gpu["cv"], strict=True
+                        )
+                    ]
+                    + [
+                        [
+                            f"memory {claim_mem}x, {k} variants",
+                            round(a, 2),
+                            round(b, 2),
+                            round(c, 2),
+                            round(d, 2),
+                        ]
+                        for k, a, b, c, d in zip(
+                            kvs, var_rate, gpu["var_rate"], var_cv, gpu["var_cv"], strict=True
+                        )
+                        if k > 1
+                    ],
+                ),
+            ]
         ),
         xplib.Table(
             f"Real server, {config.val_workers} workers with {config.val_memory}x the largest "
@@ -662,7 +784,19 @@ def train_and_evaluate(config, workdir):
         f"Simulated cluster: {config.sim_workers} devices, measured orbax load times, device "
         f"memory swept over {list(config.sim_memory)} x the largest workflow (0 = all fit) and "
         f"{list(config.sim_variants)} variants of each workflow sharing its models; monolithic "
-        f"replicas under a memory budget may switch workflows by reloading."
+        f"replicas under a memory budget may switch workflows by reloading. "
+        + (
+            f"No GPU node profile at {os.path.relpath(gpu_path)}: the GPU-calibrated "
+            "simulation was not run."
+            if gcl is None
+            else f"The same simulated sweep was also calibrated on per-node timings, parameter "
+            f"bytes and orbax load times measured on {gpu['kind']} "
+            f"({os.path.relpath(gcl['path'])}, by benchmarks/profile_nodes.py); this is a "
+            f"simulation with GPU-measured node costs, not a GPU server. Its batch-16 / batch-1 "
+            f"cost per node: "
+            + ", ".join(f"{m} {r:.2f}" for m, r in gcl["batch16_over_1"].items())
+            + "."
+        )
     )
     xplib.write_results(
         workdir,
@@ -686,6 +820,21 @@ def train_and_evaluate(config, workdir):
             "memory_validation_error": val_err,
             "request_overhead_s": load["overhead"],
             "profiles": load["prof"],
+            "gpu_profile": None
+            if gcl is None
+            else {
+                "path": os.path.relpath(gcl["path"]),
+                "meta": gcl["meta"],
+                "sweep": gcl["rows"],
+                "capacity": gcl["capacity"],
+                "time_scale": gcl["time_scale"],
+                "load_over_phase": gcl["load_over_phase"],
+                "batch16_over_1": gcl["batch16_over_1"],
+                "rate_ratios": dict(zip(map(str, mems), gpu["rate"], strict=True)),
+                "cv_ratios": dict(zip(map(str, mems), gpu["cv"], strict=True)),
+                "variant_rate_ratios": dict(zip(map(str, kvs), gpu["var_rate"], strict=True)),
+                "variant_cv_ratios": dict(zip(map(str, kvs), gpu["var_cv"], strict=True)),
+            },
             "standalone_s": load["standalone"],
             "quality": {
                 k: v if isinstance(v, dict) else float(v)
