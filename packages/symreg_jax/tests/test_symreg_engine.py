@@ -265,8 +265,10 @@ def test_weighted_loss_is_the_weighted_mean_of_row_losses(models):
     for loss in (sr.mutation_loss, sr.crossover_loss):
         model = mm if loss is sr.mutation_loss else cm
         name = "mut_weight" if loss is sr.mutation_loss else "xo_weight"
+        # Row i's loss: the unweighted loss of four copies of row i (one shape, one compile).
         rows = [
-            float(loss(model, {k: v[i : i + 1] for k, v in batch.items()}, PSET)) for i in range(4)
+            float(loss(model, {k: np.repeat(v[i : i + 1], 4, 0) for k, v in batch.items()}, PSET))
+            for i in range(4)
         ]
         w = rng.uniform(0.1, 2.0, 4).astype(np.float32)
         got = float(loss(model, batch | {name: w}, PSET))
