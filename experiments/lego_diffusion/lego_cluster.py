@@ -174,13 +174,18 @@ def memory_sweep(
     }
 
 
-def profile_sweep(config, catalog, path, cpu_capacity):
+def profile_sweep(config, catalog, path, cpu_capacity, *, take_all=False):
     """`memory_sweep` calibrated on a node profile file measured on another device (e.g. an
     H200 by `benchmarks/profile_nodes.py`): its per-node latencies, parameter bytes and load
     times. The rate range and the CV sweep's rate are multiples of the batched capacity (on a
     GPU a batch of 16 costs about one request), and the workload's duration and popularity
     phase are scaled so that a run holds as many requests as the CPU-calibrated sweep's at
-    the same multiple (the simulation's cost stays the same). None if `path` is absent."""
+    the same multiple (the simulation's cost stays the same). None if `path` is absent.
+
+    `take_all=True` keeps only each node's largest bucket: a device then takes its whole
+    queue (up to `max_batch`, padded) instead of the largest bucket that fits, which splits a
+    queue of 15 into batches of 4, 4, 4, 1, 1, 1 for other idle devices (cheap where a
+    batch's cost grows with its rows, wasteful where a batch of 16 costs about one request)."""
     if not os.path.exists(path):
         return None
     p = ds.load_node_profile(path)
@@ -198,7 +203,7 @@ def profile_sweep(config, catalog, path, cpu_capacity):
     cl = memory_sweep(
         config,
         catalog,
-        prof,
+        {m: {max(t): t[max(t)]} for m, t in prof.items()} if take_all else prof,
         device_s,
         {m: p.load_s[m] for m in used},
         sizes={m: p.param_bytes[m] for m in used},

@@ -14,6 +14,7 @@ import time
 import jax
 import lego_cluster
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -390,6 +391,11 @@ def train_and_evaluate(config, workdir):
     gcl = lego_cluster.profile_sweep(config, catalog, gpu_path, cl["capacity"])
     gpu = None
     if gcl is not None:
+        # what-if at the preregistered point: the dispatcher takes a node's whole queue
+        one = ml_collections.ConfigDict(config.to_dict())
+        one.sim_memory, one.sim_variants = (claim_mem,), (1,)
+        gall = lego_cluster.profile_sweep(one, catalog, gpu_path, cl["capacity"], take_all=True)
+        aby = {(r["system"], r["memory"]): r for r in gall["rows"]}
         gby = {(r["system"], r["memory"], r["variants"]): r for r in gcl["rows"]}
 
         def gpu_ratio(mem, what, variants=1):
@@ -405,7 +411,14 @@ def train_and_evaluate(config, workdir):
             "var_cv": [gpu_ratio(claim_mem, "max_cv", k) for k in kvs],
             "claim_rate": gpu_ratio(claim_mem, "max_rate"),
             "claim_cv": gpu_ratio(claim_mem, "max_cv"),
+            "take_all": {m: aby[(m, claim_mem)] for m in ("micro", "monolithic")},
         }
+        gpu["take_all_rate"] = gpu["take_all"]["micro"]["max_rate"] / max(
+            gpu["take_all"]["monolithic"]["max_rate"], 1e-12
+        )
+        gpu["take_all_cv"] = gpu["take_all"]["micro"]["max_cv"] / max(
+            gpu["take_all"]["monolithic"]["max_cv"], 1e-12
+        )
         logging.info("GPU-calibrated (%s) sweep: %s", gpu["kind"], gcl["rows"])
 
     def ratio(d, a="micro", b="monolithic"):
@@ -696,6 +709,18 @@ def train_and_evaluate(config, workdir):
                             kvs, var_rate, gpu["var_rate"], var_cv, gpu["var_cv"], strict=True
                         )
                         if k > 1
+                    ]
+                    + [
+                        [
+                            f"memory {claim_mem}x, 1 variant, a device takes its whole queue "
+                            "(largest bucket only; rates req/s micro / mono "
+                            f"{gpu['take_all']['micro']['max_rate']:.0f} / "
+                            f"{gpu['take_all']['monolithic']['max_rate']:.0f})",
+                            "-",
+                            round(gpu["take_all_rate"], 2),
+                            "-",
+                            round(gpu["take_all_cv"], 2),
+                        ]
                     ],
                 ),
             ]
@@ -834,6 +859,9 @@ def train_and_evaluate(config, workdir):
                 "cv_ratios": dict(zip(map(str, mems), gpu["cv"], strict=True)),
                 "variant_rate_ratios": dict(zip(map(str, kvs), gpu["var_rate"], strict=True)),
                 "variant_cv_ratios": dict(zip(map(str, kvs), gpu["var_cv"], strict=True)),
+                "take_all": gpu["take_all"],
+                "take_all_rate_ratio": gpu["take_all_rate"],
+                "take_all_cv_ratio": gpu["take_all_cv"],
             },
             "standalone_s": load["standalone"],
             "quality": {
