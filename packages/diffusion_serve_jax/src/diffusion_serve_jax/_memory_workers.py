@@ -86,8 +86,6 @@ class MemoryWorkers:
         return outs, load_t, time.perf_counter() - t0
 
     async def _memory_worker(self, wi: int) -> None:
-        from ._runtime import ShuttingDown  # the runtime module imports this mixin
-
         loop = asyncio.get_running_loop()
         while True:
             key = self._pick_held(wi)
@@ -115,13 +113,11 @@ class MemoryWorkers:
                     outs, load_t, run_t = await loop.run_in_executor(
                         self._pool, self._load_and_run, key, loading, items
                     )
-            except asyncio.CancelledError:
-                for req, _ in items:
-                    self._fail(req, "server shutting down", ShuttingDown("server shutting down"))
+            except asyncio.CancelledError as e:
+                self._fail_batch([req for req, _ in items], "", e)
                 raise
             except Exception as e:  # noqa: BLE001 - reported to every request of the batch
-                for req, _ in items:
-                    self._fail(req, f"{key!r} failed: {e}", RuntimeError(str(e)))
+                self._fail_batch([req for req, _ in items], repr(key), e)
                 continue
             finally:
                 self._busy_until.pop(wi, None)

@@ -373,6 +373,14 @@ class ServingRuntime(MemoryWorkers):
         self._record(req)
         fail_future(req.future, exc)
 
+    def _fail_batch(self, reqs, what: str, exc: BaseException) -> None:
+        """Fail every request of a batch whose call raised `exc` (a cancel means shutdown)."""
+        for req in reqs:
+            if isinstance(exc, asyncio.CancelledError):
+                self._fail(req, "server shutting down", ShuttingDown("server shutting down"))
+            else:
+                self._fail(req, f"{what} failed: {exc}", RuntimeError(str(exc)))
+
     def _record(self, req: Request) -> None:
         self._inflight.discard(req)
         req.values = {}
@@ -430,13 +438,11 @@ class ServingRuntime(MemoryWorkers):
                     await asyncio.sleep(0)  # let the loop serve others between inline calls
                 else:
                     outs = await loop.run_in_executor(self._pool, self.executors[model].run, batch)
-            except asyncio.CancelledError:
-                for req, _ in items:
-                    self._fail(req, "server shutting down", ShuttingDown("server shutting down"))
+            except asyncio.CancelledError as e:
+                self._fail_batch([req for req, _ in items], "", e)
                 raise
             except Exception as e:  # noqa: BLE001 - reported to every request of the batch
-                for req, _ in items:
-                    self._fail(req, f"model {model!r} failed: {e}", RuntimeError(str(e)))
+                self._fail_batch([req for req, _ in items], f"model {model!r}", e)
                 continue
             finally:
                 self._active[model] -= 1
@@ -503,13 +509,11 @@ class ServingRuntime(MemoryWorkers):
                     await asyncio.sleep(0)
                 else:
                     await loop.run_in_executor(self._pool, self._run_workflow, cw, reqs)
-            except asyncio.CancelledError:
-                for r in reqs:
-                    self._fail(r, "server shutting down", ShuttingDown("server shutting down"))
+            except asyncio.CancelledError as e:
+                self._fail_batch(reqs, "", e)
                 raise
-            except Exception as e:  # noqa: BLE001
-                for r in reqs:
-                    self._fail(r, f"workflow {workflow!r} failed: {e}", RuntimeError(str(e)))
+            except Exception as e:  # noqa: BLE001 - reported to every request of the batch
+                self._fail_batch(reqs, f"workflow {workflow!r}", e)
                 continue
             finally:
                 self._wake.set()
