@@ -149,6 +149,13 @@ def test_models_train_on_recorded_edits_and_checkpoint_roundtrip(guided, models,
     )
     toks = s.tokens
     assert_trees_close(np.asarray(restored(toks)), np.asarray(res.model(toks)))
+    # Restored onto the template's device, not the one the file was saved from.
+    other = jax.devices()[-1]
+    template = sr.MutationModel(PSET, dim=16, depth=1, heads=2, rngs=nnx.Rngs(9))
+    nnx.update(template, jax.device_put(nnx.state(template), other))
+    moved = sr.load_model(tmp_path / "mut", template)
+    assert {d for x in jax.tree.leaves(nnx.state(moved)) for d in x.devices()} == {other}
+    assert_trees_close(jax.device_get(nnx.state(moved)), jax.device_get(nnx.state(res.model)))
     kw = dict(key=_key(4), steps=10, n_valid=n_mut)
     a = sr.train_model(res.model, sr.mutation_loss, sr.mutation_data(s.buffer), PSET, **kw)
     b = sr.train_model(restored, sr.mutation_loss, sr.mutation_data(s.buffer), PSET, **kw)

@@ -150,9 +150,14 @@ def save_model(path: str | pathlib.Path, model: nnx.Module) -> None:
 
 
 def load_model(path: str | pathlib.Path, template: nnx.Module) -> nnx.Module:
-    """Restore a state saved by `save_model` into a model shaped like `template`."""
+    """Restore a state saved by `save_model` into a model shaped like `template`, on the
+    template's devices (so weights saved on a CPU load on a GPU host)."""
     graphdef, state = nnx.split(template)
-    abstract = jax.eval_shape(lambda: state)
+    # Shardings from the template, not from the file: orbax refuses a saved topology that
+    # differs from this host's (CPU-saved guides on a GPU machine).
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state
+    )
     with ocp.StandardCheckpointer() as ckptr:
         state = ckptr.restore(pathlib.Path(path).absolute(), abstract)
     return nnx.merge(graphdef, state)
