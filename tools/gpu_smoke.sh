@@ -5,6 +5,7 @@
 #       ml_collections jraph nilearn nibabel dipy trx-python gplearn pyoperon
 # Usage on the GPU host, from the repo root: bash tools/gpu_smoke.sh [experiment ...]
 # Each experiment's log lands in $OUT (default /tmp/gpu_smoke); a crash prints the Python stack.
+# With jax 0.11.2, run edgc with JAX_USE_SHARDY_PARTITIONER=false (XLA:CPU Shardy segfault, see README).
 set -u
 OUT=${OUT:-/tmp/gpu_smoke}; mkdir -p "$OUT"
 python -m pip install --no-deps -q .whl/*.whl 2>&1 | grep -v WARNING | tail -3
