@@ -74,21 +74,6 @@ def build_zoo(checkpoint):
     return zoo, f"trained (restored from {path}, step {step})"
 
 
-def node_latency(ex, repeats):
-    """{bucket: median seconds of one batch}, warm-up (compile) call first."""
-    out = {}
-    for b in ex.buckets:
-        batch = ex.example_batch(b)
-        ex.run(batch)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            ex.run(batch)  # NodeExecutor blocks until ready and copies back to the host
-            ts.append(time.perf_counter() - t0)
-        out[b] = float(np.median(ts))
-    return out
-
-
 def load_time(params, store, repeats):
     """(orbax restore from local disk onto the device, device_put of host params), medians."""
     ckpt = ocp.StandardCheckpointer()
@@ -123,7 +108,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for m in used:
             t0 = time.perf_counter()
-            lat[m] = node_latency(ds.NodeExecutor(catalog.models[m], buckets=BUCKETS), repeats)
+            lat[m] = ds.NodeExecutor(catalog.models[m], buckets=BUCKETS).profile(repeats=repeats)
             size[m] = int(catalog.models[m].param_bytes)
             load[m], put[m] = load_time(catalog.models[m].params, f"{tmp}/{m}", load_repeats)
             print(
