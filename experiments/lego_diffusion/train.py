@@ -47,13 +47,7 @@ def build_zoo(config, workdir, logger):
     zoo = ds.init_zoo(zc, key=jax.random.key(config.seed))
     images, labels = ds.load_digits_dataset()
     edges = ds.edge_map(images)
-    modules = {
-        "diffusion": zoo.diffusion,
-        "upscaler": zoo.upscaler,
-        "classifier": zoo.classifier,
-        "vae": zoo.vae,
-        "latent_dit": zoo.latent_dit,
-    }
+    modules = zoo.modules
     fresh = [
         ds.lora_init(zoo.diffusion.dit, rank=config.lora_rank, key=jax.random.key(100 + i))
         for i in range(len(config.lora_names))

@@ -55,13 +55,7 @@ def build_zoo(checkpoint):
     path = checkpoint and os.path.join(os.path.abspath(checkpoint), "checkpoints")
     if not path or not os.path.isdir(path):
         return zoo, "freshly initialised (no checkpoint; timing does not depend on weights)"
-    modules = {
-        "diffusion": zoo.diffusion,
-        "upscaler": zoo.upscaler,
-        "classifier": zoo.classifier,
-        "vae": zoo.vae,
-        "latent_dit": zoo.latent_dit,
-    }
+    modules = zoo.modules
     target = {k: nnx.state(m) for k, m in modules.items()} | {"lora": zoo.lora}
     mngr = ocp.CheckpointManager(path)
     step = mngr.latest_step()

@@ -58,6 +58,17 @@ class Zoo:
     def schedule(self) -> Schedule:
         return make_schedule(self.config.num_timesteps)
 
+    @property
+    def modules(self) -> dict[str, nnx.Module]:
+        """The NNX modules by name (a checkpoint's items; LoRA adapters are plain arrays)."""
+        return {
+            "diffusion": self.diffusion,
+            "upscaler": self.upscaler,
+            "classifier": self.classifier,
+            "vae": self.vae,
+            "latent_dit": self.latent_dit,
+        }
+
 
 def init_zoo(config: ZooConfig = ZooConfig(), *, key: jax.Array) -> Zoo:
     k1, k2, k3 = jax.random.split(key, 3)
