@@ -23,11 +23,17 @@ def get_config(arg=None):
     c.diffusion_steps, c.aux_steps, c.batch_size = 600, 300, 128
     c.latent_width, c.latent_depth, c.latent_steps = 32, 2, 250  # latent DiT over VAE latents
     c.lora_names, c.lora_rank, c.lora_steps = ("bold",), 4, 80  # LoRA style adapters
-    c.quality_samples = 200
+    c.quality_samples = 120
     # serving
     c.num_workers, c.max_batch, c.queue_limit = 6, 16, 32  # monolithic: a replica per workflow
     c.buckets = (1, 4, 16)
     c.slo_scale = 5.0  # SLO = slo_scale x standalone latency of the workflow
+    # profile-driven batching (ds.BatchPolicy) in the real server and the simulator: a queue
+    # whose full batch costs <= batch_cheap_ratio x its smallest waits for fuller batches,
+    # each request spending at most batch_delay_fraction of its SLO slack, split over the
+    # queues it passes; False: session 4's bucket-filling dispatch
+    c.batching = True
+    c.batch_delay_fraction, c.batch_cheap_ratio = 0.25, 2.0
     # load
     # x estimated capacity (from standalone latencies, which a loaded machine inflates: the
     # sweep goes past 1.0 so that it saturates; two points below 50% end a system's sweep)
@@ -38,7 +44,7 @@ def get_config(arg=None):
     # True: also serve both modes with inline_below_s=0 (rate sweep; +~40 s CPU, off to keep
     # the main job near its budget; the README records a run with it on)
     c.inline_off = False
-    c.duration_s = 1.5
+    c.duration_s = 1.0
     c.repeats = 1
     c.sim_workers = 32  # cluster-scale simulation
     c.sim_duration_s = 2.0

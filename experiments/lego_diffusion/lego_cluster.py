@@ -43,6 +43,25 @@ def measure_load_times(catalog, workdir, repeats=3):
     return out
 
 
+def batch_policy(config, workflows, prof, device_s):
+    """The profile-driven `ds.BatchPolicy` for `workflows` (name -> compiled workflow, its
+    `cw.name` keying `device_s`): a request may spend `batch_delay_fraction` of its SLO slack,
+    (slo_scale - 1) x its device time, waiting for fuller batches, split evenly over the
+    queues it passes (each node's model in micro-serving, its one workflow queue in
+    monolithic serving: both systems get the same budget per request); a model shared by
+    several workflows takes the smallest share. None if `config.batching` is off."""
+    if not config.batching:
+        return None
+    delays = {}
+    for w, cw in workflows.items():
+        slack = config.batch_delay_fraction * (config.slo_scale - 1.0) * device_s[cw.name]
+        delays[w] = slack
+        for n in cw.order:
+            m = cw.node(n).model
+            delays[m] = min(delays.get(m, slack), slack / len(cw.order))
+    return ds.BatchPolicy(prof, max_delay_s=delays, cheap_ratio=config.batch_cheap_ratio)
+
+
 def _bisect(ok, lo, hi, iters):
     """Largest x in [lo, hi] (geometric bisection) with ok(x); 0 if not even ok(lo)."""
     if not ok(lo):
@@ -96,7 +115,7 @@ def memory_sweep(
         unit = max(sum(sizes[m] for m in ms) for ms in of.values())
         everything = sum(sizes[m] for ms in of.values() for m in ms)
         slo = {w: config.slo_scale * device_s[cw.name] for w, cw in wfs.items()}
-        return wfs, unit, everything, slo
+        return wfs, unit, everything, slo, batch_policy(config, wfs, prof, device_s)
 
     base = setup(1)
     if capacity is None:
@@ -104,7 +123,7 @@ def memory_sweep(
     cv_rate = config.sim_cv_rate_fraction * capacity
 
     def attainment(mode, mem, rate, cv, ctx):
-        wfs, unit, everything, slo = ctx
+        wfs, unit, everything, slo, policy = ctx
         arr = ds.shifting_mix(
             sorted(wfs),
             rate,
@@ -126,6 +145,7 @@ def memory_sweep(
             max_batch=config.max_batch,
             slo_s=slo,
             queue_limit=config.queue_limit * n,
+            batching=policy,
             with_stats=True,
             **kw,
         )
@@ -174,18 +194,16 @@ def memory_sweep(
     }
 
 
-def profile_sweep(config, catalog, path, cpu_capacity, *, take_all=False):
+def profile_sweep(config, catalog, path, cpu_capacity):
     """`memory_sweep` calibrated on a node profile file measured on another device (e.g. an
     H200 by `benchmarks/profile_nodes.py`): its per-node latencies, parameter bytes and load
     times. The rate range and the CV sweep's rate are multiples of the batched capacity (on a
     GPU a batch of 16 costs about one request), and the workload's duration and popularity
     phase are scaled so that a run holds as many requests as the CPU-calibrated sweep's at
     the same multiple (the simulation's cost stays the same). None if `path` is absent.
-
-    `take_all=True` keeps only each node's largest bucket: a device then takes its whole
-    queue (up to `max_batch`, padded) instead of the largest bucket that fits, which splits a
-    queue of 15 into batches of 4, 4, 4, 1, 1, 1 for other idle devices (cheap where a
-    batch's cost grows with its rows, wasteful where a batch of 16 costs about one request)."""
+    With `config.batching` off this is the bucket-filling dispatch, which splits a queue of
+    15 into batches of 4, 4, 4, 1, 1, 1 for other idle devices (cheap where a batch's cost
+    grows with its rows, wasteful where a batch of 16 costs about one request)."""
     if not os.path.exists(path):
         return None
     p = ds.load_node_profile(path)
@@ -203,7 +221,7 @@ def profile_sweep(config, catalog, path, cpu_capacity, *, take_all=False):
     cl = memory_sweep(
         config,
         catalog,
-        {m: {max(t): t[max(t)]} for m, t in prof.items()} if take_all else prof,
+        prof,
         device_s,
         {m: p.load_s[m] for m in used},
         sizes={m: p.param_bytes[m] for m in used},
@@ -239,7 +257,18 @@ def orbax_loader(catalog, workdir):
 
 
 async def validate_memory(
-    config, catalog, executors, prof, slo, overhead, capacity, cores, load_s, workdir, make_one
+    config,
+    catalog,
+    executors,
+    prof,
+    slo,
+    overhead,
+    capacity,
+    cores,
+    load_s,
+    workdir,
+    make_one,
+    policy=None,
 ):
     """Real HTTP server under a per-worker memory budget (workers really restore weights from
     orbax when they must) vs the simulator given the same arrivals, budget and load times.
@@ -263,6 +292,7 @@ async def validate_memory(
             memory_bytes=budget,
             loader=loader,
             load_s=load_s,
+            batching=policy,
         )
         server = await ds.serve(rt)
         for i, frac in enumerate(config.val_rate_fractions):
@@ -293,6 +323,7 @@ async def validate_memory(
                 memory_bytes=budget,
                 model_bytes=sizes,
                 load_s=load_s,
+                batching=policy,
                 with_stats=True,
             )
             sim = float(np.mean([lat[j] <= slo[w] for j, (_, w) in enumerate(arr)]))

@@ -198,6 +198,13 @@ def variants(config):
 
 async def run_load(config, catalog, executors, images, edges, logger, load_s, workdir):
     systems = variants(config)
+    # per-bucket node profiles drive the batching policy (real server and simulator alike)
+    prof = {m: ex.profile(repeats=3) for m, ex in executors.items()}
+    device_s = {
+        w: sum(prof[cw.node(n).model][min(prof[cw.node(n).model])] for n in cw.order)
+        for w, cw in catalog.workflows.items()
+    }
+    policy = lego_cluster.batch_policy(config, catalog.workflows, prof, device_s)
     runtimes = {
         v: ds.ServingRuntime(
             catalog,
@@ -207,6 +214,7 @@ async def run_load(config, catalog, executors, images, edges, logger, load_s, wo
             queue_limit=config.queue_limit,
             executors=executors,
             inline_below_s=inline,
+            batching=policy,
         )
         for v, (mode, inline) in systems.items()
     }
@@ -230,13 +238,8 @@ async def run_load(config, catalog, executors, images, edges, logger, load_s, wo
     standalone = await measure_standalone(servers["micro"].url, make_one, sorted(catalog.workflows))
     slo = {w: config.slo_scale * t for w, t in standalone.items()}
     # capacity estimate: the device slots (cores) serving requests one at a time
-    prof = {m: ex.profile(repeats=3) for m, ex in executors.items()}
     cores = min(os.cpu_count() or 1, config.num_workers)
     capacity = cores / float(np.mean(list(standalone.values())))
-    device_s = {
-        w: sum(prof[cw.node(n).model][min(prof[cw.node(n).model])] for n in cw.order)
-        for w, cw in catalog.workflows.items()
-    }
     overhead = max(0.0, float(np.median([standalone[w] - device_s[w] for w in standalone])))
     logging.info("standalone %s, capacity estimate %.1f req/s", standalone, capacity)
     rates = [f * capacity for f in config.rate_fractions]
@@ -297,6 +300,7 @@ async def run_load(config, catalog, executors, images, edges, logger, load_s, wo
                         queue_limit=config.queue_limit,
                         cores=float(cores),
                         request_overhead_s=overhead,
+                        batching=policy,
                     )
                     s["sim_attainment"] = sim_attainment(sim, wfs, slo)
                     reps.append(s)
@@ -319,7 +323,18 @@ async def run_load(config, catalog, executors, images, edges, logger, load_s, wo
     for h in servers.values():
         await h.close()
     val_rows = await lego_cluster.validate_memory(
-        config, catalog, executors, prof, slo, overhead, capacity, cores, load_s, workdir, make_one
+        config,
+        catalog,
+        executors,
+        prof,
+        slo,
+        overhead,
+        capacity,
+        cores,
+        load_s,
+        workdir,
+        make_one,
+        policy,
     )
     mem = {m: rt.memory_bytes() for m, rt in runtimes.items()}
     return dict(
@@ -379,17 +394,26 @@ def train_and_evaluate(config, workdir):
     var_rate = [sim_ratio(claim_mem, "max_rate", k) for k in kvs]
     var_cv = [sim_ratio(claim_mem, "max_cv", k) for k in kvs]
     top = kvs[-1]
+
+    def bucket_filling(sweep, *args):
+        """The preregistered point (memory claim_mem, 1 variant) under session 4's
+        bucket-filling dispatch (no batching policy): the 'before' of the policy."""
+        one = ml_collections.ConfigDict(config.to_dict())
+        one.sim_memory, one.sim_variants, one.batching = (claim_mem,), (1,), False
+        rows = sweep(one, *args)["rows"]
+        got = {r["system"]: r for r in rows if r["memory"] == claim_mem}
+        b = got["monolithic"]["max_rate"]
+        return got | {"rate_ratio": got["micro"]["max_rate"] / b if b > 0 else float("inf")}
+
+    before = bucket_filling(
+        lego_cluster.memory_sweep, catalog, load["prof"], load["device_s"], load_s
+    )
     # the same sweep calibrated on per-node timings measured on a GPU (a committed profile
     # file from benchmarks/profile_nodes.py), beside the CPU-calibrated one above
     gpu_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), config.gpu_profile)
     gcl = lego_cluster.profile_sweep(config, catalog, gpu_path, cl["capacity"])
     gpu = None
     if gcl is not None:
-        # what-if at the preregistered point: the dispatcher takes a node's whole queue
-        one = ml_collections.ConfigDict(config.to_dict())
-        one.sim_memory, one.sim_variants = (claim_mem,), (1,)
-        gall = lego_cluster.profile_sweep(one, catalog, gpu_path, cl["capacity"], take_all=True)
-        aby = {(r["system"], r["memory"]): r for r in gall["rows"]}
         gby = {(r["system"], r["memory"], r["variants"]): r for r in gcl["rows"]}
 
         def gpu_ratio(mem, what, variants=1):
@@ -405,14 +429,8 @@ def train_and_evaluate(config, workdir):
             "var_cv": [gpu_ratio(claim_mem, "max_cv", k) for k in kvs],
             "claim_rate": gpu_ratio(claim_mem, "max_rate"),
             "claim_cv": gpu_ratio(claim_mem, "max_cv"),
-            "take_all": {m: aby[(m, claim_mem)] for m in ("micro", "monolithic")},
+            "before": bucket_filling(lego_cluster.profile_sweep, catalog, gpu_path, cl["capacity"]),
         }
-        gpu["take_all_rate"] = gpu["take_all"]["micro"]["max_rate"] / max(
-            gpu["take_all"]["monolithic"]["max_rate"], 1e-12
-        )
-        gpu["take_all_cv"] = gpu["take_all"]["micro"]["max_cv"] / max(
-            gpu["take_all"]["monolithic"]["max_cv"], 1e-12
-        )
         logging.info("GPU-calibrated (%s) sweep: %s", gpu["kind"], gcl["rows"])
 
     def ratio(d, a="micro", b="monolithic"):
@@ -706,14 +724,16 @@ def train_and_evaluate(config, workdir):
                     ]
                     + [
                         [
-                            f"memory {claim_mem}x, 1 variant, a device takes its whole queue "
-                            "(largest bucket only; rates req/s micro / mono "
-                            f"{gpu['take_all']['micro']['max_rate']:.0f} / "
-                            f"{gpu['take_all']['monolithic']['max_rate']:.0f})",
+                            f"memory {claim_mem}x, 1 variant, BEFORE: bucket-filling dispatch "
+                            "(no batching policy; rates req/s micro / mono CPU "
+                            f"{before['micro']['max_rate']:.0f} / "
+                            f"{before['monolithic']['max_rate']:.0f}, {gpu['kind']} "
+                            f"{gpu['before']['micro']['max_rate']:.0f} / "
+                            f"{gpu['before']['monolithic']['max_rate']:.0f})",
+                            round(before["rate_ratio"], 2),
+                            round(gpu["before"]["rate_ratio"], 2),
                             "-",
-                            round(gpu["take_all_rate"], 2),
                             "-",
-                            round(gpu["take_all_cv"], 2),
                         ]
                     ],
                 ),
@@ -830,6 +850,7 @@ def train_and_evaluate(config, workdir):
             "max_rate": max_rate,
             "max_cv": max_cv,
             "sim_memory_sweep": cl["rows"],
+            "sim_bucket_filling": before,
             "sim_rate_ratios": dict(zip(map(str, mems), rate_ratios, strict=True)),
             "sim_cv_ratios": dict(zip(map(str, mems), cv_ratios, strict=True)),
             "sim_variant_rate_ratios": dict(zip(map(str, kvs), var_rate, strict=True)),
@@ -853,9 +874,7 @@ def train_and_evaluate(config, workdir):
                 "cv_ratios": dict(zip(map(str, mems), gpu["cv"], strict=True)),
                 "variant_rate_ratios": dict(zip(map(str, kvs), gpu["var_rate"], strict=True)),
                 "variant_cv_ratios": dict(zip(map(str, kvs), gpu["var_cv"], strict=True)),
-                "take_all": gpu["take_all"],
-                "take_all_rate_ratio": gpu["take_all_rate"],
-                "take_all_cv_ratio": gpu["take_all_cv"],
+                "bucket_filling": gpu["before"],
             },
             "standalone_s": load["standalone"],
             "quality": {

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from diffusion_serve_jax import (
+    BatchPolicy,
     Catalog,
     ModelSpec,
     NodeExecutor,
@@ -63,25 +64,34 @@ def _direct(cat, wf_name, inputs):
     return {k: vals[s][0] for k, s in cw.workflow.outputs.items()}
 
 
+@pytest.mark.parametrize("batching", [False, True], ids=["buckets", "policy"])
 @pytest.mark.parametrize("mode", ["micro", "monolithic"])
-def test_runtime_matches_direct_calls(zoo_setup, mode):
+def test_runtime_matches_direct_calls(zoo_setup, mode, batching):
     cat, execs = zoo_setup
+    # a flat profile (cheap batching): short queues wait up to 20 ms for fuller batches
+    pol = BatchPolicy({m: {4: 1e-3} for m in execs}, max_delay_s=0.02) if batching else None
 
     async def main():
-        rt = ServingRuntime(cat, mode=mode, num_workers=4, executors=execs, max_batch=4)
+        rt = ServingRuntime(
+            cat, mode=mode, num_workers=4, executors=execs, max_batch=4, batching=pol
+        )
         await rt.start()
         reqs = [rt.submit(w, _inputs(w, i)) for i, w in enumerate(sorted(cat.workflows) * 2)]
         outs = await asyncio.gather(*(r.future for r in reqs))
+        lone = rt.submit("t2i", _inputs("t2i", 0))  # a queue of one waits, then runs
+        await lone.future
         await rt.stop()
-        return rt, reqs, outs
+        return rt, reqs, outs, lone
 
-    rt, reqs, outs = asyncio.run(main())
+    rt, reqs, outs, lone = asyncio.run(main())
+    if batching:
+        assert lone.status == "done" and lone.latency >= 0.02 and rt.stats.waits > 0
     for r, out in zip(reqs, outs, strict=True):
         want = _direct(cat, r.workflow.name, _inputs(r.workflow.name, reqs.index(r)))
         for k in want:
             np.testing.assert_allclose(out[k], want[k], rtol=1e-4, atol=1e-5)
         assert r.status == "done" and r.latency > 0
-    assert sum(n for (w, s), n in rt.stats.requests.items() if s == "done") == len(reqs)
+    assert sum(n for (w, s), n in rt.stats.requests.items() if s == "done") == len(reqs) + 1
     if mode == "micro":  # the shared denoiser batched requests of different workflows together
         assert rt.stats.batches["denoiser"] < rt.stats.batch_rows["denoiser"]
         assert (
@@ -234,6 +244,11 @@ def test_runtime_config_errors(zoo_setup):
         ServingRuntime(cat, replicas={"vae": 2}, executors=execs)
     with pytest.raises(ValueError, match="catalog"):
         ServingRuntime(Catalog())
+    flat = {m: {4: 1e-3} for m in execs}
+    with pytest.raises(ValueError, match=r"batching.profiles\['encoder'\]: expected the exec"):
+        ServingRuntime(cat, executors=execs, batching=BatchPolicy(flat | {"encoder": {8: 1.0}}))
+    with pytest.raises(ValueError, match="batching.profiles: no per-bucket profile"):
+        ServingRuntime(cat, executors=execs, batching=BatchPolicy({"encoder": {4: 1.0}}))
 
 
 def test_open_loop_client_and_slo(zoo_setup):

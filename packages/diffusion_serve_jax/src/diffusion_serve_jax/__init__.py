@@ -2,6 +2,11 @@
 
 from ._balancing import balance as balance
 from ._balancing import edit_cost as edit_cost
+from ._batching import BatchPolicy as BatchPolicy
+from ._batching import batch_size_for as batch_size_for
+from ._batching import key_profiles as key_profiles
+from ._batching import plan_batch as plan_batch
+from ._batching import take_rows as take_rows
 from ._cache_attention import cache_attention as cache_attention
 from ._cache_attention import cache_attention_reference as cache_attention_reference
 from ._data import downsample2 as downsample2
@@ -70,10 +75,10 @@ from ._ray_backend import ActorGroup as ActorGroup
 from ._ray_backend import NodeActor as NodeActor
 from ._ray_backend import ray_runtime as ray_runtime
 from ._ray_backend import shutdown_actors as shutdown_actors
-from ._runtime import Overloaded as Overloaded
-from ._runtime import Request as Request
+from ._requests import Overloaded as Overloaded
+from ._requests import Request as Request
+from ._requests import ShuttingDown as ShuttingDown
 from ._runtime import ServingRuntime as ServingRuntime
-from ._runtime import ShuttingDown as ShuttingDown
 from ._server import ServerHandle as ServerHandle
 from ._server import make_app as make_app
 from ._server import serve as serve

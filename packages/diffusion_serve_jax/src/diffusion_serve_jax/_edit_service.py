@@ -18,7 +18,7 @@ import uuid
 
 import numpy as np
 
-from ._runtime import Overloaded, ShuttingDown, fail_future
+from ._requests import Overloaded, ShuttingDown, fail_future
 from ._step_batching import EditEngine, EditRequest
 
 

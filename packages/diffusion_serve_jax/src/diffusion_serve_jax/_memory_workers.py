@@ -48,7 +48,9 @@ class MemoryWorkers:
     def _pick_held(self, wi: int) -> str | None:
         best, best_key = None, None
         for k, q in self._queues.items():
-            if q and self._memory.holds(wi, k) and (best_key is None or q[0][:3] < best_key):
+            if not (q and self._memory.holds(wi, k)) or (best_key and q[0][:3] >= best_key):
+                continue
+            if self._ready(k):
                 best, best_key = k, q[0][:3]
         return best
 
@@ -56,7 +58,7 @@ class MemoryWorkers:
         now = time.perf_counter()
         best, best_key = None, None
         for k, q in self._queues.items():
-            if not q:
+            if not q or not self._ready(k):
                 continue
             holders = self._memory.holders[k] - {wi}
             if any(d not in self._busy_until for d in holders):

@@ -16,6 +16,11 @@ wake the loop) cost more than the model call itself.
 Micro-serving is work-conserving: a model gets as many workers at once as its queue keeps
 busy (up to its cap in `replicas`), so its replica count follows its load.
 
+How many rows a batch takes, and whether a short queue waits for a fuller batch, is one
+policy shared with the simulator (`batching=BatchPolicy(...)`, `_batching`); the worker loops
+are in `_workers` (and `_memory_workers` under a memory budget), requests and counters in
+`_requests`.
+
 Both share the executors, the admission rules and the never-drop contract: `submit` either
 raises (`Overloaded` -> HTTP 429 with a retry hint, `ValueError` -> 400) or returns a request
 that later completes or fails explicitly.
@@ -23,7 +28,6 @@ that later completes or fails explicitly.
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import heapq
 import itertools
 import math
@@ -33,77 +37,18 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from ._executor import NodeExecutor, stack_rows
+from ._batching import BatchPolicy, check_policy, key_profiles
+from ._executor import NodeExecutor
 from ._memory_workers import MemoryWorkers
+from ._requests import Overloaded as Overloaded
+from ._requests import Request as Request
+from ._requests import RuntimeStats, fail_future, metrics_text
+from ._requests import ShuttingDown as ShuttingDown
+from ._workers import ModelWorkers
 from ._workflow import Catalog, CompiledWorkflow
 
 
-def batch_size_for(queued: int, buckets, max_batch: int) -> int:
-    """Rows to take from a queue of `queued`: the largest bucket <= min(queued, max_batch),
-    or everything (padded) when the queue is shorter than the smallest bucket."""
-    cap = min(queued, max_batch)
-    fits = [b for b in buckets if b <= cap]
-    return max(fits) if fits else cap
-
-
-def fail_future(future: asyncio.Future, exc: Exception) -> None:
-    """Fail `future` once, marking the exception retrieved: its waiter may have gone away."""
-    if not future.done():
-        future.set_exception(exc)
-        future.exception()
-
-
-class Overloaded(Exception):
-    """Admission refused: the queue is full or the SLO cannot be met. Retry after a while."""
-
-    def __init__(self, message: str, retry_after: float):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ShuttingDown(Exception):
-    """The runtime is stopping; the request was not (or will not be) served."""
-
-
-@dataclasses.dataclass(eq=False)
-class Request:
-    id: str
-    workflow: CompiledWorkflow
-    priority: int
-    arrival: float
-    deadline: float
-    values: dict[str, tuple[np.ndarray, int]]
-    remaining: dict[str, int]
-    future: asyncio.Future
-    status: str = "queued"
-    outputs: dict[str, np.ndarray] | None = None
-    error: str | None = None
-    finished: float | None = None
-    nodes_left: int = 0
-
-    @property
-    def latency(self) -> float | None:
-        return None if self.finished is None else self.finished - self.arrival
-
-
-@dataclasses.dataclass
-class _Stats:
-    requests: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
-    batches: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
-    batch_rows: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
-    latency_sum: float = 0.0
-    latency_count: int = 0
-    latency_buckets: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
-    loads: int = 0  # model (micro) or workflow-replica (mono) loads under a memory budget
-    load_seconds: float = 0.0
-
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-class ServingRuntime(MemoryWorkers):
+class ServingRuntime(ModelWorkers, MemoryWorkers):
     def __init__(
         self,
         catalog: Catalog,
@@ -122,11 +67,14 @@ class ServingRuntime(MemoryWorkers):
         memory_bytes: float | None = None,
         loader: Callable[[str], Any] | None = None,
         load_s: Mapping[str, float] | None = None,
+        batching: BatchPolicy | None = None,
     ):
         """`memory_bytes` (per worker slot) with `loader` (model name -> its params, the real
         load) and `load_s` (expected seconds per model load) makes workers hold what fits
         and load what they must (see `_memory_workers`); monolithic workers are then no
-        longer pinned to one workflow."""
+        longer pinned to one workflow. `batching` (a `BatchPolicy` whose profiles have each
+        executor's buckets, e.g. from `NodeExecutor.profile`) replaces the bucket-filling
+        batches with the profile-driven policy that the simulator uses (`_batching`)."""
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
         if num_workers < 1 or max_batch < 1 or queue_limit < 1:
@@ -148,6 +96,17 @@ class ServingRuntime(MemoryWorkers):
             if m not in self.executors:
                 self.executors[m] = NodeExecutor(catalog.models[m], buckets=buckets)
         self.replicas = self._plan_replicas(replicas, used, pinned=memory_bytes is None)
+        self.batching, self._key_profiles = batching, {}
+        if batching is not None:
+            check_policy(batching, used)
+            for m in used:
+                if set(batching.profiles[m]) != set(self.executors[m].buckets):
+                    raise ValueError(
+                        f"batching.profiles[{m!r}]: expected the executor's buckets "
+                        f"{self.executors[m].buckets}, got {sorted(batching.profiles[m])}"
+                    )
+            self._key_profiles = key_profiles(batching, mode, catalog.workflows)
+        self._timer: asyncio.TimerHandle | None = None
         self._queues: dict[str, list] = {}
         self._seq = itertools.count()
         self._active: dict[str, int] = defaultdict(int)
@@ -162,7 +121,7 @@ class ServingRuntime(MemoryWorkers):
         self._keep = keep_results
         self._inflight: set[Request] = set()
         self._closing = False
-        self.stats = _Stats()
+        self.stats = RuntimeStats()
         self._init_memory(memory_bytes, loader, load_s)
 
     # -- planning --------------------------------------------------------------------------
@@ -235,6 +194,9 @@ class ServingRuntime(MemoryWorkers):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for req in list(self._inflight):
             self._fail(req, "server shutting down", ShuttingDown("server shutting down"))
         if self._pool is not None:
@@ -330,29 +292,9 @@ class ServingRuntime(MemoryWorkers):
         return est
 
     def _push(self, key: str, req: Request, node: str | None) -> None:
-        heapq.heappush(self._queues[key], (-req.priority, req.deadline, next(self._seq), req, node))
+        item = (-req.priority, req.deadline, next(self._seq), req, node, time.perf_counter())
+        heapq.heappush(self._queues[key], item)
         self._wake.set()
-
-    def _pop_batch(self, key: str) -> list[tuple[Request, str | None]]:
-        """The most urgent items, as many as the largest bucket that the queue fills.
-
-        Taking a full bucket (no padding) leaves the rest to other free workers: at low load
-        requests spread over workers, at high load they batch (adaptive parallelism).
-        """
-        q = self._queues[key]
-        out = []
-        n = batch_size_for(len(q), self._buckets_of(key), self.max_batch)
-        while q and len(out) < n:
-            _, _, _, req, node = heapq.heappop(q)
-            if req.status in ("queued", "running"):
-                out.append((req, node))
-        return out
-
-    def _buckets_of(self, key: str) -> tuple[int, ...]:
-        if self.mode == "micro":
-            return self.executors[key].buckets
-        models = {n.model for n in self.catalog.workflows[key].workflow.nodes}
-        return tuple(sorted(set.intersection(*(set(self.executors[m].buckets) for m in models))))
 
     # -- completion ------------------------------------------------------------------------
     def _finish(self, req: Request) -> None:
@@ -384,149 +326,10 @@ class ServingRuntime(MemoryWorkers):
     def _record(self, req: Request) -> None:
         self._inflight.discard(req)
         req.values = {}
-        self.stats.requests[(req.workflow.name, req.status)] += 1
-        lat = req.latency or 0.0
-        self.stats.latency_sum += lat
-        self.stats.latency_count += 1
-        for b in LATENCY_BUCKETS:
-            if lat <= b:
-                self.stats.latency_buckets[b] += 1
+        self.stats.record(req)
         self._done_order.append(req.id)
         while len(self._done_order) > self._keep:
             self._requests.pop(self._done_order.popleft(), None)
-
-    def _inline(self, key: str) -> bool:
-        return self._ewma.get(key, math.inf) < self.inline_below_s
-
-    def _note_time(self, key: str, seconds: float) -> None:
-        if key not in self._timed:  # the first batch of a key includes compilation
-            self._timed.add(key)
-            return
-        old = self._ewma.get(key)
-        self._ewma[key] = seconds if old is None else 0.8 * old + 0.2 * seconds
-
-    # -- micro-serving workers -------------------------------------------------------------
-    def _pick_model(self) -> str | None:
-        best, best_key = None, None
-        for m, q in self._queues.items():
-            if not q or self._active[m] >= self.replicas[m]:
-                continue
-            key = q[0][:3]
-            if best_key is None or key < best_key:
-                best, best_key = m, key
-        return best
-
-    async def _micro_worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            model = self._pick_model()
-            if model is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            items = self._pop_batch(model)
-            if not items:
-                continue
-            for req, _ in items:
-                req.status = "running"
-            self._active[model] += 1
-            t0 = time.perf_counter()
-            try:
-                batch = self._gather(model, items)
-                if self._inline(model):
-                    outs = self.executors[model].run(batch)
-                    await asyncio.sleep(0)  # let the loop serve others between inline calls
-                else:
-                    outs = await loop.run_in_executor(self._pool, self.executors[model].run, batch)
-            except asyncio.CancelledError as e:
-                self._fail_batch([req for req, _ in items], "", e)
-                raise
-            except Exception as e:  # noqa: BLE001 - reported to every request of the batch
-                self._fail_batch([req for req, _ in items], f"model {model!r}", e)
-                continue
-            finally:
-                self._active[model] -= 1
-                self._wake.set()
-            self._note_time(model, time.perf_counter() - t0)
-            self._complete_micro(model, items, outs)
-
-    def _complete_micro(self, model: str, items, outs: dict[str, np.ndarray]) -> None:
-        """Store a model batch's outputs and release each request's successor nodes."""
-        self.stats.batches[model] += 1
-        self.stats.batch_rows[model] += len(items)
-        for i, (req, node) in enumerate(items):
-            if req.status != "running":
-                continue
-            for k, arr in outs.items():
-                req.values[f"{node}.{k}"] = (arr, i)
-            req.nodes_left -= 1
-            for child in req.workflow.children[node]:
-                req.remaining[child] -= 1
-                if req.remaining[child] == 0:
-                    self._push(req.workflow.node(child).model, req, child)
-            if req.nodes_left == 0:
-                self._finish(req)
-
-    def _gather(self, model: str, items: list[tuple[Request, str]]) -> dict[str, np.ndarray]:
-        node0 = {}
-        batch = {}
-        for arg in self.catalog.models[model].inputs:
-            refs = []
-            for req, node in items:
-                n = node0.setdefault((req.workflow.name, node), req.workflow.node(node))
-                refs.append(req.values[n.inputs[arg]])
-            batch[arg] = stack_rows(refs)
-        return batch
-
-    # -- monolithic workers ----------------------------------------------------------------
-    def _run_workflow(self, cw: CompiledWorkflow, reqs: list[Request]) -> None:
-        for name in cw.order:
-            node = cw.node(name)
-            batch = {
-                arg: stack_rows([r.values[src] for r in reqs]) for arg, src in node.inputs.items()
-            }
-            outs = self.executors[node.model].run(batch)
-            for i, r in enumerate(reqs):
-                for k, arr in outs.items():
-                    r.values[f"{name}.{k}"] = (arr, i)
-
-    async def _mono_worker(self, workflow: str) -> None:
-        loop = asyncio.get_running_loop()
-        cw = self.catalog.workflows[workflow]
-        while True:
-            items = self._pop_batch(workflow)
-            if not items:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            reqs = [r for r, _ in items]
-            for r in reqs:
-                r.status = "running"
-            t0 = time.perf_counter()
-            try:
-                if self._inline(workflow):
-                    self._run_workflow(cw, reqs)
-                    await asyncio.sleep(0)
-                else:
-                    await loop.run_in_executor(self._pool, self._run_workflow, cw, reqs)
-            except asyncio.CancelledError as e:
-                self._fail_batch(reqs, "", e)
-                raise
-            except Exception as e:  # noqa: BLE001 - reported to every request of the batch
-                self._fail_batch(reqs, f"workflow {workflow!r}", e)
-                continue
-            finally:
-                self._wake.set()
-            self._note_time(workflow, time.perf_counter() - t0)
-            self._complete_mono(workflow, reqs)
-
-    def _complete_mono(self, workflow: str, reqs: list[Request]) -> None:
-        self.stats.batches[workflow] += 1
-        self.stats.batch_rows[workflow] += len(reqs)
-        for r in reqs:
-            if r.status == "running":
-                r.nodes_left = 0
-                self._finish(r)
 
     # -- introspection ---------------------------------------------------------------------
     def queue_depths(self) -> dict[str, int]:
@@ -534,26 +337,4 @@ class ServingRuntime(MemoryWorkers):
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of counters, queue depths and latency histogram."""
-        lines = ["# TYPE diffusion_requests_total counter"]
-        for (w, s), n in sorted(self.stats.requests.items()):
-            lines.append(f'diffusion_requests_total{{workflow="{w}",status="{s}"}} {n}')
-        lines.append("# TYPE diffusion_queue_depth gauge")
-        for k, n in sorted(self.queue_depths().items()):
-            lines.append(f'diffusion_queue_depth{{queue="{k}"}} {n}')
-        lines.append("# TYPE diffusion_batches_total counter")
-        for k, n in sorted(self.stats.batches.items()):
-            lines.append(f'diffusion_batches_total{{queue="{k}"}} {n}')
-            lines.append(f'diffusion_batch_rows_total{{queue="{k}"}} {self.stats.batch_rows[k]}')
-        lines.append("# TYPE diffusion_loads_total counter")
-        lines.append(f"diffusion_loads_total {self.stats.loads}")
-        lines.append("# TYPE diffusion_inflight gauge")
-        lines.append(f"diffusion_inflight {len(self._inflight)}")
-        lines.append("# TYPE diffusion_latency_seconds histogram")
-        for b in LATENCY_BUCKETS:
-            lines.append(
-                f'diffusion_latency_seconds_bucket{{le="{b}"}} {self.stats.latency_buckets[b]}'
-            )
-        lines.append(f'diffusion_latency_seconds_bucket{{le="+Inf"}} {self.stats.latency_count}')
-        lines.append(f"diffusion_latency_seconds_sum {self.stats.latency_sum:.6f}")
-        lines.append(f"diffusion_latency_seconds_count {self.stats.latency_count}")
-        return "\n".join(lines) + "\n"
+        return metrics_text(self.stats, self.queue_depths(), len(self._inflight))

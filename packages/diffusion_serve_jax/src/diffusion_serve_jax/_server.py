@@ -25,7 +25,8 @@ import numpy as np
 from aiohttp import web
 
 from ._edit_service import EditJob, EditService
-from ._runtime import Overloaded, Request, ServingRuntime, ShuttingDown
+from ._requests import Overloaded, Request, ShuttingDown
+from ._runtime import ServingRuntime
 from ._step_batching import EditRequest
 
 RUNTIME_KEY = web.AppKey("runtime", ServingRuntime)

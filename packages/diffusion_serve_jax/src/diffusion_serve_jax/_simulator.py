@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ._batching import BatchPolicy, check_policy, key_profiles, plan_batch
 from ._executor import pick_bucket
 from ._residency import DeviceMemory, initial_placement
-from ._runtime import batch_size_for
 from ._workflow import CompiledWorkflow
 
 
@@ -68,6 +68,7 @@ def simulate(
     memory_bytes: float | None = None,
     model_bytes: Mapping[str, float] | None = None,
     load_s: Mapping[str, float] | None = None,
+    batching: BatchPolicy | None = None,
     with_stats: bool = False,
 ):
     """Latency (seconds; inf if rejected) of each arrival `(time, workflow)`.
@@ -76,7 +77,9 @@ def simulate(
     request's latency (time outside the devices: network, parsing). With `memory_bytes`
     (per device; needs `model_bytes` and `load_s` for every model) devices load and evict
     models as described in the module docstring, and monolithic replicas are no longer pinned
-    to one workflow. `with_stats=True` returns `(latencies, {"loads", "load_s"})`.
+    to one workflow. `batching` replaces the bucket-filling dispatch with the profile-driven
+    `BatchPolicy` (take the whole queue where that is cheaper, wait for a fuller batch within
+    a bound; `_batching`). `with_stats=True` returns `(latencies, {"loads", "load_s"})`.
     """
     if mode not in ("micro", "monolithic"):
         raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
@@ -102,6 +105,9 @@ def simulate(
         base, extra = divmod(num_workers, len(names))
         replicas = {w: base + (i < extra) for i, w in enumerate(names)}
     keys = models if mode == "micro" else names
+    if batching is not None:
+        check_policy(batching, models)
+        kprof = key_profiles(batching, mode, workflows)
     queues: dict[str, list] = {k: [] for k in keys}
     if mode == "micro":
         buckets_of = {m: tuple(sorted(profiles[m])) for m in models}
@@ -124,11 +130,32 @@ def simulate(
     order = sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])
     next_arrival = 0
     now = 0.0
+    timer = math.inf  # when a queue that waits for a fuller batch must be looked at again
+    rows = {k: 0 for k in keys}  # rows each queue would give a device now
 
     def push(key, req, node):
         nonlocal seq
-        heapq.heappush(queues[key], (req.deadline, seq, req, node))
+        heapq.heappush(queues[key], (req.deadline, seq, req, node, now))
         seq += 1
+
+    def ready(key):
+        """Rows to take from `key`'s queue now (0: empty or waiting for a fuller batch)."""
+        nonlocal timer
+        q = queues[key]
+        if not q:
+            return 0
+        n, wake = plan_batch(
+            batching,
+            kprof[key] if batching is not None else None,
+            key,
+            len(q),
+            buckets_of[key],
+            max_batch,
+            now,
+            lambda: (min(e[4] for e in q), q[0][0]),
+        )
+        timer = min(timer, wake)
+        return n
 
     def service(key, n):
         if mode == "micro":
@@ -139,10 +166,10 @@ def simulate(
     def pick_held(wi):
         """The most urgent queue among the keys this device holds."""
         if owners[wi] is not None:
-            return owners[wi] if queues[owners[wi]] else None
+            return owners[wi] if rows[owners[wi]] else None
         best, best_score = None, None
         for k, q in queues.items():
-            if q and mem.holds(wi, k) and (best_score is None or q[0][:2] < best_score):
+            if rows[k] and mem.holds(wi, k) and (best_score is None or q[0][:2] < best_score):
                 best, best_score = k, q[0][:2]
         return best
 
@@ -152,7 +179,7 @@ def simulate(
         s, idle = speed(), set(free)
         best, best_score = None, None
         for k, q in queues.items():
-            if not q or not idle.isdisjoint(mem.holders[k]):
+            if not rows[k] or not idle.isdisjoint(mem.holders[k]):
                 continue  # an idle holder takes it
             wait = min((r[0] / s for r in running if r[1] in mem.holders[k]), default=math.inf)
             if wait <= load[k]:
@@ -163,13 +190,17 @@ def simulate(
         return best
 
     def start(wi, key):
-        n = batch_size_for(len(queues[key]), buckets_of[key], max_batch)
-        items = [heapq.heappop(queues[key]) for _ in range(n)]
+        items = [heapq.heappop(queues[key]) for _ in range(rows[key])]
+        rows[key] = ready(key)
         free.remove(wi)
         work = mem.bring(wi, key) + service(key, len(items))
         running.append([work, wi, key, items])
 
     def dispatch():
+        nonlocal timer
+        timer = math.inf
+        for k in queues:
+            rows[k] = ready(k)
         progress = True
         while progress and free:
             progress = False
@@ -189,21 +220,23 @@ def simulate(
         k = len(running)
         return 1.0 if cores is None or k <= cores else cores / k
 
-    while next_arrival < len(order) or running:
+    while next_arrival < len(order) or running or timer < math.inf:
         t_arr = arrivals[order[next_arrival]][0] if next_arrival < len(order) else math.inf
         s = speed()
         t_done = now + min(r[0] for r in running) / s if running else math.inf
-        t_next = min(t_arr, t_done)
+        t_next = min(t_arr, t_done, max(timer, now))
         for r in running:
             r[0] -= (t_next - now) * s
         now = t_next
-        if t_done <= t_arr:
+        if t_next < min(t_arr, t_done):
+            pass  # a batching wait ran out: dispatch below
+        elif t_done <= t_arr:
             fin = [r for r in running if r[0] <= 1e-12]
             for r in fin:
                 running.remove(r)
                 _, wi, key, items = r
                 free.append(wi)
-                for _, _, req, node in items:
+                for _, _, req, node, _ in items:
                     if mode == "micro":
                         req.left -= 1
                         for child in req.wf.children[node]:
