@@ -56,6 +56,13 @@ def get_config(arg=None):
     c.record = "improving"
     c.weight_sharpness = ml_collections.FieldReference(None, field_type=float)
     c.guide_rate = 1.0
+    # Model pre-screen (session 5, chosen with gesr_select.py on development seeds): every
+    # guided crossover draws `screen` uniform candidate point pairs, the crossover BERT
+    # scores them (likelihood ratio against uniform, `guide_kind`) and only the best one is
+    # built and evaluated; point mutations screened too where `screen_mutation`, else uniform.
+    c.screen = 1
+    c.guide_kind = "policy"
+    c.screen_mutation = True
     # Guides pre-trained offline (gesr_pretrain.py) under this folder of experiments/gesr,
     # reused when their settings match; "" or a mismatch: pre-train inside the run.
     c.pretrained = "guides"

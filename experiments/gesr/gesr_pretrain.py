@@ -74,9 +74,15 @@ def main():
             * (config.population_size + args.generations * round(0.9 * config.population_size))
         )
         data = train.select_edits(data, config.record)
-        (mm, cm), rows, losses = train._fit_guides(
-            (mm, cm), data, pset, config, jax.random.fold_in(key, 7), args.steps
-        )
+        if config.guide_kind == "value":
+            mm, cm = train.fit_value_guides(
+                (mm, cm), data, pset, jax.random.fold_in(key, 7), args.steps
+            )
+            rows, losses = [len(data["mut_gain"]), len(data["xo_gain"])], [[0.0], [0.0]]
+        else:
+            (mm, cm), rows, losses = train._fit_guides(
+                (mm, cm), data, pset, config, jax.random.fold_in(key, 7), args.steps
+            )
         target = out_dir / f"nv{nv}"
         if target.exists():
             shutil.rmtree(target)
@@ -86,6 +92,7 @@ def main():
         info = {
             "settings": settings(config, nv),
             "record": config.record,
+            "guide_kind": config.guide_kind,
             "weight_sharpness": config.weight_sharpness,
             "random_targets": args.problems,
             "generations": args.generations,

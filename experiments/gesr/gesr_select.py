@@ -36,7 +36,20 @@ VARIANTS = {
     # The guides shipped in experiments/gesr/guides (gesr_pretrain.py: 32 random targets).
     "shipped": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=1.0),
     "shipped-mix0.5": dict(record="improving", sharpness=None, guide_rate=0.5, temperature=1.0),
+    # Session 5: model pre-screen of K candidate edits per guided slot (only the best-scored
+    # child is evaluated). "value": the guides trained on all edits to predict "improved".
+    "screen4-policy-xo": dict(record="improving", screen=4, screen_mutation=False),
+    "screen4-policy": dict(record="improving", screen=4),
+    "screen2-policy-xo": dict(record="improving", screen=2, screen_mutation=False),
+    "screen8-policy-xo": dict(record="improving", screen=8, screen_mutation=False),
+    "screen4-value-xo": dict(record="all", value=True, screen=4, screen_mutation=False),
+    "screen4-value": dict(record="all", value=True, screen=4),
+    "screen8-value-xo": dict(record="all", value=True, screen=8, screen_mutation=False),
+    "screen2-value-xo": dict(record="all", value=True, screen=2, screen_mutation=False),
 }
+DEFAULTS = dict(
+    sharpness=None, guide_rate=1.0, temperature=1.0, screen=1, screen_mutation=True, value=False
+)
 
 
 def main():
@@ -48,6 +61,7 @@ def main():
     ap.add_argument("--generations", type=int, default=100)
     ap.add_argument("--pretrain_problems", type=int, default=8)
     ap.add_argument("--pretrain_steps", type=int, default=200)
+    ap.add_argument("--value_steps", type=int, default=400)
     ap.add_argument("--out", default="/tmp/gesr_select.json")
     args = ap.parse_args()
     config = get_config("small")
@@ -74,15 +88,27 @@ def main():
         f"pretraining data: {len(data['mut_gain'])} mutations, {len(data['xo_gain'])} "
         f"crossovers ({time.process_time() - t0:.0f} CPU s)"
     )
-    out = {}
+    out, gp_runs = {}, {}
     for name in args.variants.split(","):
-        v = VARIANTS[name]
+        v = DEFAULTS | VARIANTS[name]
         t0 = time.process_time()
-        cfg = dataclasses.replace(base, temperature=v["temperature"], guide_rate=v["guide_rate"])
+        cfg = dataclasses.replace(
+            base,
+            temperature=v["temperature"],
+            guide_rate=v["guide_rate"],
+            screen=v["screen"],
+            guide_kind="value" if v["value"] else "policy",
+            screen_mutation=v["screen_mutation"],
+        )
         runner = train._Runner(pset, cfg, mm, cm)
         c2 = config.copy_and_resolve_references()
         c2.weight_sharpness = v["sharpness"]
-        if name.startswith("shipped"):
+        if v["value"]:
+            m2, c2m = train.fit_value_guides(
+                (mm, cm), data, pset, jax.random.fold_in(key, 7), args.value_steps
+            )
+            rows, losses = [len(data["mut_gain"]), len(data["xo_gain"])], [[], []]
+        elif name.startswith("shipped"):
             m2, c2m, info = train._shipped_guides(pset, c2, (mm, cm))
             rows, losses = [info["rows_mutation"]], [info["loss_mutation"]]
         else:
@@ -96,9 +122,14 @@ def main():
             x, y, _, _ = train._data(p, config, 50 + j, 0.0)
             keys = jax.random.split(jax.random.fold_in(key, 1000 + j), args.seeds)
             for m in res:
+                if m == "GP" and p.name in gp_runs:  # guides off: the same runs every variant
+                    res[m] += gp_runs[p.name]
+                    continue
                 s = runner.run(m == "GESR", x, y, keys, args.generations)
                 res[m] += [int(a) for a in np.asarray(s.solved_at)]
-        budget = int(np.max(np.asarray(s.evaluations)))
+                if m == "GP":
+                    gp_runs[p.name] = res[m][-args.seeds :]
+        budget = int(np.max(np.asarray(s.evaluations)))  # the last GESR run's
         pairs = censored_pairs(np.asarray(res["GESR"]), np.asarray(res["GP"]))
         out[name] = {"variant": v, "rows": rows, "budget": budget, "solved_at": res} | pairs
         print(

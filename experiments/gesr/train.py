@@ -150,6 +150,9 @@ def gp_config(config) -> sr.GPConfig:
         buffer_capacity=config.buffer_capacity,
         record=config.record,
         guide_rate=config.guide_rate,
+        screen=config.screen,
+        guide_kind=config.guide_kind,
+        screen_mutation=config.screen_mutation,
     )
 
 
@@ -199,6 +202,32 @@ def _fit_guides(models, data, pset, config, key, steps):
     return out, rows, losses
 
 
+def fit_value_guides(models, data, pset, key, steps, batch_size=256):
+    """Both guides trained as VALUE models on all recorded edits (`record="all"` data):
+    binary cross-entropy of "the edit improved fitness" (`sr.mutation_value_loss`,
+    `sr.crossover_value_loss`), `steps` Adam steps each from `models`' weights."""
+    km, kc = jax.random.split(key)
+    mm = sr.train_model(
+        models[0],
+        sr.mutation_value_loss,
+        sr.mutation_data(data, gain=True),
+        pset,
+        key=km,
+        steps=steps,
+        batch_size=batch_size,
+    ).model
+    cm = sr.train_model(
+        models[1],
+        sr.crossover_value_loss,
+        sr.crossover_data(data, gain=True),
+        pset,
+        key=kc,
+        steps=steps,
+        batch_size=batch_size,
+    ).model
+    return mm, cm
+
+
 def _shipped_guides(pset, config, models):
     """The guide pair pre-trained offline by gesr_pretrain.py for this number of variables,
     if `config.pretrained` names one whose settings and variant match, else None."""
@@ -211,10 +240,11 @@ def _shipped_guides(pset, config, models):
         return None
     info = json.loads((path / "info.json").read_text())
     want = gesr_pretrain.settings(config, pset.n_vars)
-    if info["settings"] != want or (info["record"], info["weight_sharpness"]) != (
-        config.record,
-        config.weight_sharpness,
-    ):
+    if info["settings"] != want or (
+        info["record"],
+        info["weight_sharpness"],
+        info.get("guide_kind", "policy"),
+    ) != (config.record, config.weight_sharpness, config.guide_kind):
         return None
     mm = sr.load_model(path / "mutation", models[0])
     cm = sr.load_model(path / "crossover", models[1])
@@ -245,9 +275,15 @@ def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
         info["seconds"] = 0.0  # paid once, offline: info["cpu_seconds"]
         return mm, cm, info
     data = select_edits(_pretrain_data(runner, pset, ranges, n_train, config, key), config.record)
-    (mm, cm), rows, losses = _fit_guides(
-        (mm, cm), data, pset, config, jax.random.fold_in(key, 7), config.pretrain_steps
-    )
+    if config.guide_kind == "value":  # trained on all edits to predict "improved"
+        mm, cm = fit_value_guides(
+            (mm, cm), data, pset, jax.random.fold_in(key, 7), config.pretrain_steps
+        )
+        rows, losses = [len(data["mut_gain"]), len(data["xo_gain"])], [[], []]
+    else:
+        (mm, cm), rows, losses = _fit_guides(
+            (mm, cm), data, pset, config, jax.random.fold_in(key, 7), config.pretrain_steps
+        )
     info.update(rows_mutation=rows[0], rows_crossover=rows[1])
     info.update(loss_mutation=losses[0], loss_crossover=losses[1])
     mngr.save(

@@ -281,3 +281,70 @@ def test_weighted_loss_is_the_weighted_mean_of_row_losses(models):
         got = float(loss(model, batch | {name: w}, PSET))
         np.testing.assert_allclose(got, np.sum(w * rows) / np.sum(w), rtol=1e-5)
         np.testing.assert_allclose(float(loss(model, batch, PSET)), np.mean(rows), rtol=1e-5)
+
+
+def test_value_losses_and_edit_scores_agree(models):
+    """Value losses are the BCE of the scores against "gain > 0"; a policy score is the
+    negative policy loss of that row plus log(choices), i.e. a likelihood ratio."""
+    mm, cm = models
+    toks = np.asarray(sr.random_trees(_key(4), PSET, 4, max_depth=3, full=True)[0])
+    masked = toks.copy()
+    masked[:, 1] = PSET.mask_token
+    gain = np.array([1.0, -1.0, 0.0, 2.0], np.float32)
+    batch = {"mut_tokens": masked, "mut_point": np.ones(4, np.int32), "mut_target": toks[:, 1]}
+    batch |= {"xo_parent": toks, "xo_donor": toks[::-1], "xo_point": np.zeros(4, np.int32)}
+    batch |= {"xo_donor_point": np.ones(4, np.int32), "mut_gain": gain, "xo_gain": gain}
+    label = (gain > 0).astype(np.float32)
+    for value_loss, scores, model in (
+        (sr.mutation_value_loss, sr.mutation_edit_scores, mm),
+        (sr.crossover_value_loss, sr.crossover_edit_scores, cm),
+    ):
+        z = np.asarray(scores(model, batch, PSET, kind="value"), np.float64)
+        bce = np.mean(np.logaddexp(0, z) - label * z)
+        np.testing.assert_allclose(float(value_loss(model, batch, PSET)), bce, rtol=1e-4)
+    cls = PSET.token_classes()
+    n_choices = np.sum(cls[None, :] == cls[toks[:, 1]][:, None], axis=1)
+    one = {k: v[:1].repeat(4, 0) for k, v in batch.items()}
+    pol = float(sr.mutation_edit_scores(mm, one, PSET, kind="policy")[0])
+    np.testing.assert_allclose(
+        pol, -float(sr.mutation_loss(mm, one, PSET)) + np.log(n_choices[0]), rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="kind"):
+        sr.crossover_edit_scores(cm, batch, PSET, kind="greedy")
+
+
+def test_screen_builds_the_best_scored_candidate_and_switches_off_to_plain_gp(models, guided):
+    """With `screen=K`, only the best-scored of K candidate edits is built and evaluated: a
+    value model whose head says "a new constant never improves" (every other gene scores 0)
+    builds a constant only when all K candidates put one in; one uniform candidate does so
+    whenever it hits a variable gene. Switched off, the screened engine is
+    exactly plain GP, and evaluations are counted as without screening."""
+    import dataclasses
+
+    init, run, (mst, cst, _) = guided
+    mm, cm = models
+    value = nnx.clone(mm)
+    value.head.kernel[...] = jnp.zeros_like(value.head.kernel[...])
+    bias = np.zeros(value.head.bias[...].shape, np.float32)
+    bias[PSET.const_token] = -100.0
+    value.head.bias[...] = jnp.asarray(bias)
+    mgd, mst_v = nnx.split(value)
+    cfg = dataclasses.replace(CFG, record="all", screen=8, guide_kind="value")
+    eng = sr.make_engine(PSET, cfg, mgd, nnx.split(cm)[0])
+    run_v = jax.jit(eng.run)
+    s0 = init(X, Y_HARD, key=_key(12))
+    on = run_v(s0, X, Y_HARD, (mst_v, cst, True), 3)
+    off = run_v(s0, X, Y_HARD, (mst_v, cst, False), 3)
+    ref = run(s0, X, Y_HARD, (mst, cst, False), 3)
+    assert_trees_close(np.asarray(off.tokens), np.asarray(ref.tokens))
+    assert_trees_close(np.asarray(off.fitness), np.asarray(ref.fitness))
+    assert int(on.evaluations) == int(off.evaluations)
+    assert all(sr.is_valid_reference(t, PSET) for t in np.asarray(on.tokens))
+    n_on, n_off = int(on.buffer.mut_count), int(off.buffer.mut_count)
+    frac_on = np.mean(np.asarray(on.buffer.mut_target)[:n_on] == PSET.const_token)
+    frac_off = np.mean(np.asarray(off.buffer.mut_target)[:n_off] == PSET.const_token)
+    assert frac_on <= 0.1 and frac_off >= 0.3, (frac_on, frac_off)
+    with pytest.raises(ValueError, match="screen"):
+        sr.GPConfig(screen=0)
+    with pytest.raises(ValueError, match="guide_kind"):
+        sr.GPConfig(guide_kind="value")

@@ -24,10 +24,14 @@ from ._primitives import PrimitiveSet as PrimitiveSet
 from ._sharding import evaluate_population_sharded as evaluate_population_sharded
 from ._sharding import population_mesh as population_mesh
 from ._train import crossover_data as crossover_data
+from ._train import crossover_edit_scores as crossover_edit_scores
 from ._train import crossover_loss as crossover_loss
+from ._train import crossover_value_loss as crossover_value_loss
 from ._train import load_model as load_model
 from ._train import mutation_data as mutation_data
+from ._train import mutation_edit_scores as mutation_edit_scores
 from ._train import mutation_loss as mutation_loss
+from ._train import mutation_value_loss as mutation_value_loss
 from ._train import save_model as save_model
 from ._train import train_model as train_model
 from ._tree import expression_length as expression_length

@@ -56,6 +56,16 @@ class GPConfig:
     record: str = "improving"
     # Fraction of the guided slots whose edit comes from the models; the rest stay uniform.
     guide_rate: float = 1.0
+    # Model pre-screen: with `screen = K > 1` a guided slot draws K uniform candidate edits
+    # (crossover: K point pairs; point mutation: K (position, gene) pairs), the models score
+    # them and only the best-scored child is built and evaluated. `guide_kind` says how the
+    # models' outputs are read: "policy" (trained on improving edits with `mutation_loss` /
+    # `crossover_loss`: likelihood ratio against uniform) or "value" (trained on all edits
+    # with `mutation_value_loss` / `crossover_value_loss`: log-odds of improving).
+    # `screen_mutation=False` leaves point mutations uniform when screening.
+    screen: int = 1
+    guide_kind: str = "policy"
+    screen_mutation: bool = True
 
     def __post_init__(self) -> None:
         if self.population_size < 4:
@@ -73,6 +83,12 @@ class GPConfig:
             raise ValueError(f"const_top_k: expected 0..population_size, got {self.const_top_k}")
         if self.record not in ("improving", "all"):
             raise ValueError(f"record: expected 'improving' or 'all', got {self.record!r}")
+        if self.screen < 1:
+            raise ValueError(f"screen: expected >= 1 candidates per edit, got {self.screen}")
+        if self.guide_kind not in ("policy", "value"):
+            raise ValueError(f"guide_kind: expected 'policy' or 'value', got {self.guide_kind!r}")
+        if self.guide_kind == "value" and self.screen == 1:
+            raise ValueError("guide_kind: 'value' models only rank candidates; set screen >= 2")
         if not 0.0 <= self.guide_rate <= 1.0:
             raise ValueError(f"guide_rate: expected a fraction in [0, 1], got {self.guide_rate}")
         if self.init_min_depth < 0 or self.init_max_depth < self.init_min_depth:
@@ -213,15 +229,34 @@ def make_engine(
             return guided_fn()
         return jax.lax.cond(guide[2], guided_fn, uniform_fn)
 
-    def _crossover_points(u_a, u_b, g_a, g_b, u_mix, parents, donors, guide):
+    def _nodes_at(u, tokens):
+        """Uniform node positions for uniforms ``u: (m, K)`` in expressions ``(m, length)``."""
+        n = jnp.maximum(_tree.expression_length(tokens, pset), 1)[:, None]
+        return jnp.minimum((u * n).astype(jnp.int32), n - 1)
+
+    def _crossover_points(u_a, u_b, g_a, g_b, u_mix, parents, donors, guide, k_screen):
         def uniform():
             return node_at(u_a, parents, pset), node_at(u_b, donors, pset)
 
         def guided():
             sa, sb = nnx.merge(crossover_graphdef, guide[1])(parents, donors)
-            t = config.temperature
-            pa = jnp.argmax(node_logits(sa, parents, pset.pad) / t + g_a, axis=1)
-            pb = jnp.argmax(node_logits(sb, donors, pset.pad) / t + g_b, axis=1)
+            la = node_logits(sa, parents, pset.pad)
+            lb = node_logits(sb, donors, pset.pad)
+            if config.screen > 1:
+                # K uniform candidate point pairs, the best-scored one is built.
+                k1, k2 = jax.random.split(k_screen)
+                ca = _nodes_at(jax.random.uniform(k1, (parents.shape[0], config.screen)), parents)
+                cb = _nodes_at(jax.random.uniform(k2, (donors.shape[0], config.screen)), donors)
+                if config.guide_kind == "policy":
+                    la, lb = jax.nn.log_softmax(la, axis=1), jax.nn.log_softmax(lb, axis=1)
+                sc = jnp.take_along_axis(la, ca, axis=1) + jnp.take_along_axis(lb, cb, axis=1)
+                best = jnp.argmax(sc, axis=1)[:, None]
+                pa = jnp.take_along_axis(ca, best, axis=1)[:, 0]
+                pb = jnp.take_along_axis(cb, best, axis=1)[:, 0]
+            else:
+                t = config.temperature
+                pa = jnp.argmax(la / t + g_a, axis=1)
+                pb = jnp.argmax(lb / t + g_b, axis=1)
             if config.guide_rate < 1.0:
                 ua, ub = uniform()
                 use = u_mix < config.guide_rate
@@ -230,29 +265,68 @@ def make_engine(
 
         return _switch(crossover_graphdef, guide, guided, uniform)
 
-    def _point_tokens(g, u_mix, parents, points, guide):
+    same_class = jax.vmap(_tree.same_class_mask, in_axes=(0, 0, None))
+
+    def _point_edit(u_p, g, u_mix, parents, guide, k_screen):
+        """(positions, new genes) of the point mutations of `parents`."""
         rows = jnp.arange(parents.shape[0])
-        allowed = jax.vmap(_tree.same_class_mask, in_axes=(0, 0, None))(parents, points, pset)
-        masked = parents.at[rows, points].set(pset.mask_token)
 
         def uniform():
-            return jnp.where(allowed, 0.0, -jnp.inf)
+            points = node_at(u_p, parents, pset)
+            allowed = same_class(parents, points, pset)
+            return points, jnp.argmax(jnp.where(allowed, 0.0, -jnp.inf) + g, axis=1)
 
-        def guided():
+        def sampled():
+            points = node_at(u_p, parents, pset)
+            allowed = same_class(parents, points, pset)
+            masked = parents.at[rows, points].set(pset.mask_token)
             logits = nnx.merge(mutation_graphdef, guide[0])(masked)
             logits = masked_point_logits(logits, points, allowed) / config.temperature
             if config.guide_rate < 1.0:
-                logits = jnp.where((u_mix < config.guide_rate)[:, None], logits, uniform())
-            return logits
+                uni = jnp.where(allowed, 0.0, -jnp.inf)
+                logits = jnp.where((u_mix < config.guide_rate)[:, None], logits, uni)
+            return points, jnp.argmax(logits + g, axis=1)
 
-        logits = _switch(mutation_graphdef, guide, guided, uniform)
-        new = jnp.argmax(logits + g, axis=1).astype(jnp.int32)
+        def screened():
+            m, kk = parents.shape[0], config.screen
+            k1, k2 = jax.random.split(k_screen)
+            cand_p = _nodes_at(jax.random.uniform(k1, (m, kk)), parents)
+            flat_parents = jnp.repeat(parents, kk, axis=0)
+            allowed = same_class(flat_parents, cand_p.reshape(-1), pset)  # (m*K, vocab)
+            gum = _gumbel(jax.random.uniform(k2, allowed.shape))
+            cand_t = jnp.argmax(jnp.where(allowed, gum, -jnp.inf), axis=1)
+            masked = flat_parents.at[jnp.arange(m * kk), cand_p.reshape(-1)].set(pset.mask_token)
+            logits = nnx.merge(mutation_graphdef, guide[0])(masked)
+            at = masked_point_logits(logits, cand_p.reshape(-1), allowed)
+            if config.guide_kind == "policy":
+                n_ok = jnp.maximum(jnp.sum(allowed, axis=1), 1).astype(at.dtype)
+                at = jax.nn.log_softmax(at, axis=1) + jnp.log(n_ok)[:, None]
+            sc = jnp.take_along_axis(at, cand_t[:, None], axis=1)[:, 0]
+            sc = jnp.where(jnp.any(allowed, axis=1), sc, -1e30).reshape(m, kk)
+            best = jnp.argmax(sc, axis=1)[:, None]
+            points = jnp.take_along_axis(cand_p, best, axis=1)[:, 0]
+            new = jnp.take_along_axis(cand_t.reshape(m, kk), best, axis=1)[:, 0]
+            if config.guide_rate < 1.0:
+                up, ut = uniform()
+                use = u_mix < config.guide_rate
+                points, new = jnp.where(use, points, up), jnp.where(use, new, ut)
+            return points, new
+
+        if config.screen > 1 and not config.screen_mutation:
+            points, new = uniform()
+        else:
+            guided = screened if config.screen > 1 else sampled
+            points, new = _switch(mutation_graphdef, guide, guided, uniform)
+        points, new = points.astype(jnp.int32), new.astype(jnp.int32)
         # A gene with no alternative of its arity stays as it is.
-        new = jnp.where(jnp.any(allowed, axis=1), new, parents[rows, points])
-        return new, masked
+        ok = jnp.any(same_class(parents, points, pset), axis=1)
+        new = jnp.where(ok, new, parents[rows, points])
+        return points, new, parents.at[rows, points].set(pset.mask_token)
 
     def step(state: GPState, inputs, targets, guide=None) -> GPState:
-        k_u, k_tree = jax.random.split(jax.random.fold_in(state.key, state.generation))
+        k_gen = jax.random.fold_in(state.key, state.generation)
+        k_u, k_tree = jax.random.split(k_gen)
+        k_sx, k_sm = jax.random.split(jax.random.fold_in(k_gen, 1))  # screening only
         u = jax.random.uniform(k_u, (n, cols))
         u_t1, u_t2 = u[:, :t_size], u[:, t_size : 2 * t_size]
         u_xa, u_xb, u_sp, u_pp, u_c = (u[:, 2 * t_size + j] for j in range(5))
@@ -266,7 +340,7 @@ def make_engine(
         # Crossover on slots [0, a).
         # (`u_sp` is only used by subtree-mutation slots: elsewhere it draws the mixing.)
         xa, xb = _crossover_points(
-            u_xa[:a], u_xb[:a], g_a[:a], g_b[:a], u_sp[:a], pt[:a], dt[:a], guide
+            u_xa[:a], u_xb[:a], g_a[:a], g_b[:a], u_sp[:a], pt[:a], dt[:a], guide, k_sx
         )
         xo_t, xo_c, _ = splice(pt[:a], pc[:a], xa, dt[:a], dc[:a], xb, pset)
         # Subtree mutation on [a, b): splice in a random "grow" tree.
@@ -281,9 +355,8 @@ def make_engine(
         sp = node_at(u_sp[a:b], pt[a:b], pset)
         sm_t, sm_c, _ = splice(pt[a:b], pc[a:b], sp, rt, rc, jnp.zeros((n_sm,), jnp.int32), pset)
         # Point (masked-gene) mutation on [b, c).
-        pp = node_at(u_pp[b:c], pt[b:c], pset)
-        new_tok, masked = _point_tokens(
-            g_tok[b:c, : pset.vocab_size], u_sp[b:c], pt[b:c], pp, guide
+        pp, new_tok, masked = _point_edit(
+            u_pp[b:c], g_tok[b:c, : pset.vocab_size], u_sp[b:c], pt[b:c], guide, k_sm
         )
         new_const = jnp.where(new_tok == pset.const_token, 4.0 * u_c[b:c] - 2.0, 0.0)
         pm_t, pm_c = jax.vmap(_tree.replace_gene)(pt[b:c], pc[b:c], pp, new_tok, new_const)

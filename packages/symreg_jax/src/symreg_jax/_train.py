@@ -52,6 +52,66 @@ def crossover_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: 
     return _mean(-(pa + pb), batch, "xo_weight")
 
 
+def mutation_edit_scores(
+    model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet, *, kind: str
+):
+    """Score of each recorded point mutation (masked parent, point, new gene).
+
+    ``kind="policy"`` (a model trained with `mutation_loss` on improving edits): the
+    log-likelihood ratio of the new gene against a uniform choice within its arity class.
+    ``kind="value"`` (trained with `mutation_value_loss`): the predicted log-odds that the
+    edit improves fitness."""
+    cls = jnp.asarray(pset.token_classes())
+    allowed = cls[None, :] == cls[batch["mut_target"]][:, None]
+    logits = masked_point_logits(model(batch["mut_tokens"]), batch["mut_point"], allowed)
+    if kind == "value":
+        return jnp.take_along_axis(logits, batch["mut_target"][:, None], axis=1)[:, 0]
+    if kind != "policy":
+        raise ValueError(f"kind: expected 'policy' or 'value', got {kind!r}")
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    at = jnp.take_along_axis(logp, batch["mut_target"][:, None], axis=1)[:, 0]
+    return at + jnp.log(jnp.sum(allowed, axis=1).astype(at.dtype))
+
+
+def crossover_edit_scores(
+    model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet, *, kind: str
+):
+    """Score of each recorded crossover (parent, donor and both points): ``"policy"``, the
+    log-likelihood ratio of the two points against uniform ones; ``"value"``, the predicted
+    log-odds of improving (the sum of the two position scores)."""
+    sa, sb = model(batch["xo_parent"], batch["xo_donor"])
+    pa, pb = batch["xo_point"][:, None], batch["xo_donor_point"][:, None]
+    if kind == "value":
+        return jnp.take_along_axis(sa, pa, axis=1)[:, 0] + jnp.take_along_axis(sb, pb, axis=1)[:, 0]
+    if kind != "policy":
+        raise ValueError(f"kind: expected 'policy' or 'value', got {kind!r}")
+    out = 0.0
+    for s, t, p in ((sa, batch["xo_parent"], pa), (sb, batch["xo_donor"], pb)):
+        logp = jax.nn.log_softmax(node_logits(s, t, pset.pad), axis=-1)
+        n = jnp.sum(t != pset.pad, axis=1).astype(logp.dtype)
+        out = out + jnp.take_along_axis(logp, p, axis=1)[:, 0] + jnp.log(n)
+    return out
+
+
+def _bce(logit, gain, batch, name):
+    label = (gain > 0).astype(logit.dtype)
+    return _mean(optax.sigmoid_binary_cross_entropy(logit, label), batch, name)
+
+
+def mutation_value_loss(model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+    """Binary cross-entropy of "this point mutation improved fitness" (``mut_gain > 0``) on
+    ALL recorded edits (`GPConfig(record="all")`, `mutation_data(..., gain=True)`): the
+    logit at the masked point for the new gene is the predicted log-odds."""
+    score = mutation_edit_scores(model, batch, pset, kind="value")
+    return _bce(score, batch["mut_gain"], batch, "mut_weight")
+
+
+def crossover_value_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+    """Binary cross-entropy of "this crossover improved fitness" (``xo_gain > 0``)."""
+    score = crossover_edit_scores(model, batch, pset, kind="value")
+    return _bce(score, batch["xo_gain"], batch, "xo_weight")
+
+
 class TrainResult(NamedTuple):
     model: nnx.Module
     losses: np.ndarray
@@ -120,27 +180,33 @@ def train_model(
     return TrainResult(nnx.merge(graphdef, params), np.asarray(losses))
 
 
-def _fields(data, names, gain, weight, sharpness):
+def _fields(data, names, gain, weight, sharpness, with_gain=False):
     if isinstance(data, tuple):
         data = data._asdict()
-    out = {k: data[k] for k in names}
+    out = {k: data[k] for k in names + ((gain,) if with_gain else ())}
     if sharpness is not None:
         out[weight] = edit_weights(data[gain], sharpness)
     return out
 
 
-def mutation_data(data: Mapping[str, Any], sharpness: float | None = None) -> dict[str, Any]:
+def mutation_data(
+    data: Mapping[str, Any], sharpness: float | None = None, *, gain: bool = False
+) -> dict[str, Any]:
     """The mutation model's fields of an `EditBuffer` (or of `merge_buffers` output: valid rows
-    only); with `sharpness`, plus ``mut_weight = edit_weights(mut_gain, sharpness)``."""
+    only); with `sharpness`, plus ``mut_weight = edit_weights(mut_gain, sharpness)``; with
+    `gain`, plus ``mut_gain`` (the label of `mutation_value_loss`)."""
     names = ("mut_tokens", "mut_point", "mut_target")
-    return _fields(data, names, "mut_gain", "mut_weight", sharpness)
+    return _fields(data, names, "mut_gain", "mut_weight", sharpness, gain)
 
 
-def crossover_data(data: Mapping[str, Any], sharpness: float | None = None) -> dict[str, Any]:
+def crossover_data(
+    data: Mapping[str, Any], sharpness: float | None = None, *, gain: bool = False
+) -> dict[str, Any]:
     """The crossover model's fields of an `EditBuffer` (or of `merge_buffers` output: valid
-    rows only); with `sharpness`, plus ``xo_weight = edit_weights(xo_gain, sharpness)``."""
+    rows only); with `sharpness`, plus ``xo_weight = edit_weights(xo_gain, sharpness)``; with
+    `gain`, plus ``xo_gain`` (the label of `crossover_value_loss`)."""
     names = ("xo_parent", "xo_donor", "xo_point", "xo_donor_point")
-    return _fields(data, names, "xo_gain", "xo_weight", sharpness)
+    return _fields(data, names, "xo_gain", "xo_weight", sharpness, gain)
 
 
 def save_model(path: str | pathlib.Path, model: nnx.Module) -> None:
