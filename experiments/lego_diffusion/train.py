@@ -357,8 +357,10 @@ async def run_load(config, catalog, executors, images, edges, logger, load_s, wo
 
 def train_and_evaluate(config, workdir):
     t_start = time.perf_counter()
+    cpu = {"start": time.process_time()}  # CPU seconds (user + sys) at each phase's end
     logger = xplib.MetricLogger(workdir)
     zoo, images, labels, edges, train_s, _ = build_zoo(config, workdir, logger)
+    cpu["training"] = time.process_time()
     catalog = ds.zoo_catalog(zoo)
     used = sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
     executors = {m: ds.NodeExecutor(catalog.models[m], buckets=config.buckets) for m in used}
@@ -366,6 +368,7 @@ def train_and_evaluate(config, workdir):
         zoo, catalog, executors, images, labels, edges, config.quality_samples
     )
     logging.info("quality: %s", {k: v for k, v in quality.items() if not k.startswith("samples")})
+    cpu["quality"] = time.process_time()
     load_times = lego_cluster.measure_load_times(catalog, workdir)
     load_s = {m: t[0] for m, t in load_times.items()}  # orbax restore = a device's load
     load = asyncio.run(run_load(config, catalog, executors, images, edges, logger, load_s, workdir))
@@ -377,6 +380,7 @@ def train_and_evaluate(config, workdir):
     max_cv = {
         m: ds.max_load_at(list(config.cvs), [p["attainment"] for p in res[m]["cv"]]) for m in pair
     }
+    cpu["real server"] = time.process_time()
     cl = lego_cluster.memory_sweep(config, catalog, load["prof"], load["device_s"], load_s)
     by = {(r["system"], r["memory"], r["variants"]): r for r in cl["rows"]}
     pinned = by[("monolithic (pinned)", None, 1)]
@@ -411,6 +415,7 @@ def train_and_evaluate(config, workdir):
     # the same sweep calibrated on per-node timings measured on a GPU (a committed profile
     # file from benchmarks/profile_nodes.py), beside the CPU-calibrated one above
     gpu_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), config.gpu_profile)
+    cpu["simulated, CPU-calibrated"] = time.process_time()
     gcl = lego_cluster.profile_sweep(config, catalog, gpu_path, cl["capacity"])
     gpu = None
     if gcl is not None:
@@ -432,6 +437,11 @@ def train_and_evaluate(config, workdir):
             "before": bucket_filling(lego_cluster.profile_sweep, catalog, gpu_path, cl["capacity"]),
         }
         logging.info("GPU-calibrated (%s) sweep: %s", gpu["kind"], gcl["rows"])
+
+    cpu["simulated, GPU-calibrated"] = time.process_time()
+    phases = list(cpu)
+    cpu_s = {b: cpu[b] - cpu[a] for a, b in zip(phases, phases[1:], strict=False)}
+    logging.info("CPU seconds per phase: %s", cpu_s)
 
     def ratio(d, a="micro", b="monolithic"):
         return d[a] / d[b] if d[b] > 0 else float("inf")
@@ -804,6 +814,10 @@ def train_and_evaluate(config, workdir):
                     round(float(np.median(load["sim_err"])), 3),
                 ],
                 ["training seconds", round(train_s, 1)],
+                [
+                    "CPU seconds per phase (this process)",
+                    ", ".join(f"{k} {v:.1f}" for k, v in cpu_s.items()),
+                ],
                 ["total seconds", round(time.perf_counter() - t_start, 1)],
             ],
         ),
@@ -851,6 +865,7 @@ def train_and_evaluate(config, workdir):
             "max_cv": max_cv,
             "sim_memory_sweep": cl["rows"],
             "sim_bucket_filling": before,
+            "cpu_s": cpu_s,
             "sim_rate_ratios": dict(zip(map(str, mems), rate_ratios, strict=True)),
             "sim_cv_ratios": dict(zip(map(str, mems), cv_ratios, strict=True)),
             "sim_variant_rate_ratios": dict(zip(map(str, kvs), var_rate, strict=True)),

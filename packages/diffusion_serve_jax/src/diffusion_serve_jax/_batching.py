@@ -113,6 +113,43 @@ def take_rows(profile: Mapping[int, float], queued: int, max_batch: int) -> int:
     return split[0]
 
 
+class Planner:
+    """`plan_batch` for a fixed set of queue keys: each key's profile constants and take
+    sizes are computed once (the simulator and the runtime ask on every event)."""
+
+    def __init__(self, policy, profiles_by_key, buckets_of, max_batch: int):
+        self.max_batch, self.buckets_of = max_batch, buckets_of
+        self._consts, self._take = {}, {}
+        if policy is None:
+            return
+        for k, prof in profiles_by_key.items():
+            full = max([b for b in prof if b <= max_batch] or [min(prof)])
+            t_full = bucket_time(prof, full)
+            cheap = t_full <= policy.cheap_ratio * prof[min(prof)]
+            delay = policy.delay(k)
+            self._consts[k] = (prof, full, t_full, cheap and delay > 0, delay)
+
+    def plan(self, key, queued: int, now: float, stamps) -> tuple[int, float]:
+        """(rows to take now, 0 to wait; the time to decide again, inf if not waiting)."""
+        c = self._consts.get(key)
+        cap = min(queued, self.max_batch)
+        if c is not None and queued > 0:
+            prof, full, t_full, waits, delay = c
+            if waits and queued < full:
+                oldest, earliest = stamps()
+                wake = min(oldest + delay, earliest - t_full)
+                if now < wake:
+                    return 0, wake
+        n = self._take.get((key, cap))
+        if n is None:
+            if c is None or cap <= 0:
+                n = batch_size_for(cap, self.buckets_of[key], self.max_batch)
+            else:
+                n = take_rows(c[0], cap, self.max_batch)
+            self._take[(key, cap)] = n
+        return n, math.inf
+
+
 def plan_batch(
     policy: BatchPolicy | None,
     profile: Mapping[int, float] | None,
@@ -126,15 +163,7 @@ def plan_batch(
     """(rows to take now, 0 to wait; the time to decide again, inf if not waiting).
 
     `stamps()` gives the queue's (oldest enqueue time, earliest deadline); it is called only
-    when waiting is possible (a short queue of a key whose batching is cheap)."""
-    if policy is None or profile is None or queued <= 0:
-        return batch_size_for(queued, buckets, max_batch), math.inf
-    full = max([b for b in profile if b <= max_batch] or [min(profile)])
-    cheap = bucket_time(profile, full) <= policy.cheap_ratio * profile[min(profile)]
-    delay = policy.delay(key)
-    if queued < full and cheap and delay > 0:
-        oldest, earliest = stamps()
-        wake = min(oldest + delay, earliest - bucket_time(profile, full))
-        if now < wake:
-            return 0, wake
-    return take_rows(profile, queued, max_batch), math.inf
+    when waiting is possible (a short queue of a key whose batching is cheap). Without a
+    policy or a profile this is `batch_size_for`."""
+    profiles = {} if profile is None else {key: profile}
+    return Planner(policy, profiles, {key: buckets}, max_batch).plan(key, queued, now, stamps)

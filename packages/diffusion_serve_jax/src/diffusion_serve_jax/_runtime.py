@@ -37,7 +37,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._batching import BatchPolicy, check_policy, key_profiles
+from ._batching import BatchPolicy, Planner, check_policy, key_profiles
 from ._executor import NodeExecutor
 from ._memory_workers import MemoryWorkers
 from ._requests import Overloaded as Overloaded
@@ -106,6 +106,9 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
                         f"{self.executors[m].buckets}, got {sorted(batching.profiles[m])}"
                     )
             self._key_profiles = key_profiles(batching, mode, catalog.workflows)
+        keys = used if mode == "micro" else sorted(catalog.workflows)
+        buckets = {k: self._buckets_of(k) for k in keys}
+        self._planner = Planner(batching, self._key_profiles, buckets, max_batch)
         self._timer: asyncio.TimerHandle | None = None
         self._queues: dict[str, list] = {}
         self._seq = itertools.count()

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ._batching import BatchPolicy, check_policy, key_profiles, plan_batch
+from ._batching import BatchPolicy, Planner, check_policy, key_profiles
 from ._executor import pick_bucket
 from ._residency import DeviceMemory, initial_placement
 from ._workflow import CompiledWorkflow
@@ -105,6 +105,7 @@ def simulate(
         base, extra = divmod(num_workers, len(names))
         replicas = {w: base + (i < extra) for i, w in enumerate(names)}
     keys = models if mode == "micro" else names
+    kprof = {}
     if batching is not None:
         check_policy(batching, models)
         kprof = key_profiles(batching, mode, workflows)
@@ -130,46 +131,56 @@ def simulate(
     order = sorted(range(len(arrivals)), key=lambda i: arrivals[i][0])
     next_arrival = 0
     now = 0.0
-    timer = math.inf  # when a queue that waits for a fuller batch must be looked at again
+    planner = Planner(batching, kprof, buckets_of, max_batch)
     rows = {k: 0 for k in keys}  # rows each queue would give a device now
+    avail: set[str] = set()  # queues with rows > 0
+    dirty: set[str] = set()  # queues pushed to since their rows were last planned
+    wake_of: dict[str, float] = {}  # queues waiting for a fuller batch -> when to look again
 
     def push(key, req, node):
         nonlocal seq
         heapq.heappush(queues[key], (req.deadline, seq, req, node, now))
         seq += 1
+        dirty.add(key)
 
-    def ready(key):
-        """Rows to take from `key`'s queue now (0: empty or waiting for a fuller batch)."""
-        nonlocal timer
+    def replan(key):
+        """Set `rows[key]`: rows to take from its queue now (0: empty or waiting)."""
         q = queues[key]
-        if not q:
-            return 0
-        n, wake = plan_batch(
-            batching,
-            kprof[key] if batching is not None else None,
-            key,
-            len(q),
-            buckets_of[key],
-            max_batch,
-            now,
-            lambda: (min(e[4] for e in q), q[0][0]),
-        )
-        timer = min(timer, wake)
-        return n
+        n = 0
+        if q:
+            n, wake = planner.plan(key, len(q), now, lambda: (min(e[4] for e in q), q[0][0]))
+        if n:
+            wake_of.pop(key, None)
+            avail.add(key)
+        else:
+            if q:
+                wake_of[key] = wake
+            else:
+                wake_of.pop(key, None)
+            avail.discard(key)
+        rows[key] = n
+
+    cost: dict[tuple[str, int], float] = {}
 
     def service(key, n):
-        if mode == "micro":
-            return batch_time(profiles[key], n) + overhead_s
-        wf = workflows[key]
-        return sum(batch_time(profiles[wf.node(x).model], n) for x in wf.order) + overhead_s
+        t = cost.get((key, n))
+        if t is None:
+            if mode == "micro":
+                t = batch_time(profiles[key], n) + overhead_s
+            else:
+                wf = workflows[key]
+                t = sum(batch_time(profiles[wf.node(x).model], n) for x in wf.order) + overhead_s
+            cost[(key, n)] = t
+        return t
 
     def pick_held(wi):
         """The most urgent queue among the keys this device holds."""
         if owners[wi] is not None:
             return owners[wi] if rows[owners[wi]] else None
         best, best_score = None, None
-        for k, q in queues.items():
-            if rows[k] and mem.holds(wi, k) and (best_score is None or q[0][:2] < best_score):
+        for k in avail:
+            q = queues[k]
+            if mem.holds(wi, k) and (best_score is None or q[0][:2] < best_score):
                 best, best_score = k, q[0][:2]
         return best
 
@@ -178,8 +189,9 @@ def simulate(
         start sooner by loading than by waiting for a holder (None if none)."""
         s, idle = speed(), set(free)
         best, best_score = None, None
-        for k, q in queues.items():
-            if not rows[k] or not idle.isdisjoint(mem.holders[k]):
+        for k in avail:
+            q = queues[k]
+            if not idle.isdisjoint(mem.holders[k]):
                 continue  # an idle holder takes it
             wait = min((r[0] / s for r in running if r[1] in mem.holders[k]), default=math.inf)
             if wait <= load[k]:
@@ -191,20 +203,21 @@ def simulate(
 
     def start(wi, key):
         items = [heapq.heappop(queues[key]) for _ in range(rows[key])]
-        rows[key] = ready(key)
+        replan(key)
         free.remove(wi)
         work = mem.bring(wi, key) + service(key, len(items))
         running.append([work, wi, key, items])
 
     def dispatch():
-        nonlocal timer
-        timer = math.inf
-        for k in queues:
-            rows[k] = ready(k)
+        for k in dirty.union(wake_of):
+            replan(k)
+        dirty.clear()
         progress = True
-        while progress and free:
+        while progress and free and avail:
             progress = False
             for wi in list(free):
+                if not avail:
+                    break
                 key = pick_held(wi)
                 if key is not None:
                     start(wi, key)
@@ -220,7 +233,8 @@ def simulate(
         k = len(running)
         return 1.0 if cores is None or k <= cores else cores / k
 
-    while next_arrival < len(order) or running or timer < math.inf:
+    while next_arrival < len(order) or running or wake_of:
+        timer = min(wake_of.values(), default=math.inf)
         t_arr = arrivals[order[next_arrival]][0] if next_arrival < len(order) else math.inf
         s = speed()
         t_done = now + min(r[0] for r in running) / s if running else math.inf

@@ -4,7 +4,7 @@ Micro-serving: any worker picks the model whose queue head is most urgent (among
 are ready to give a batch), takes a batch from every workflow that uses it and releases the
 items' successor nodes. Monolithic: each worker belongs to one workflow and runs its whole DAG
 for a batch of that workflow's requests. How many rows a batch holds, and whether a queue waits
-for more, is `_batching.plan_batch` (the simulator's policy too); a waiting queue arms a timer
+for more, is `_batching.Planner` (the simulator's policy too); a waiting queue arms a timer
 that wakes the workers when its wait runs out.
 """
 
@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-from ._batching import plan_batch
 from ._executor import stack_rows
 from ._requests import Request
 from ._workflow import CompiledWorkflow
@@ -32,15 +31,8 @@ class ModelWorkers:
         if not q:
             return 0
         now = time.perf_counter()
-        n, wake = plan_batch(
-            self.batching,
-            self._key_profiles.get(key),
-            key,
-            len(q),
-            self._buckets_of(key),
-            self.max_batch,
-            now,
-            lambda: (min(e[5] for e in q), min(e[1] for e in q)),
+        n, wake = self._planner.plan(
+            key, len(q), now, lambda: (min(e[5] for e in q), min(e[1] for e in q))
         )
         if n == 0:
             self._arm_timer(wake - now)
