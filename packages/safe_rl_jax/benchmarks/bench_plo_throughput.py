@@ -31,6 +31,7 @@ envs × 100 steps × 40 iterations, one seed and limit) including compilation.
 import argparse
 import functools
 import json
+import os
 import statistics
 import time
 
@@ -40,6 +41,15 @@ import jax.numpy as jnp
 import safe_rl_jax as srl
 
 HYPER = dict(learning_rate=3e-4, discount=0.99, gae_lambda=0.95, clip_eps=0.2, max_grad_norm=0.5)
+# Our fast path (all off by default in PPOConfig).
+FAST = dict(shared_critic=True, shuffle="envs", batched_values=True)
+
+
+def pin_cpus(n: int) -> list[int]:
+    """Restrict this process (and XLA's thread pool, created lazily) to `n` of its CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))[:n]
+    os.sched_setaffinity(0, cpus)
+    return cpus
 
 
 def _brax_env():
@@ -62,7 +72,7 @@ def make_ours(controller, args, **overrides):
         num_minibatches=args.minibatches,
         entropy_coef=0.0,
         hidden=(args.hidden, args.hidden),
-        **{**HYPER, "shared_critic": True, "shuffle": "envs", **overrides},
+        **{**HYPER, **FAST, **overrides},
     )
     tr = srl.make_trainer(env, controller, cfg)
     run = jax.jit(tr.run, static_argnums=1, donate_argnums=0)
@@ -171,7 +181,16 @@ def main():
     p.add_argument("--repeats", type=int, default=7, help="paired timed epochs")
     p.add_argument("--default-learner", action="store_true", help="also time our defaults")
     p.add_argument("--pure-jax", action="store_true", help="time one small-preset setting")
+    p.add_argument("--ablate", action="store_true", help="also time ours without batched_values")
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=1,
+        help="pin the process to this many CPUs before JAX starts (0: no pinning)",
+    )
     args = p.parse_args()
+    cpus = pin_cpus(args.cpus) if args.cpus > 0 else sorted(os.sched_getaffinity(0))
+    load_start = os.getloadavg()[0]
     if args.pure_jax:
         wall, steps = pure_jax_setting()
         print(f"one small-preset PLO setting (point-goal, {steps} env steps): {wall:.1f} s wall")
@@ -182,8 +201,12 @@ def main():
     callbacks, compile_cpu = {}, {}
     variants = [("ours, PID Lagrangian", srl.pid_lagrangian(), {})]
     variants.append(("ours, PLO", srl.plo(horizon=5), {}))
+    if args.ablate:
+        per_step = {"batched_values": False}
+        variants.append(("ours, PID, per-step values", srl.pid_lagrangian(), per_step))
+        variants.append(("ours, PLO, per-step values", srl.plo(horizon=5), per_step))
     if args.default_learner:
-        default = {"shared_critic": False, "shuffle": "transitions"}
+        default = {"shared_critic": False, "shuffle": "transitions", "batched_values": False}
         variants.append(("ours, PID, default learner", srl.pid_lagrangian(), default))
     for name, ctrl, over in variants:
         callbacks[name], compile_cpu[name] = make_ours(ctrl, args, **over)
@@ -194,9 +217,13 @@ def main():
     print(
         f"inverted_pendulum (positional): {args.num_envs} envs x {args.unroll} steps x "
         f"{args.iterations} iterations per timed call, {args.minibatches} minibatches x "
-        f"{args.epochs} epochs, MLP {args.hidden}x2; {args.repeats} paired repeats"
+        f"{args.epochs} epochs, MLP {args.hidden}x2; {args.repeats} paired repeats; "
+        f"CPUs {cpus}, load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'trainer':28s} {'steps/CPU-s (min-max)':>26s} {'vs brax':>16s} {'steps/wall-s':>13s}")
+    print(
+        f"{'trainer':28s} {'steps/CPU-s (min-max)':>26s} {'vs brax, CPU':>16s} "
+        f"{'steps/wall-s':>13s} {'vs brax, wall':>14s}"
+    )
     for name, r in results.items():
         c, w = r["cpu"], r["wall"]
         ratio = (
@@ -204,14 +231,17 @@ def main():
             if "ratio_median" in c
             else "1.00"
         )
+        wratio = f"{w['ratio_median']:.2f}" if "ratio_median" in w else "1.00"
         print(
             f"{name:28s} {c['median']:9.0f} ({c['min']:6.0f}-{c['max']:6.0f}) "
-            f"{ratio:>16s} {w['median']:13.0f}"
+            f"{ratio:>16s} {w['median']:13.0f} {wratio:>14s}"
         )
     with open(args.out, "w") as f:
         json.dump(
             {
                 "env": "inverted_pendulum/positional",
+                "cpus": cpus,
+                "load_average_start_end": (load_start, os.getloadavg()[0]),
                 "budget": vars(args),
                 "hyperparameters": HYPER,
                 "env_steps_per_s": results,

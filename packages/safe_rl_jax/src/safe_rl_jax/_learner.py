@@ -52,6 +52,11 @@ class PPOConfig(NamedTuple):
     # (default), or of whole per-env unrolls, "envs" (as brax's PPO: a permutation of num_envs
     # instead of num_envs * episode_length items, much cheaper on CPU, where XLA's sort is slow).
     shuffle: str = "transitions"
+    # True: the rollout's unrolled loop holds only the policy and the env (as brax's), the
+    # critic runs once on all T + 1 observations after it, and the reward and cost GAE run as
+    # one scan (when discount == cost_discount). Same random stream and estimator as False, up
+    # to float rounding of the batched matmuls.
+    batched_values: bool = False
 
 
 class TrainState(NamedTuple):
@@ -244,7 +249,7 @@ def make_trainer(
             st, alive = carry
             mean, log_std = model.dist(st.obs)
             a = sample_action(mean, log_std, key=k)
-            v, vc = model.values(st.obs, index)
+            v, vc = (None, None) if config.batched_values else model.values(st.obs, index)
             a_env = jnp.clip(a, -1.0, 1.0)
             nxt = jax.vmap(env.step)(st, a_env)
             c = jax.vmap(get_cost, in_axes=(0, 0, 0, None))(st, a_env, nxt, index)
@@ -266,8 +271,11 @@ def make_trainer(
         (last, _), traj = jax.lax.scan(
             one, (states, jnp.ones((B,), bool)), jax.random.split(k_act, T)
         )
-        boot_v, boot_c = model.values(last.obs, index)
-        return traj, boot_v, boot_c
+        if not config.batched_values:
+            boot_v, boot_c = model.values(last.obs, index)
+            return traj, boot_v, boot_c
+        v, vc = model.values(jnp.concatenate([traj.obs, last.obs[None]]), index)
+        return traj._replace(value=v[:-1], cost_value=vc[:-1]), v[-1], vc[-1]
 
     def surrogate_grads(params, traj, adv_r, adv_c):
         """g_r and g_c (flattened policy gradients of the surrogates) -> (g_c·g_r, gram)."""
@@ -324,22 +332,34 @@ def make_trainer(
         key = jax.random.wrap_key_data(state.key)
         key, k_roll, k_perm = jax.random.split(key, 3)
         traj, boot_v, boot_c = rollout(state.params, state.index, k_roll)
-        tgt_r, adv_r = gae(
-            traj.reward,
-            traj.value,
-            boot_v,
-            traj.termination,
-            discount=config.discount,
-            lambda_=config.gae_lambda,
-        )
-        tgt_c, adv_c = gae(
-            traj.cost,
-            traj.cost_value,
-            boot_c,
-            traj.termination[..., None],
-            discount=config.cost_discount,
-            lambda_=config.gae_lambda,
-        )
+        if config.batched_values and config.discount == config.cost_discount:
+            # one scan over [T, B, 1 + k]: the reward channel first, then the costs
+            tgt, adv = gae(
+                jnp.concatenate([traj.reward[..., None], traj.cost], -1),
+                jnp.concatenate([traj.value[..., None], traj.cost_value], -1),
+                jnp.concatenate([boot_v[..., None], boot_c], -1),
+                traj.termination[..., None],
+                discount=config.discount,
+                lambda_=config.gae_lambda,
+            )
+            tgt_r, adv_r, tgt_c, adv_c = tgt[..., 0], adv[..., 0], tgt[..., 1:], adv[..., 1:]
+        else:
+            tgt_r, adv_r = gae(
+                traj.reward,
+                traj.value,
+                boot_v,
+                traj.termination,
+                discount=config.discount,
+                lambda_=config.gae_lambda,
+            )
+            tgt_c, adv_c = gae(
+                traj.cost,
+                traj.cost_value,
+                boot_c,
+                traj.termination[..., None],
+                discount=config.cost_discount,
+                lambda_=config.gae_lambda,
+            )
         adv_r = normalise(adv_r, traj.valid)
         if config.cost_advantage_scale == "shared":
             adv_c = normalise_shared(adv_c, traj.valid, state.mask)
