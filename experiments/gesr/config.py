@@ -29,7 +29,7 @@ def get_config(arg=None):
     # budget, `time_noise_levels` also at the wall-clock budget.
     c.noise_levels = (0.0, 0.01)
     c.time_noise_levels = (0.0,)
-    c.noise_problems = ("Nguyen-1", "Nguyen-5", "I.25.13", "barmag1")  # () = all problems
+    c.noise_problems = ("Nguyen-1", "barmag1")  # () = all problems
     c.max_train = 50  # cap on training points per problem (0 = the benchmark's own)
     # Time budget: CPU seconds per run (wall-clock on an unloaded core; CPU time because the
     # machine is shared); every method gets the generations (GP, GESR: seeds vmapped, per
@@ -42,7 +42,7 @@ def get_config(arg=None):
     # GP and GESR (vmapped), paired by seed.
     c.seeds = 5
     c.baselines = ("gplearn", "Operon")
-    c.baseline_seeds = ml_collections.ConfigDict({"gplearn": 2, "Operon": 5})
+    c.baseline_seeds = ml_collections.ConfigDict({"gplearn": 1, "Operon": 5})
     # Noise levels at which each baseline runs (gplearn, pure Python, only at noise 0 here).
     c.baseline_noise = ml_collections.ConfigDict({"gplearn": (0.0,), "Operon": (0.0, 0.01)})
     # BERT guides: size, offline pre-training on GP runs over random target expressions.
@@ -60,9 +60,9 @@ def get_config(arg=None):
     # guided crossover draws `screen` uniform candidate point pairs, the crossover BERT
     # scores them (likelihood ratio against uniform, `guide_kind`) and only the best one is
     # built and evaluated; point mutations screened too where `screen_mutation`, else uniform.
-    c.screen = 1
+    c.screen = 4
     c.guide_kind = "policy"
-    c.screen_mutation = True
+    c.screen_mutation = False
     # Guides pre-trained offline (gesr_pretrain.py) under this folder of experiments/gesr,
     # reused when their settings match; "" or a mismatch: pre-train inside the run.
     c.pretrained = "guides"
@@ -74,7 +74,9 @@ def get_config(arg=None):
     # weights) and offline + online, beside offline only (= "GESR") and GP.
     c.online_every = 10
     c.online_steps = 50
-    c.ablation_problems = ("Nguyen-1",)
+    # () in small since session 5 (its two training-loop compilations cost ~35 of the 150 s);
+    # run it with --config.ablation_problems=Nguyen-1 (README: last measured numbers).
+    c.ablation_problems = ()
     # Evaluations to solution (the paper's claim), GP vs GESR only: easy one-variable problems
     # at a larger budget with more seeds, so that GP solves a fair share and the comparison
     # is not censored at the budget. The guide variant was chosen with gesr_select.py on the
@@ -91,7 +93,6 @@ def get_config(arg=None):
         # group, compiled once.
         "I.14.4",
         "I.25.13",
-        "II.38.14",
         "barmag1",
         "lv1",
     )

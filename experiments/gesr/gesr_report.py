@@ -523,8 +523,15 @@ def report(workdir, config, problems, results, guides_info, budget, time_plan):
         "(gplearn, Operon, from their own evaluation-budget runs) that its speed allows in "
         "that time; the CPU seconds actually spent are in the tables. GP and GESR share one "
         "compiled engine "
-        "and the seeds (GESR only replaces the uniform choice of the point-mutation gene and "
-        "of the crossover points by the two BERTs; timing excludes compilation). gplearn "
+        "and the seeds (GESR only changes where the edits come from: "
+        + (
+            f"each crossover is the best of {config.screen} uniform candidate point pairs "
+            f"by the crossover BERT ({config.guide_kind} scores), point mutations "
+            + ("likewise" if config.screen_mutation else "uniform")
+            if config.screen > 1
+            else "point-mutation genes and crossover points sampled from the two BERTs"
+        )
+        + "; screened-out candidates are not evaluated; timing excludes compilation). gplearn "
         "runs round(budget / population) generations and stops at the same target; Operon "
         "gets max_evaluations and, having no target stop, always spends it. Same operators, "
         "population, tournament size and data for all four; noise: y + N(0, gamma RMS(y)) on "
