@@ -27,7 +27,7 @@ def get_config(arg=None):
     # model / variant choice and early stopping use it, never the test slabs
     c.val_slabs = [(82, 88)]
     c.val_stride = 1
-    c.val_every = 50  # validation PSNR every this many steps; best checkpoint kept (0 = off)
+    c.val_every = 25  # validation PSNR every this many steps; best checkpoint kept (0 = off)
     c.slab_gap = 3
     c.min_brain = 0.3
     c.train_stride = 2
@@ -38,6 +38,10 @@ def get_config(arg=None):
     c.train_conditions = ("clean", "noisy")
     c.noise_sigma = 0.02
     c.bias_strength = 0.15
+    # "arithmetic": the bias field has unit mean, so a bias+noise input is not brighter than
+    # its target on average (session 5; "geometric", sessions 1-4, taught every network a
+    # global darkening that it then applied to clean inputs too)
+    c.bias_mean = "arithmetic"
     c.eval_scales = (2, 4)
     c.eval_conditions = ("clean", "noisy")
     # models (MoE: 3 experts; the single expert, trunk_depth + expert_depth blocks deep, is
@@ -62,6 +66,10 @@ def get_config(arg=None):
     # output convolutions ("start at bicubic") were measured worse at this budget (README)
     c.scale_input = True
     c.zero_init_output = False
+    # zero-initialised FiLM projections (session 5, chosen on validation): every residual
+    # block starts unmodulated instead of scaling its channels by random 1 + N(0, 1) factors
+    # (a Flax-default init of the noise-conditioning Linear); applied to every network with FiLM
+    c.zero_init_film = True
     c.parameterisation = "x0"
     c.schedule = "cosine"
     c.residual_scale = 0.1
@@ -72,6 +80,10 @@ def get_config(arg=None):
     # each expert's own x0 error inside its region (deep WM / cortex / junction masks of the
     # training slices; the gate never sees them): 0 = the public code's region-blind losses
     c.region_weight = 0.0
+    # region-informed gate target softmax(s / T + region_gate * f): expert i (deep WM, cortex,
+    # junction) favoured by region_gate MAD units where the token lies in region i (0 = the
+    # paper's similarity-only target)
+    c.region_gate = 3.0
     # "aggregate": diffusion loss on the gate-weighted aggregate; "gated": the public code's
     # gate-weighted per-expert losses; "both". diversity: "balance" (load balancing on the
     # gate) or "similarity" (public code: expert outputs' pairwise cosine similarity)
@@ -79,7 +91,9 @@ def get_config(arg=None):
     c.diversity = "similarity"
     # training: a `level_fraction` of each batch at the noise levels of the sampler's grid
     c.train_levels = 1
-    c.level_fraction = 0.75
+    # session 5, chosen on validation: all of each batch at t = 1 (0.75 before), i.e. the
+    # networks are trained only for the one DDIM step they are sampled with
+    c.level_fraction = 1.0
     c.train_steps = 150
     c.batch_size = 16
     c.patch = 32

@@ -17,7 +17,10 @@ def degrade_config(config, scale: int, condition: str) -> msr.DegradeConfig:
     if condition == "clean":
         return msr.DegradeConfig(scale=scale)
     return msr.DegradeConfig(
-        scale=scale, noise_sigma=config.noise_sigma, bias_strength=config.bias_strength
+        scale=scale,
+        noise_sigma=config.noise_sigma,
+        bias_strength=config.bias_strength,
+        bias_mean=config.get("bias_mean", "geometric"),
     )
 
 
@@ -158,7 +161,18 @@ def make_models(config, cond_channels: int = 1):
     if config.zero_init_output:
         for m in models.values():
             zero_output_layers(m)
+    if config.get("zero_init_film", False):
+        for m in models.values():
+            zero_film_layers(m)
     return models
+
+
+def zero_film_layers(model) -> None:
+    """Zero every FiLM projection: each residual block starts unmodulated (scale 1, shift 0)
+    instead of multiplying its channels by random 1 + N(0, 1) factors."""
+    for path, node in nnx.iter_graph(model):
+        if path and path[-1] == "film" and isinstance(node, nnx.Linear):
+            node.kernel[...] = jnp.zeros_like(node.kernel[...])
 
 
 def zero_output_layers(model) -> None:
@@ -181,6 +195,7 @@ def loss_for(name, config, schedule):
             diversity_weight=config.diversity_weight,
             gate_temperature=config.gate_temperature,
             region_weight=config.region_weight,
+            region_gate=config.get("region_gate", 0.0),
             objective=config.get("moe_objective", "aggregate"),
             diversity=config.get("diversity", "balance"),
             num_levels=config.get("train_levels"),

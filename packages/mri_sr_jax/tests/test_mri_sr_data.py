@@ -72,11 +72,15 @@ def test_resolution_loss_keeps_a_constant_image(method, scale):
 
 
 @given(strength=st.floats(0.0, 0.5), seed=st.integers(0, 100))
-def test_bias_field_is_positive_smooth_with_unit_geometric_mean(strength, seed):
+def test_bias_field_is_positive_smooth_with_unit_geometric_or_arithmetic_mean(strength, seed):
     b = msr.bias_field(jax.random.key(seed), (24, 24), strength)
     assert float(b.min()) > 0.0
     assert abs(float(jnp.log(b).mean())) < 1e-4
     assert float(jnp.abs(jnp.diff(jnp.log(b), axis=0)).max()) < 1.5 * strength + 1e-6
+    # the arithmetic normalisation: the same field rescaled to unit mean
+    a = msr.bias_field(jax.random.key(seed), (24, 24), strength, mean="arithmetic")
+    assert abs(float(a.mean()) - 1.0) < 1e-5
+    np.testing.assert_allclose(a * b.mean(), b, rtol=1e-5)
 
 
 def test_radial_warp_identity_at_zero_and_displacement_grows_with_radius():
@@ -108,6 +112,8 @@ def test_degrade_returns_maps_and_bad_config_raises():
     assert float(d.gradwarp.max()) > 0
     with pytest.raises(ValueError, match="scale"):
         msr.degrade(IMG, ZERO, ZERO, msr.DegradeConfig(scale=5), key=KEY)
+    with pytest.raises(ValueError, match="bias_mean"):
+        msr.degrade(IMG, ZERO, ZERO, msr.DegradeConfig(bias_mean="median"), key=KEY)
     with pytest.raises(ValueError, match="method"):
         msr.degrade(IMG, ZERO, ZERO, msr.DegradeConfig(method="sinc"), key=KEY)
     with pytest.raises(ValueError, match="noise_sigma"):

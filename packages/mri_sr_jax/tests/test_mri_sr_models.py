@@ -138,6 +138,27 @@ def test_gate_targets_prefer_the_expert_closest_to_the_truth():
     assert t.shape == (1, 2, 2, 3) and bool(jnp.all(jnp.argmax(t, -1) == 0))
 
 
+def test_region_bonus_moves_the_gate_target_towards_the_tokens_region():
+    """Identical experts (equal similarities): the target is softmax(beta * region fraction),
+    so a token wholly in region i gives expert i e^beta times the others' weight; a token in
+    no region stays uniform; beta = 0 ignores the masks; a missing mask raises."""
+    x0 = jax.random.normal(jax.random.key(0), (1, 8, 8))
+    experts = jnp.stack([x0, x0, x0], -1)
+    labels = jnp.zeros((1, 8, 8), jnp.int32).at[:, :4, :4].set(2).at[:, 4:, 4:].set(1)
+    regions = jax.nn.one_hot(labels - 1, 3)  # label 0 = no region
+    np.testing.assert_allclose(msr.token_fractions(regions, 4)[0, 0, 0], [0.0, 1.0, 0.0])
+    t = msr.gate_targets(experts, x0, 4, regions=regions, region_bonus=2.0)
+    np.testing.assert_allclose(t[0, 0, 0], np.exp([0, 2, 0]) / (2 + np.exp(2)), rtol=1e-5)
+    np.testing.assert_allclose(t[0, 1, 1], np.exp([2, 0, 0]) / (2 + np.exp(2)), rtol=1e-5)
+    np.testing.assert_allclose(t[0, 0, 1], np.full(3, 1 / 3), rtol=1e-5)
+    same = msr.gate_targets(experts, x0, 4, regions=regions, region_bonus=0.0)
+    np.testing.assert_allclose(same, msr.gate_targets(experts, x0, 4), rtol=1e-6)
+    with pytest.raises(ValueError, match="regions"):
+        msr.gate_targets(experts, x0, 4, region_bonus=1.0)
+    with pytest.raises(ValueError, match="region_bonus"):
+        msr.gate_targets(experts, x0, 4, regions=regions, region_bonus=-1.0)
+
+
 def test_task_losses_vanish_at_the_truth():
     x = jax.random.normal(jax.random.key(1), (2, 8, 8))
     for f in (msr.edge_loss, msr.gradient_difference_loss, msr.fft_magnitude_loss):
@@ -307,7 +328,8 @@ def test_region_term_scores_each_expert_inside_its_own_region():
         patch = 4
 
         def forward_all(self, x_t, cond, ab):
-            return wrong.mean(-1, keepdims=True), wrong, jnp.full((1, 2, 2, 3), 1 / 3)
+            gate = jnp.broadcast_to(jnp.array([0.6, 0.2, 0.2]), (1, 2, 2, 3))
+            return wrong.mean(-1, keepdims=True), wrong, gate
 
     loss = functools.partial(msr.moe_loss, schedule=SCH, parameterisation="x0", region_weight=1.0)
     _, bad = loss(Stub(), batch, jax.random.key(0))
@@ -315,6 +337,12 @@ def test_region_term_scores_each_expert_inside_its_own_region():
     assert float(good["region"]) < 1e-6 and float(bad["region"]) > 1.0
     with pytest.raises(ValueError, match="regions"):
         loss(Stub(), batch._replace(regions=None), jax.random.key(0))
+    with pytest.raises(ValueError, match="regions"):
+        loss(Stub(), batch._replace(regions=None), jax.random.key(0), region_gate=1.0)
+    # a region-informed gate target changes the gate's cross-entropy
+    _, plain = loss(Stub(), batch._replace(regions=regions), jax.random.key(0), region_weight=0.0)
+    _, ruled = loss(Stub(), batch._replace(regions=regions), jax.random.key(0), region_gate=3.0)
+    assert abs(float(ruled["gate_ce"]) - float(plain["gate_ce"])) > 1e-3
     with pytest.raises(ValueError, match="regions"):
         msr.make_batch(x0, x0, regions=regions[..., 0])
 

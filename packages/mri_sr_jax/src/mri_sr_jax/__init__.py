@@ -58,6 +58,7 @@ from ._losses import gate_targets as gate_targets
 from ._losses import gradient_difference_loss as gradient_difference_loss
 from ._losses import load_balance as load_balance
 from ._losses import output_similarity as output_similarity
+from ._losses import token_fractions as token_fractions
 from ._metrics import hfen as hfen
 from ._metrics import image_metrics as image_metrics
 from ._metrics import psnr as psnr

@@ -22,6 +22,13 @@ class DegradeConfig(NamedTuple):
     bias_strength: float = 0.0  # std of the log bias field
     warp_strength: float = 0.0  # radial distortion coefficient (k in r' = r (1 + k r^2))
     contrast_reduction: float = 0.0  # fraction of the GM/WM contrast removed, in [0, 1)
+    # bias field normalisation: "geometric" (unit geometric mean: on average ~exp(var/2) > 1,
+    # i.e. a biased image is brighter than its target) or "arithmetic" (unit mean over the
+    # slice: no global brightness offset between input and target)
+    bias_mean: str = "geometric"
+
+
+BIAS_MEANS = ("geometric", "arithmetic")
 
 
 class Degraded(NamedTuple):
@@ -40,6 +47,8 @@ def validate_degrade(config: DegradeConfig, shape: tuple[int, ...]) -> None:
     for name in ("noise_sigma", "bias_strength", "warp_strength"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name}: expected >= 0, got {getattr(config, name)}")
+    if config.bias_mean not in BIAS_MEANS:
+        raise ValueError(f"bias_mean: expected one of {BIAS_MEANS}, got {config.bias_mean!r}")
     if not 0.0 <= config.contrast_reduction < 1.0:
         raise ValueError(f"contrast_reduction: expected in [0, 1), got {config.contrast_reduction}")
     if len(shape) != 2 or shape[0] % config.scale or shape[1] % config.scale:
@@ -94,8 +103,17 @@ def reduce_contrast(image: Slice, gm: Slice, wm: Slice, fraction: float) -> Slic
     return image - 0.5 * fraction * diff * (wm - gm)
 
 
-def bias_field(key: Key, shape: tuple[int, int], strength: float, order: int = 3) -> Slice:
-    """exp(sum of random low-order Legendre-like polynomial terms), unit geometric mean."""
+def bias_field(
+    key: Key, shape: tuple[int, int], strength: float, order: int = 3, mean: str = "geometric"
+) -> Slice:
+    """exp(sum of random low-order Legendre-like polynomial terms).
+
+    `mean="geometric"`: unit geometric mean over the slice (the log field has zero mean);
+    `"arithmetic"`: the same field divided by its mean, so it neither brightens nor darkens
+    the slice on average.
+    """
+    if mean not in BIAS_MEANS:
+        raise ValueError(f"mean: expected one of {BIAS_MEANS}, got {mean!r}")
     h, w = shape
     y = jnp.linspace(-1.0, 1.0, h)[:, None]
     x = jnp.linspace(-1.0, 1.0, w)[None, :]
@@ -105,7 +123,8 @@ def bias_field(key: Key, shape: tuple[int, int], strength: float, order: int = 3
         for j in range(order + 1 - i):
             if i + j:
                 log_field = log_field + coeffs[i, j] * (y**i) * (x**j)
-    return jnp.exp(log_field - log_field.mean())
+    field = jnp.exp(log_field - log_field.mean())
+    return field / field.mean() if mean == "arithmetic" else field
 
 
 def radial_warp(image: Slice, k: Array) -> tuple[Slice, Slice]:
@@ -147,7 +166,7 @@ def _degrade(hr, gm, wm, config, key):
     x = reduce_contrast(hr, gm, wm, config.contrast_reduction)
     k = config.warp_strength * jax.random.uniform(kw, (), minval=-1.0, maxval=1.0)
     x, disp = radial_warp(x, k)
-    bias = bias_field(kb, hr.shape, config.bias_strength)
+    bias = bias_field(kb, hr.shape, config.bias_strength, mean=config.bias_mean)
     x = x * bias
     shrink = blur_decimate if config.method == "blur" else kspace_truncate
     lr = rician(shrink(x, config.scale), config.noise_sigma, key=kn)

@@ -72,14 +72,35 @@ def token_cosine(x: Array, ref: Array, patch: int) -> Array:
 TEMPERATURES = ("experts", "pooled")
 
 
-def gate_targets(expert_x0: Array, x0: Array, patch: int, *, temperature: str = "experts") -> Array:
+def token_fractions(masks: Array, patch: int) -> Array:
+    """Region masks (b, h, w, k) -> the fraction of each p x p token inside each region
+    (b, h/p, w/p, k)."""
+    b, h, w, k = masks.shape
+    return masks.reshape(b, h // patch, patch, w // patch, patch, k).mean((2, 4))
+
+
+def gate_targets(
+    expert_x0: Array,
+    x0: Array,
+    patch: int,
+    *,
+    temperature: str = "experts",
+    regions: Array | None = None,
+    region_bonus: float = 0.0,
+) -> Array:
     """softmax(cos / T) per token, T a median absolute deviation (stop-gradient).
 
     `temperature="experts"`: T = median over tokens and experts of |s_i - median_i s| (the
     spread between experts); `"pooled"`: T = MAD of all similarities of the batch.
+    `regions` (b, h, w, k) with `region_bonus` = beta > 0: region-informed supervision, the
+    target becomes softmax(s / T + beta f) with f_i the token's fraction of region i, i.e.
+    expert i gets a bonus of beta MAD units where the token lies in region i (tokens outside
+    every region keep the similarity target; beta = 0 is the paper's target).
     """
     if temperature not in TEMPERATURES:
         raise ValueError(f"temperature: expected one of {TEMPERATURES}, got {temperature!r}")
+    if region_bonus < 0:
+        raise ValueError(f"region_bonus: expected >= 0, got {region_bonus}")
     sims = jnp.stack(
         [token_cosine(expert_x0[..., i], x0, patch) for i in range(expert_x0.shape[-1])], axis=-1
     )
@@ -88,7 +109,15 @@ def gate_targets(expert_x0: Array, x0: Array, patch: int, *, temperature: str = 
     else:
         dev = jnp.abs(sims - jnp.median(sims, axis=-1, keepdims=True))
     temp = jnp.maximum(jnp.median(dev), 1e-3)
-    return jax.lax.stop_gradient(jax.nn.softmax(sims / temp, axis=-1))
+    logits = sims / temp
+    if region_bonus:
+        if regions is None or regions.shape[-1] != sims.shape[-1]:
+            raise ValueError(
+                f"regions: region_bonus needs {sims.shape[-1]} region masks, got "
+                f"{None if regions is None else regions.shape}"
+            )
+        logits = logits + region_bonus * token_fractions(regions, patch)
+    return jax.lax.stop_gradient(jax.nn.softmax(logits, axis=-1))
 
 
 def gate_cross_entropy(gate: Array, target: Array) -> Array:

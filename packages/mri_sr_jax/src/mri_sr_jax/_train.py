@@ -150,6 +150,7 @@ def moe_loss(
     level_fraction: float = 1.0,
     gate_temperature: str = "experts",
     region_weight: float = 0.0,
+    region_gate: float = 0.0,
     objective: str = "aggregate",
     diversity: str = "balance",
 ):
@@ -168,6 +169,10 @@ def moe_loss(
     (needs `batch.regions`, k masks for k experts) adds each expert's own L1 x0 error inside
     its region (mean over the region's pixels): expert i becomes the better one in region i,
     which the MAD-tempered gate target then rewards -- the gate itself never sees the masks.
+    `region_gate` = beta > 0 (needs `batch.regions`) makes the gate target region-informed:
+    softmax(s / T + beta f), expert i favoured by beta MAD units in proportion to the token's
+    fraction of region i (`gate_targets(regions=, region_bonus=)`); the gate still sees only
+    the conditioning, so at test time it routes from image content alone.
     """
     _check_levels(num_levels, level_fraction)
     if objective not in MOE_OBJECTIVES:
@@ -192,9 +197,20 @@ def moe_loss(
         task = (gate.reshape(-1, k).mean(0) * jnp.stack(tasks)).sum()
         loss = gated + (main if objective == "both" else 0.0)
         metrics["gated"] = gated
-    gate_ce = gate_cross_entropy(
-        gate, gate_targets(expert_x0, x0, model.patch, temperature=gate_temperature)
+    if (region_weight or region_gate) and (batch.regions is None or batch.regions.shape[-1] != k):
+        raise ValueError(
+            f"batch.regions: region_weight / region_gate need {k} region masks, got "
+            f"{None if batch.regions is None else batch.regions.shape}"
+        )
+    target_gate = gate_targets(
+        expert_x0,
+        x0,
+        model.patch,
+        temperature=gate_temperature,
+        regions=batch.regions if region_gate else None,
+        region_bonus=region_gate,
     )
+    gate_ce = gate_cross_entropy(gate, target_gate)
     if diversity == "balance":
         div = load_balance(gate)
     else:
@@ -202,11 +218,6 @@ def moe_loss(
     loss = loss + task_weight * task + gate_weight * gate_ce + diversity_weight * div
     metrics.update({"task": task, "gate_ce": gate_ce, diversity: div})
     if region_weight:
-        if batch.regions is None or batch.regions.shape[-1] != outs.shape[-1]:
-            raise ValueError(
-                f"batch.regions: region_weight needs {outs.shape[-1]} region masks, got "
-                f"{None if batch.regions is None else batch.regions.shape}"
-            )
         err = jnp.abs(expert_x0 - batch.x0)  # (b, h, w, k)
         m = batch.regions
         region = ((err * m).sum((0, 1, 2)) / jnp.maximum(m.sum((0, 1, 2)), 1.0)).sum()
