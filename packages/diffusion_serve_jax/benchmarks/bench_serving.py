@@ -50,9 +50,17 @@ def bench_scheduler(n=1000):
         _median_time(lambda: [ex.run({"x": np.zeros((1,), np.float32)}) for _ in range(50)]) / 50
     )
 
-    async def main(inline_below_s):
+    # the profile-driven batch policy (planning on every pick; no waiting: max_delay_s 0)
+    policy = ds.BatchPolicy({"id": {1: direct}}, max_delay_s=0.0)
+
+    async def main(inline_below_s, batching=False):
         rt = ds.ServingRuntime(
-            cat, num_workers=1, executors={"id": ex}, buckets=(1,), inline_below_s=inline_below_s
+            cat,
+            num_workers=1,
+            executors={"id": ex},
+            buckets=(1,),
+            inline_below_s=inline_below_s,
+            batching=policy if batching else None,
         )
         await rt.start()
         for i in range(20):
@@ -65,11 +73,12 @@ def bench_scheduler(n=1000):
         return per, cpu
 
     # before: every batch hops to the worker thread pool; after: tiny batches run inline
-    runs = {0.0: [], 5e-4: []}
+    runs = {0.0: [], 5e-4: [], "policy": []}
     for _ in range(5):  # interleaved, medians: the machine's load drifts
         for inline in runs:
-            runs[inline].append(asyncio.run(main(inline)))
-    hop, per = (np.median(np.array(runs[k]), axis=0) for k in (0.0, 5e-4))
+            got = main(5e-4, batching=True) if inline == "policy" else main(inline)
+            runs[inline].append(asyncio.run(got))
+    hop, per, pol = (np.median(np.array(runs[k]), axis=0) for k in (0.0, 5e-4, "policy"))
     return {
         "runtime_round_trip_us": 1e6 * per[0],
         "direct_call_us": 1e6 * direct,
@@ -77,6 +86,8 @@ def bench_scheduler(n=1000):
         "scheduler_overhead_thread_hop_us": 1e6 * (hop[0] - direct),
         "cpu_per_request_us": 1e6 * per[1],
         "cpu_per_request_thread_hop_us": 1e6 * hop[1],
+        "scheduler_overhead_batch_policy_us": 1e6 * (pol[0] - direct),
+        "cpu_per_request_batch_policy_us": 1e6 * pol[1],
     }
 
 
@@ -226,6 +237,10 @@ def main():
         print(
             f"CPU time per request: {s['cpu_per_request_us']:.0f} us "
             f"(always via the thread pool: {s['cpu_per_request_thread_hop_us']:.0f} us)"
+        )
+        print(
+            f"with the batch policy: overhead {s['scheduler_overhead_batch_policy_us']:.0f} us, "
+            f"CPU {s['cpu_per_request_batch_policy_us']:.0f} us per request"
         )
     if "node_throughput" in res:
         t = res["node_throughput"]
