@@ -36,6 +36,7 @@ VARIANTS = {
     # The guides shipped in experiments/gesr/guides (gesr_pretrain.py: 32 random targets).
     "shipped": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=1.0),
     "shipped-mix0.5": dict(record="improving", sharpness=None, guide_rate=0.5, temperature=1.0),
+    "shipped-screen4-xo": dict(record="improving", screen=4, screen_mutation=False),
     # Session 5: model pre-screen of K candidate edits per guided slot (only the best-scored
     # child is evaluated). "value": the guides trained on all edits to predict "improved".
     "screen4-policy-xo": dict(record="improving", screen=4, screen_mutation=False),
