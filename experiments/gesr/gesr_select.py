@@ -5,9 +5,11 @@ expressions (every edit with its gain is recorded once; a variant either keeps o
 improving ones or weights all of them by `edit_weights`), then GP and GESR from the same
 initial populations on the development problems, paired by seed. Prints, per variant, runs
 solved and the censored paired comparison of evaluations to solution (unsolved = more than
-the budget). Used once to pick the variant of `config.py`; the numbers are in the README.
+the budget). Used to pick the variant of `config.py` (development seeds 100-129) and, with
+fresh seeds, to confirm it (`--seed0=5000 --seeds=100`); the numbers are in the README.
 
-python experiments/gesr/gesr_select.py --out=/tmp/gesr_select.json
+python experiments/gesr/gesr_select.py --seeds=30 --out=/tmp/gesr_select.json
+python experiments/gesr/gesr_select.py --seeds=100 --seed0=5000 --variants=screen4-policy-xo
 """
 
 import argparse
