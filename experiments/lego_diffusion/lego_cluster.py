@@ -8,21 +8,34 @@ reshuffled every `sim_phase_s` (the popular workflow changes), Gamma arrivals.
 """
 
 import os
-import threading
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 import diffusion_serve_jax as ds
 
 
+def used_models(catalog):
+    """Sorted names of the models the catalog's workflows run."""
+    return sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
+
+
+def batch1_device_s(workflows, prof):
+    """{workflow: device seconds of its nodes at the smallest bucket}: a request served alone."""
+    return {
+        w: sum(prof[cw.node(n).model][min(prof[cw.node(n).model])] for n in cw.order)
+        for w, cw in workflows.items()
+    }
+
+
 def measure_load_times(catalog, workdir, repeats=3):
     """{model: (orbax restore seconds, device_put seconds)}, medians over `repeats`."""
     ckpt = ocp.StandardCheckpointer()
     out = {}
-    for name in sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes}):
+    for name in used_models(catalog):
         params = catalog.models[name].params
         path = os.path.join(os.path.abspath(workdir), "model_store", name)
         if not os.path.exists(path):
@@ -207,15 +220,12 @@ def profile_sweep(config, catalog, path, cpu_capacity):
     if not os.path.exists(path):
         return None
     p = ds.load_node_profile(path)
-    used = sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
+    used = used_models(catalog)
     missing = sorted(set(used) - set(p.latency_s))
     if missing:
         raise ValueError(f"{path}: models: no measurement for {missing}")
     prof = {m: p.latency_s[m] for m in used}
-    device_s = {
-        w: sum(prof[cw.node(x).model][min(prof[cw.node(x).model])] for x in cw.order)
-        for w, cw in catalog.workflows.items()
-    }
+    device_s = batch1_device_s(catalog.workflows, prof)
     capacity = batched_capacity(catalog, prof, config.sim_workers)
     scale = cpu_capacity / capacity
     cl = memory_sweep(
@@ -242,93 +252,67 @@ def profile_sweep(config, catalog, path, cpu_capacity):
     }
 
 
-def orbax_loader(catalog, workdir):
-    """model name -> its parameters restored from the model store (one restore at a time)."""
-    ckpt = ocp.StandardCheckpointer()
-    lock = threading.Lock()
-
-    def load(name):
-        path = os.path.join(os.path.abspath(workdir), "model_store", name)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, catalog.models[name].params)
-        with lock:
-            return jax.block_until_ready(ckpt.restore(path, abstract))
-
-    return load
+def by_point(rows):
+    """Sweep rows keyed by (system, memory, variants)."""
+    return {(r["system"], r["memory"], r["variants"]): r for r in rows}
 
 
-async def validate_memory(
-    config,
-    catalog,
-    executors,
-    prof,
-    slo,
-    overhead,
-    capacity,
-    cores,
-    load_s,
-    workdir,
-    make_one,
-    policy=None,
-):
-    """Real HTTP server under a per-worker memory budget (workers really restore weights from
-    orbax when they must) vs the simulator given the same arrivals, budget and load times.
-    Returns rows [mode, rate, real attainment, simulated, real loads, simulated loads]."""
-    names = sorted(catalog.workflows)
-    sizes = {m: catalog.models[m].param_bytes for m in executors}
-    wfs = catalog.workflows
-    unit = max(sum(sizes[m] for m in {x.model for x in wfs[w].workflow.nodes}) for w in names)
-    budget = config.val_memory * unit
-    loader = orbax_loader(catalog, workdir)
-    rows = []
-    key = jax.random.key(config.seed + 55)
-    for mode in ("micro", "monolithic"):
-        rt = ds.ServingRuntime(
-            catalog,
-            mode=mode,
-            num_workers=config.val_workers,
-            max_batch=config.max_batch,
-            queue_limit=config.queue_limit,
-            executors=executors,
-            memory_bytes=budget,
-            loader=loader,
-            load_s=load_s,
-            batching=policy,
-        )
-        server = await ds.serve(rt)
-        for i, frac in enumerate(config.val_rate_fractions):
-            arr = ds.shifting_mix(
-                names,
-                frac * capacity,
-                config.duration_s,
-                phase_s=config.val_phase_s,
-                skew=config.sim_skew,
-                key=jax.random.fold_in(key, i),
-            )
-            before = rt.stats.loads
-            outcomes = await ds.run_open_loop(
-                server.url, [t for t, _ in arr], lambda j, arr=arr: make_one(arr[j][1], j)
-            )
-            real = ds.slo_attainment(outcomes, slo)
-            lat, st = ds.simulate(
-                catalog.workflows,
-                prof,
-                arr,
-                mode=mode,
-                num_workers=config.val_workers,
-                max_batch=config.max_batch,
-                slo_s=slo,
-                queue_limit=config.queue_limit,
-                cores=float(min(cores, config.val_workers)),
-                request_overhead_s=overhead,
-                memory_bytes=budget,
-                model_bytes=sizes,
-                load_s=load_s,
-                batching=policy,
-                with_stats=True,
-            )
-            sim = float(np.mean([lat[j] <= slo[w] for j, (_, w) in enumerate(arr)]))
-            rows.append(
-                [mode, round(frac * capacity, 1), real, sim, rt.stats.loads - before, st["loads"]]
-            )
-        await server.close()
-    return rows
+def ratio_at(by, mem, what, variants=1):
+    """micro / monolithic `what` (max_rate or max_cv) at one sweep point."""
+    a, b = by[("micro", mem, variants)][what], by[("monolithic", mem, variants)][what]
+    return a / b if b > 0 else float("inf")
+
+
+def bucket_filling(config, sweep, *args):
+    """The preregistered point (memory sim_claim_memory, 1 variant) under session 4's
+    bucket-filling dispatch (no batching policy): the 'before' of the policy. `sweep` is
+    `memory_sweep` or `profile_sweep`, called with (config, *args)."""
+    claim_mem = config.sim_claim_memory
+    one = ml_collections.ConfigDict(config.to_dict())
+    one.sim_memory, one.sim_variants, one.batching = (claim_mem,), (1,), False
+    rows = sweep(one, *args)["rows"]
+    got = {r["system"]: r for r in rows if r["memory"] == claim_mem}
+    b = got["monolithic"]["max_rate"]
+    return got | {"rate_ratio": got["micro"]["max_rate"] / b if b > 0 else float("inf")}
+
+
+def cpu_sweeps(config, catalog, prof, device_s, load_s):
+    """The CPU-calibrated memory/variant sweep, its micro/mono ratios and the
+    bucket-filling 'before' at the claim point."""
+    cl = memory_sweep(config, catalog, prof, device_s, load_s)
+    by = by_point(cl["rows"])
+    mems, kvs = list(config.sim_memory), list(config.sim_variants)
+    claim_mem = config.sim_claim_memory
+    return {
+        "cl": cl,
+        "by": by,
+        "pinned": by[("monolithic (pinned)", None, 1)],
+        "rate": [ratio_at(by, m, "max_rate") for m in mems],
+        "cv": [ratio_at(by, m, "max_cv") for m in mems],
+        "var_rate": [ratio_at(by, claim_mem, "max_rate", k) for k in kvs],
+        "var_cv": [ratio_at(by, claim_mem, "max_cv", k) for k in kvs],
+        "before": bucket_filling(config, memory_sweep, catalog, prof, device_s, load_s),
+    }
+
+
+def gpu_sweeps(config, catalog, path, cpu_capacity):
+    """(`profile_sweep` result, its ratios as `cpu_sweeps` gives them plus the claim-point
+    ratios and the device kind), both None if the profile file at `path` is absent."""
+    gcl = profile_sweep(config, catalog, path, cpu_capacity)
+    if gcl is None:
+        return None, None
+    gby = by_point(gcl["rows"])
+    mems, kvs = list(config.sim_memory), list(config.sim_variants)
+    claim_mem = config.sim_claim_memory
+    gpu = {
+        "by": gby,
+        "kind": gcl["meta"]["device_kind"],
+        "rate": [ratio_at(gby, m, "max_rate") for m in mems],
+        "cv": [ratio_at(gby, m, "max_cv") for m in mems],
+        "var_rate": [ratio_at(gby, claim_mem, "max_rate", k) for k in kvs],
+        "var_cv": [ratio_at(gby, claim_mem, "max_cv", k) for k in kvs],
+        "claim_rate": ratio_at(gby, claim_mem, "max_rate"),
+        "claim_cv": ratio_at(gby, claim_mem, "max_cv"),
+        "before": bucket_filling(config, profile_sweep, catalog, path, cpu_capacity),
+    }
+    return gcl, gpu
