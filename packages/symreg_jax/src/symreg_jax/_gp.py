@@ -229,11 +229,6 @@ def make_engine(
             return guided_fn()
         return jax.lax.cond(guide[2], guided_fn, uniform_fn)
 
-    def _nodes_at(u, tokens):
-        """Uniform node positions for uniforms ``u: (m, K)`` in expressions ``(m, length)``."""
-        n = jnp.maximum(_tree.expression_length(tokens, pset), 1)[:, None]
-        return jnp.minimum((u * n).astype(jnp.int32), n - 1)
-
     def _crossover_points(u_a, u_b, g_a, g_b, u_mix, parents, donors, guide, k_screen):
         def uniform():
             return node_at(u_a, parents, pset), node_at(u_b, donors, pset)
@@ -245,8 +240,9 @@ def make_engine(
             if config.screen > 1:
                 # K uniform candidate point pairs, the best-scored one is built.
                 k1, k2 = jax.random.split(k_screen)
-                ca = _nodes_at(jax.random.uniform(k1, (parents.shape[0], config.screen)), parents)
-                cb = _nodes_at(jax.random.uniform(k2, (donors.shape[0], config.screen)), donors)
+                shape = (parents.shape[0], config.screen)
+                ca = node_at(jax.random.uniform(k1, shape), parents, pset)
+                cb = node_at(jax.random.uniform(k2, shape), donors, pset)
                 if config.guide_kind == "policy":
                     la, lb = jax.nn.log_softmax(la, axis=1), jax.nn.log_softmax(lb, axis=1)
                 sc = jnp.take_along_axis(la, ca, axis=1) + jnp.take_along_axis(lb, cb, axis=1)
@@ -290,7 +286,7 @@ def make_engine(
         def screened():
             m, kk = parents.shape[0], config.screen
             k1, k2 = jax.random.split(k_screen)
-            cand_p = _nodes_at(jax.random.uniform(k1, (m, kk)), parents)
+            cand_p = node_at(jax.random.uniform(k1, (m, kk)), parents, pset)
             flat_parents = jnp.repeat(parents, kk, axis=0)
             allowed = same_class(flat_parents, cand_p.reshape(-1), pset)  # (m*K, vocab)
             gum = _gumbel(jax.random.uniform(k2, allowed.shape))

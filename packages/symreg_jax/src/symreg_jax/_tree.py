@@ -183,9 +183,10 @@ def splice(
 
 
 def node_at(
-    u: Float[Array, ""], tokens: Int[Array, " length"], pset: PrimitiveSet
-) -> Int[Array, ""]:
-    """The non-padding position a uniform number ``u in [0, 1)`` selects (uniform over nodes)."""
+    u: Float[Array, "*k"], tokens: Int[Array, " length"], pset: PrimitiveSet
+) -> Int[Array, "*k"]:
+    """The non-padding position each uniform number ``u in [0, 1)`` selects (uniform over
+    nodes); ``u`` may hold several draws (K candidate positions)."""
     n = jnp.maximum(expression_length(tokens, pset), 1)
     return jnp.minimum((u * n).astype(jnp.int32), n - 1)
 
