@@ -32,6 +32,11 @@ def get_config(arg=None):
     c.num_minibatches = 4
     c.hidden = (32, 32)
     c.cost_advantage_scale = "shared"
+    # Learner layout (PPOConfig's defaults; EPO's cost critic is index-conditioned, so no
+    # shared_critic): minibatches of whole per-env unrolls, critic once after the unroll.
+    # ("transitions", False) is the session-5 layout (README: both compared).
+    c.shuffle = "envs"
+    c.batched_values = True
     c.lagrangian_lr = 0.5
     c.num_starts = 4
     c.check_episodes = 16

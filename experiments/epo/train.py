@@ -58,6 +58,8 @@ def _run_task(name, tc, config, workdir):
         hidden=tuple(config.hidden),
         decay_iterations=config.outer_iterations * config.inner_iterations,
         cost_advantage_scale=config.cost_advantage_scale,
+        shuffle=config.shuffle,
+        batched_values=config.batched_values,
     )
     cfg = srl.EPOConfig(
         capacity=tc.capacity,

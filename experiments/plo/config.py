@@ -22,6 +22,11 @@ def get_config(arg=None):
     c.num_epochs = 4
     c.num_minibatches = 4
     c.hidden = (32, 32)
+    # Learner layout (PPOConfig; these are its defaults): separate reward and cost critics,
+    # minibatches of whole per-env unrolls, the critic evaluated once after the unroll.
+    c.shared_critic = False
+    c.shuffle = "envs"
+    c.batched_values = True
     c.plo_horizon = 5
     c.plo_q_over = 1.0
     c.plo_q_under = 0.1

@@ -49,6 +49,9 @@ def run_task(config, task, workdir):
         num_minibatches=config.num_minibatches,
         learning_rate=config.learning_rate,
         hidden=tuple(config.hidden),
+        shared_critic=config.shared_critic,
+        shuffle=config.shuffle,
+        batched_values=config.batched_values,
     )
     controller = srl.switch([CONTROLLERS[m](config) for m in config.methods])
     trainer = srl.make_trainer(env, controller, ppo)

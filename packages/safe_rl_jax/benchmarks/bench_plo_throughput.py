@@ -8,10 +8,11 @@ steps per environment per policy iteration, `minibatches` minibatches × `epochs
 per batch (minibatches of whole per-env unrolls, as brax), `iterations` policy iterations per
 timed call, tanh MLPs `hidden` × 2 for the policy and the critic, learning rate 3e-4, discount
 0.99, GAE λ 0.95, clip 0.2, no entropy bonus, gradient-norm clip 0.5, no observation
-normalisation. Ours is `trainer.run` (one `lax.scan` over iterations, state donated) with a
-velocity cost on the cart (`1[|cart velocity| > 1]`), one critic network with a reward and a
-cost head (`shared_critic=True`), the cost GAE and a multiplier controller (PID Lagrangian,
-and PLO, which also takes one `jacrev` of the surrogates per iteration); brax's is
+normalisation. Ours is `trainer.run` (one `lax.scan` over iterations, state donated) in its
+DEFAULT configuration (`PPOConfig` defaults: separate reward and cost critics, minibatches of
+whole per-env unrolls, critic once after the unroll) with a velocity cost on the cart
+(`1[|cart velocity| > 1]`), the cost GAE and a multiplier controller (PID Lagrangian, and PLO,
+which also computes the surrogate-gradient products once per iteration); brax's is
 `brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`).
 
 Interleaved timing: every trainer is compiled first; then, after each of brax's training
@@ -22,8 +23,9 @@ process CPU time between two callbacks (its epoch plus its small host-side bookk
 wall time is from its own `training/sps`. brax's first two epochs are skipped (compilation;
 on jax 0.10 its pmapped epoch recompiles on the second call). Reported: median and min–max
 over `repeats` of env steps per CPU second and per wall second, and the median of the
-per-repeat ratios ours / brax. `--default-learner` also times our default configuration
-(separate reward and cost critics, minibatches from shuffled single transitions).
+per-repeat ratios ours / brax. `--ablate` also times PLO with the `jacrev` reference for its
+gradient products and PID with one shared two-head critic; `--default-learner` the session-5
+default learner (minibatches of shuffled single transitions, critic inside the unroll).
 `--pure-jax` instead times one `small`-preset setting of the PLO experiment (point-goal, 16
 envs × 100 steps × 40 iterations, one seed and limit) including compilation.
 """
@@ -41,8 +43,6 @@ import jax.numpy as jnp
 import safe_rl_jax as srl
 
 HYPER = dict(learning_rate=3e-4, discount=0.99, gae_lambda=0.95, clip_eps=0.2, max_grad_norm=0.5)
-# Our fast path (all off by default in PPOConfig).
-FAST = dict(shared_critic=True, shuffle="envs", batched_values=True)
 
 
 def pin_cpus(n: int) -> list[int]:
@@ -72,7 +72,7 @@ def make_ours(controller, args, **overrides):
         num_minibatches=args.minibatches,
         entropy_coef=0.0,
         hidden=(args.hidden, args.hidden),
-        **{**HYPER, **FAST, **overrides},
+        **{**HYPER, **overrides},
     )
     tr = srl.make_trainer(env, controller, cfg)
     run = jax.jit(tr.run, static_argnums=1, donate_argnums=0)
@@ -179,9 +179,15 @@ def main():
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--repeats", type=int, default=7, help="paired timed epochs")
-    p.add_argument("--default-learner", action="store_true", help="also time our defaults")
+    p.add_argument(
+        "--default-learner",
+        action="store_true",
+        help="also time the session-5 default learner (transition minibatches, per-step values)",
+    )
     p.add_argument("--pure-jax", action="store_true", help="time one small-preset setting")
-    p.add_argument("--ablate", action="store_true", help="also time ours without batched_values")
+    p.add_argument(
+        "--ablate", action="store_true", help="also time PLO (jacrev) and PID (shared critic)"
+    )
     p.add_argument(
         "--cpus",
         type=int,
@@ -203,12 +209,12 @@ def main():
     variants = [("ours, PID Lagrangian", srl.pid_lagrangian(), {})]
     variants.append(("ours, PLO", srl.plo(horizon=5), {}))
     if args.ablate:
-        per_step = {"batched_values": False}
-        variants.append(("ours, PID, per-step values", srl.pid_lagrangian(), per_step))
-        variants.append(("ours, PLO, per-step values", srl.plo(horizon=5), per_step))
+        jac = {"surrogate_gradients": "jacrev"}
+        variants.append(("ours, PLO, jacrev grads", srl.plo(horizon=5), jac))
+        variants.append(("ours, PID, shared critic", srl.pid_lagrangian(), {"shared_critic": True}))
     if args.default_learner:
-        default = {"shared_critic": False, "shuffle": "transitions", "batched_values": False}
-        variants.append(("ours, PID, default learner", srl.pid_lagrangian(), default))
+        old = {"shuffle": "transitions", "batched_values": False, "surrogate_gradients": "jacrev"}
+        variants.append(("ours, PID, session-5 default", srl.pid_lagrangian(), old))
     for name, ctrl, over in variants:
         callbacks[name], compile_cpu[name] = make_ours(ctrl, args, **over)
     brax, ours = brax_ppo(args, callbacks)

@@ -50,6 +50,9 @@ from ._semi_infinite import worst_violations as worst_violations
 from ._ship import ShipRoute as ShipRoute
 from ._spray import SprayField as SprayField
 from ._spray import spray_cost_fn as spray_cost_fn
+from ._surrogate import policy_features as policy_features
+from ._surrogate import surrogate_products as surrogate_products
+from ._surrogate import surrogate_products_reference as surrogate_products_reference
 from ._switch import SwitchState as SwitchState
 from ._switch import choose as choose
 from ._switch import switch as switch

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.flatten_util import ravel_pytree
 
 from ._controllers import ConstraintSignal, MultiplierController
 from ._env import EnvState, check_environment
 from ._gae import gae
 from ._networks import Agent, gaussian_entropy, gaussian_log_prob, sample_action
+from ._surrogate import policy_features, surrogate_products, surrogate_products_reference
 from ._types import Array, Costs, Float, Mask
 
 
@@ -48,15 +48,20 @@ class PPOConfig(NamedTuple):
     # True: one critic MLP with a reward head and one head per cost channel (half the critic
     # compute of separate reward and cost MLPs); needs unindexed costs (index_dim=0).
     shared_critic: bool = False
-    # Minibatches from a random permutation of all num_envs * episode_length "transitions"
-    # (default), or of whole per-env unrolls, "envs" (as brax's PPO: a permutation of num_envs
-    # instead of num_envs * episode_length items, much cheaper on CPU, where XLA's sort is slow).
-    shuffle: str = "transitions"
-    # True: the rollout's unrolled loop holds only the policy and the env (as brax's), the
-    # critic runs once on all T + 1 observations after it, and the reward and cost GAE run as
-    # one scan (when discount == cost_discount). Same random stream and estimator as False, up
-    # to float rounding of the batched matmuls.
-    batched_values: bool = False
+    # Minibatches of whole per-env unrolls, "envs" (the default, as brax's PPO: a permutation of
+    # num_envs items, cheap on CPU, where XLA's sort is slow; num_minibatches must divide
+    # num_envs), or of all num_envs * episode_length single "transitions" (OmniSafe's layout).
+    shuffle: str = "envs"
+    # True (default): the rollout's unrolled loop holds only the policy and the env (as brax's),
+    # the critic runs once on all T + 1 observations after it, and the reward and cost GAE run
+    # as one scan (when discount == cost_discount). False: the critic runs inside the loop, one
+    # step at a time. Same random stream and estimator, up to float rounding of the matmuls.
+    batched_values: bool = True
+    # PLO's gradient signal (g_c·g_r, g_c·g_cᵀ): "manual", a hand-written backward pass of the
+    # policy that propagates the per-sample signal once for all surrogates and reuses the
+    # rollout's hidden activations, or "jacrev", one `jax.jacrev` of the surrogates (the
+    # reference). Equal up to float rounding.
+    surrogate_gradients: str = "manual"
 
 
 class TrainState(NamedTuple):
@@ -89,6 +94,7 @@ class Rollout(NamedTuple):
     cost_value: Array
     valid: Array
     termination: Array
+    features: Any = None  # the policy's hidden activations (controllers that use gradients)
 
 
 def _check_config(config: PPOConfig, env) -> None:
@@ -124,6 +130,11 @@ def _check_config(config: PPOConfig, env) -> None:
         raise ValueError(
             "config.num_minibatches: with shuffle='envs' it must divide num_envs = "
             f"{config.num_envs}, got {config.num_minibatches}"
+        )
+    if config.surrogate_gradients not in ("manual", "jacrev"):
+        raise ValueError(
+            "config.surrogate_gradients: expected 'manual' or 'jacrev', "
+            f"got {config.surrogate_gradients!r}"
         )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
@@ -196,6 +207,7 @@ def make_trainer(
 
     tx = optax.multi_transform({"actor": opt(), "critic": opt()}, labels)
     T, B = env.episode_length, config.num_envs
+    keep_features = controller.uses_gradients and config.surrogate_gradients == "manual"
 
     def shard(x, axis):
         if mesh is None:
@@ -247,7 +259,12 @@ def make_trainer(
 
         def one(carry, k):
             st, alive = carry
-            mean, log_std = model.dist(st.obs)
+            if keep_features:  # the same forward pass as model.dist, keeping the activations
+                feats = policy_features(model, st.obs)
+                mean = model.policy.head(feats[-1])
+                log_std = jnp.broadcast_to(model.log_std[...], mean.shape)
+            else:
+                feats, (mean, log_std) = None, model.dist(st.obs)
             a = sample_action(mean, log_std, key=k)
             v, vc = (None, None) if config.batched_values else model.values(st.obs, index)
             a_env = jnp.clip(a, -1.0, 1.0)
@@ -265,6 +282,7 @@ def make_trainer(
                 vc,
                 valid,
                 term,
+                feats,
             )
             return (nxt, alive & ~nxt.done), rec
 
@@ -276,25 +294,6 @@ def make_trainer(
             return traj, boot_v, boot_c
         v, vc = model.values(jnp.concatenate([traj.obs, last.obs[None]]), index)
         return traj._replace(value=v[:-1], cost_value=vc[:-1]), v[-1], vc[-1]
-
-    def surrogate_grads(params, traj, adv_r, adv_c):
-        """g_r and g_c (flattened policy gradients of the surrogates) -> (g_c·g_r, gram)."""
-        w = traj.valid / jnp.maximum(traj.valid.sum(), 1.0)
-
-        def surrogates(p):
-            model = nnx.merge(graphdef, p)
-            mean, log_std = model.dist(traj.obs)
-            lp = gaussian_log_prob(mean, log_std, traj.action)
-            return jnp.concatenate(
-                [jnp.sum(w * lp * adv_r)[None], jnp.einsum("tb,tb,tbk->k", w, lp, adv_c)]
-            )
-
-        jac = jax.jacrev(surrogates)(params)
-        flat = jax.vmap(lambda i: ravel_pytree(jax.tree.map(lambda x: x[i], jac))[0])(
-            jnp.arange(k + 1)
-        )
-        g_r, g_c = flat[0], flat[1:]
-        return g_c @ g_r, g_c @ g_c.T
 
     def loss_fn(params, batch, lam, mask, index):
         obs, act, old_lp, adv_r, adv_c, tgt_r, tgt_c, valid = batch
@@ -368,7 +367,12 @@ def make_trainer(
         ep_return = jnp.mean(jnp.sum(traj.reward, 0))
         ep_cost = jnp.mean(jnp.sum(traj.cost, 0), 0)
         if controller.uses_gradients:
-            rdot, gram = surrogate_grads(state.params, traj, adv_r, adv_c)
+            args = (traj.obs, traj.action, traj.valid, adv_r, adv_c)
+            if config.surrogate_gradients == "jacrev":
+                rdot, gram = surrogate_products_reference(graphdef, state.params, *args)
+            else:
+                model = nnx.merge(graphdef, state.params)
+                rdot, gram = surrogate_products(model, *args, features=traj.features)
         else:
             rdot, gram = jnp.zeros((k,)), jnp.zeros((k, k))
         signal = ConstraintSignal(ep_cost, state.limit, state.mask, rdot, gram)
