@@ -75,7 +75,7 @@ def batch_policy(config, workflows, prof, device_s):
     return ds.BatchPolicy(prof, max_delay_s=delays, cheap_ratio=config.batch_cheap_ratio)
 
 
-def _bisect(ok, lo, hi, iters):
+def bisect_max(ok, lo, hi, iters):
     """Largest x in [lo, hi] (geometric bisection) with ok(x); 0 if not even ok(lo)."""
     if not ok(lo):
         return 0.0
@@ -186,8 +186,8 @@ def memory_sweep(
             return attainment(mode, mem, cv_rate, c, ctx)[0] >= 0.9
 
         lo, hi = config.sim_rate_range
-        rate = _bisect(ok_rate, lo * capacity, hi * capacity, config.sim_bisect)
-        cv = _bisect(ok_cv, config.sim_cv_range[0], config.sim_cv_range[1], config.sim_bisect)
+        rate = bisect_max(ok_rate, lo * capacity, hi * capacity, config.sim_bisect)
+        cv = bisect_max(ok_cv, config.sim_cv_range[0], config.sim_cv_range[1], config.sim_bisect)
         rows.append(
             {
                 "system": label,
@@ -291,7 +291,9 @@ def cpu_sweeps(config, catalog, prof, device_s, load_s):
         "cv": [ratio_at(by, m, "max_cv") for m in mems],
         "var_rate": [ratio_at(by, claim_mem, "max_rate", k) for k in kvs],
         "var_cv": [ratio_at(by, claim_mem, "max_cv", k) for k in kvs],
-        "before": bucket_filling(config, memory_sweep, catalog, prof, device_s, load_s),
+        "before": bucket_filling(config, memory_sweep, catalog, prof, device_s, load_s)
+        if config.sim_before
+        else None,
     }
 
 
@@ -313,6 +315,8 @@ def gpu_sweeps(config, catalog, path, cpu_capacity):
         "var_cv": [ratio_at(gby, claim_mem, "max_cv", k) for k in kvs],
         "claim_rate": ratio_at(gby, claim_mem, "max_rate"),
         "claim_cv": ratio_at(gby, claim_mem, "max_cv"),
-        "before": bucket_filling(config, profile_sweep, catalog, path, cpu_capacity),
+        "before": bucket_filling(config, profile_sweep, catalog, path, cpu_capacity)
+        if config.sim_before
+        else None,
     }
     return gcl, gpu

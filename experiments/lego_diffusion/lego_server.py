@@ -1,7 +1,7 @@
 """Real HTTP serving runs: micro-serving vs monolithic servers under open-loop load (a
-Poisson rate sweep and a Gamma CV sweep over a trace-schema workload), each point replayed
-in the calibrated simulator beside it, and a per-worker memory budget run where workers
-really restore weights from orbax (`validate_memory`)."""
+Poisson rate sweep and a Gamma CV sweep over a trace-schema workload, all models resident),
+each point replayed in the calibrated simulator beside it; `orbax_loader` is the real
+model load of the memory-budget runs (`lego_variants`)."""
 
 import os
 import threading
@@ -74,8 +74,22 @@ def variants(config):
     return out
 
 
+def request_maker(config, edges):
+    """(workflow, i) -> the i-th request body for that workflow (inputs vary with i)."""
+
+    def make_one(w, i):
+        inputs = {"label": i % 10, "seed": i}
+        if w.split("#")[0] == "control_upscale":  # "#v": a variant of the workflow
+            inputs["edges"] = edges[i % len(edges)].tolist()
+        if w.split("#")[0] == "t2i_lora":
+            inputs["lora"] = i % len(config.lora_names)
+        return {"workflow": w, "inputs": inputs}
+
+    return make_one
+
+
 async def run_load(config, catalog, executors, edges, logger, load_s, workdir):
-    """Both sweeps on the real servers (and the simulator), then `validate_memory`."""
+    """Both sweeps on the real servers, each point replayed in the simulator."""
     systems = variants(config)
     # per-bucket node profiles drive the batching policy (real server and simulator alike)
     prof = {m: ex.profile(repeats=3) for m, ex in executors.items()}
@@ -97,14 +111,7 @@ async def run_load(config, catalog, executors, edges, logger, load_s, workdir):
     servers = {v: await ds.serve(rt) for v, rt in runtimes.items()}
     names = sorted(catalog.workflows)
 
-    def make_one(w, i):
-        inputs = {"label": i % 10, "seed": i}
-        if w == "control_upscale":
-            inputs["edges"] = edges[i].tolist()
-        if w == "t2i_lora":
-            inputs["lora"] = i % len(config.lora_names)
-        return {"workflow": w, "inputs": inputs}
-
+    make_one = request_maker(config, edges)
     for v in systems:  # warm up connections, threads and caches before measuring
         await ds.run_open_loop(
             servers[v].url,
@@ -198,20 +205,6 @@ async def run_load(config, catalog, executors, edges, logger, load_s, workdir):
                 (rate_rows if sweep == "rate" else cv_rows).append(row)
     for h in servers.values():
         await h.close()
-    val_rows = await validate_memory(
-        config,
-        catalog,
-        executors,
-        prof,
-        slo,
-        overhead,
-        capacity,
-        cores,
-        load_s,
-        workdir,
-        make_one,
-        policy,
-    )
     mem = {m: rt.memory_bytes() for m, rt in runtimes.items()}
     return dict(
         overhead=overhead,
@@ -223,11 +216,11 @@ async def run_load(config, catalog, executors, edges, logger, load_s, workdir):
         prof=prof,
         results=results,
         cv_rate=cv_rate,
+        cores=cores,
         rate_rows=rate_rows,
         cv_rows=cv_rows,
         sim_err=sim_err,
         mem=mem,
-        val_rows=val_rows,
     )
 
 
@@ -243,84 +236,6 @@ def orbax_loader(catalog, workdir):
             return jax.block_until_ready(ckpt.restore(path, abstract))
 
     return load
-
-
-async def validate_memory(
-    config,
-    catalog,
-    executors,
-    prof,
-    slo,
-    overhead,
-    capacity,
-    cores,
-    load_s,
-    workdir,
-    make_one,
-    policy=None,
-):
-    """Real HTTP server under a per-worker memory budget (workers really restore weights from
-    orbax when they must) vs the simulator given the same arrivals, budget and load times.
-    Returns rows [mode, rate, real attainment, simulated, real loads, simulated loads]."""
-    names = sorted(catalog.workflows)
-    sizes = {m: catalog.models[m].param_bytes for m in executors}
-    wfs = catalog.workflows
-    unit = max(sum(sizes[m] for m in {x.model for x in wfs[w].workflow.nodes}) for w in names)
-    budget = config.val_memory * unit
-    loader = orbax_loader(catalog, workdir)
-    rows = []
-    key = jax.random.key(config.seed + 55)
-    for mode in ("micro", "monolithic"):
-        rt = ds.ServingRuntime(
-            catalog,
-            mode=mode,
-            num_workers=config.val_workers,
-            max_batch=config.max_batch,
-            queue_limit=config.queue_limit,
-            executors=executors,
-            memory_bytes=budget,
-            loader=loader,
-            load_s=load_s,
-            batching=policy,
-        )
-        server = await ds.serve(rt)
-        for i, frac in enumerate(config.val_rate_fractions):
-            arr = ds.shifting_mix(
-                names,
-                frac * capacity,
-                config.duration_s,
-                phase_s=config.val_phase_s,
-                skew=config.sim_skew,
-                key=jax.random.fold_in(key, i),
-            )
-            before = rt.stats.loads
-            outcomes = await ds.run_open_loop(
-                server.url, [t for t, _ in arr], lambda j, arr=arr: make_one(arr[j][1], j)
-            )
-            real = ds.slo_attainment(outcomes, slo)
-            lat, st = ds.simulate(
-                catalog.workflows,
-                prof,
-                arr,
-                mode=mode,
-                num_workers=config.val_workers,
-                max_batch=config.max_batch,
-                slo_s=slo,
-                queue_limit=config.queue_limit,
-                cores=float(min(cores, config.val_workers)),
-                request_overhead_s=overhead,
-                memory_bytes=budget,
-                model_bytes=sizes,
-                load_s=load_s,
-                batching=policy,
-                with_stats=True,
-            )
-            sim = sim_attainment(lat, [w for _, w in arr], slo)
-            rows.append(
-                [mode, round(frac * capacity, 1), real, sim, rt.stats.loads - before, st["loads"]]
-            )
-        await server.close()
-    return rows
 
 
 def max_loads(config, load):

@@ -4,6 +4,7 @@ GPU-calibrated), the memory-budget validation, load times, SLOs, quality and tim
 import os
 import time
 
+import lego_variants
 import numpy as np
 
 import xplib
@@ -27,7 +28,7 @@ def _sweep_rows(rows):
 
 
 def tables(
-    config, catalog, load, quality, sims, gcl, gpu, load_times, val_err, train_s, cpu_s, t_start
+    config, catalog, load, var, quality, sims, gcl, gpu, load_times, train_s, cpu_s, t_start
 ):
     """Every table of the report, in the report's order."""
     mems, kvs = list(config.sim_memory), list(config.sim_variants)
@@ -36,8 +37,10 @@ def tables(
     var_rate, var_cv = sims["var_rate"], sims["var_cv"]
     cl, before = sims["cl"], sims["before"]
     return [
+        *lego_variants.tables(config, var),
         xplib.Table(
-            "Rate sweep (Poisson, trace-schema workload mix)",
+            "Rate sweep, real server, all models resident, 1 variant (Poisson, trace-schema "
+            "workload mix)",
             ["mode", "rate req/s", "SLO attainment", "simulated", "P50 ms", "P99 ms", "429s"],
             load["rate_rows"],
         ),
@@ -100,30 +103,26 @@ def tables(
                         )
                         if k > 1
                     ]
-                    + [
+                    + (
                         [
-                            f"memory {claim_mem}x, 1 variant, BEFORE: bucket-filling dispatch "
-                            "(no batching policy; rates req/s micro / mono CPU "
-                            f"{before['micro']['max_rate']:.0f} / "
-                            f"{before['monolithic']['max_rate']:.0f}, {gpu['kind']} "
-                            f"{gpu['before']['micro']['max_rate']:.0f} / "
-                            f"{gpu['before']['monolithic']['max_rate']:.0f})",
-                            round(before["rate_ratio"], 2),
-                            round(gpu["before"]["rate_ratio"], 2),
-                            "-",
-                            "-",
+                            [
+                                f"memory {claim_mem}x, 1 variant, BEFORE: bucket-filling dispatch "
+                                "(no batching policy; rates req/s micro / mono CPU "
+                                f"{before['micro']['max_rate']:.0f} / "
+                                f"{before['monolithic']['max_rate']:.0f}, {gpu['kind']} "
+                                f"{gpu['before']['micro']['max_rate']:.0f} / "
+                                f"{gpu['before']['monolithic']['max_rate']:.0f})",
+                                round(before["rate_ratio"], 2),
+                                round(gpu["before"]["rate_ratio"], 2),
+                                "-",
+                                "-",
+                            ]
                         ]
-                    ],
+                        if before is not None
+                        else []
+                    ),
                 ),
             ]
-        ),
-        xplib.Table(
-            f"Real server, {config.val_workers} workers with {config.val_memory}x the largest "
-            "workflow of memory each (orbax "
-            f"restores on a miss), shifting mix, vs the simulator (median |error| "
-            f"{val_err:.3f})",
-            ["mode", "rate req/s", "SLO attainment", "simulated", "loads", "simulated loads"],
-            [[r[0], r[1], round(r[2], 3), round(r[3], 3), r[4], r[5]] for r in load["val_rows"]],
         ),
         xplib.Table(
             "Measured model load times (median of 3) and sizes",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
 from ._workflow import ModelSpec
@@ -56,20 +56,26 @@ class NodeExecutor:
             return spec.fn(params, inputs)
 
         if mesh is None:
+            # parameters committed to one device, so that weights loaded later (a checkpoint
+            # restore returns committed arrays) hit the same compiled function: jit's cache
+            # tells committed from uncommitted arguments and would compile the model again
+            leaf = next(iter(jax.tree.leaves(spec.params)), None)
+            device = next(iter(leaf.devices())) if isinstance(leaf, jax.Array) else None
+            rep = SingleDeviceSharding(device or jax.devices()[0])
             self._fn = jax.jit(counted)
-            self._params = spec.params
         else:
             shard = NamedSharding(mesh, P(mesh.axis_names[0]))
             rep = NamedSharding(mesh, P())
             self._fn = jax.jit(counted, in_shardings=(rep, shard), out_shardings=shard)
-            self._params = jax.device_put(spec.params, rep)
-        self._rep = None if mesh is None else rep
+        self._rep = rep
+        self._params = jax.device_put(spec.params, rep)
 
     def set_params(self, params) -> None:
-        """Serve freshly loaded weights (same tree and shapes: no recompilation)."""
+        """Serve freshly loaded weights (same tree and shapes: no recompilation, whether the
+        arrays come committed to a device, as from a checkpoint restore, or not)."""
         if jax.tree.structure(params) != jax.tree.structure(self._params):
             raise ValueError(f"params: expected the tree of model {self.spec.name!r}")
-        self._params = params if self._rep is None else jax.device_put(params, self._rep)
+        self._params = jax.device_put(params, self._rep)
 
     def _call(self, batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         b = pick_bucket(n, self.buckets)
