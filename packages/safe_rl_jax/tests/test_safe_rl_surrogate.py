@@ -41,9 +41,10 @@ def _fast(graphdef_state, obs, act, valid, adv_r, adv_c, features=None):
 _FEATURES = jax.jit(lambda gs, obs: srl.policy_features(nnx.merge(*gs), obs))
 
 
-@pytest.mark.parametrize("hidden, k", [((8,), 1), ((8, 5), 3)])
-def test_manual_surrogate_products_equal_jacrev_reference(hidden, k):
-    graphdef, params = _agent(hidden, k, seed=1)
+def test_manual_surrogate_products_equal_jacrev_reference():
+    # one hidden layer and one cost here; two layers and three costs in the property test
+    k = 1
+    graphdef, params = _agent((8,), k, seed=1)
     batch = _batch(2, k)
     rdot_ref, gram_ref = REF(graphdef, params, *batch)
     rdot, gram = _fast((graphdef, params), *batch)
