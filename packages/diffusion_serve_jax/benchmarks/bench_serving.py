@@ -245,7 +245,7 @@ def main():
     if "node_throughput" in res:
         t = res["node_throughput"]
         print(
-            f"denoiser throughput served/direct: {1 / t['ratio']:.2f} "
+            f"denoiser throughput served/direct: {t['ratio']:.2f} "
             f"({t['served_rows_per_s']:.0f} vs {t['direct_rows_per_s']:.0f} rows/s)"
         )
     if "masked_step" not in res:
