@@ -6,8 +6,32 @@ import matplotlib.pyplot as plt
 import xplib
 
 
-def save_figures(config, workdir, load, quality, sims):
-    """Save the three figures under `workdir`; returns their paths."""
+def variant_figure(config, workdir, var):
+    """SLO attainment vs rate on the real server in the variant regime (every rate-bisection
+    point, one panel per load source), real beside simulated."""
+    srcs = list(config.real_var_loads)
+    fig, axes = plt.subplots(1, len(srcs), figsize=(5.5 * len(srcs), 3.6), squeeze=False)
+    for ax, src in zip(axes[0], srcs, strict=True):
+        for mode, style, color in (("micro", "o", "C0"), ("monolithic", "s", "C1")):
+            pts = sorted(
+                (r[3], r[5], r[9]) for r in var["rows"] if r[:2] == [src, mode] and r[4] == 1.0
+            )
+            if pts:
+                xs, real, sim = zip(*pts, strict=True)
+                ax.plot(xs, real, "-" + style, color=color, label=f"{mode}, real")
+                ax.plot(xs, sim, ":" + style, color=color, mfc="none", label=f"{mode}, simulated")
+        ax.axhline(0.9, color="gray", lw=0.8, ls="--")
+        ax.set(
+            xlabel="request rate (req/s)",
+            ylabel="SLO attainment",
+            title=f"real server, {list(config.real_variants)} variants, {src} loads",
+        )
+        ax.legend(fontsize=7)
+    return xplib.save_figure(fig, workdir, "variants_real_server")
+
+
+def save_figures(config, workdir, load, quality, sims, var):
+    """Save the four figures under `workdir`; returns their paths."""
     res, pair, mems = load["results"], ("micro", "monolithic"), list(config.sim_memory)
     by, pinned = sims["by"], sims["pinned"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -62,4 +86,5 @@ def save_figures(config, workdir, load, quality, sims):
             ax.set_axis_off()
             ax.set_title(f"{name} {i}" if i == 0 else str(i), fontsize=6)
     figs.append(xplib.save_figure(fig, workdir, "samples_latent_lora"))
+    figs.append(variant_figure(config, workdir, var))
     return figs

@@ -83,7 +83,7 @@ def train_and_evaluate(config, workdir):
     cpu_s = {b: cpu[b] - cpu[a] for a, b in zip(phases, phases[1:], strict=False)}
     logging.info("CPU seconds per phase: %s", cpu_s)
 
-    figs = lego_figures.save_figures(config, workdir, load, quality, sims)
+    figs = lego_figures.save_figures(config, workdir, load, quality, sims, var)
     lego_report.write_report(
         config,
         workdir,
