@@ -88,6 +88,19 @@ def get_config(arg=None):
     # gate-weighted per-expert losses; "both". diversity: "balance" (load balancing on the
     # gate) or "similarity" (public code: expert outputs' pairwise cosine similarity)
     c.moe_objective = "gated"
+    # session 6 options: `detach_gate` (the gated expert losses do not train the gate, only
+    # its supervised target does); `region_warmup` steps in which the experts are routed
+    # hard to their regions (region_routing = 1) before the learned gate routes them;
+    # `region_routing` (0..1) mixes the region masks into the routing for all later steps
+    c.detach_gate = False
+    c.zero_init_gate = False  # zero gate kernel: every token starts with a uniform gate
+    # every expert starts as a copy of expert 0: the MoE starts as one network and its experts
+    # only diverge where the (region-informed) gate routes them differently (session 6,
+    # chosen on validation: with independently drawn heads the gated losses split the
+    # training signal between three different predictors and the MoE fell below one head)
+    c.identical_experts = True
+    c.region_warmup = 0
+    c.region_routing = 0.0
     c.diversity = "similarity"
     # training: a `level_fraction` of each batch at the noise levels of the sampler's grid
     c.train_levels = 1

@@ -164,6 +164,12 @@ def make_models(config, cond_channels: int = 1):
     if config.get("zero_init_film", False):
         for m in models.values():
             zero_film_layers(m)
+    if config.get("zero_init_gate", False):  # uniform routing until the gate has learned
+        moe.gate.kernel[...] = jnp.zeros_like(moe.gate.kernel[...])
+    if config.get("identical_experts", False):  # every expert starts as a copy of expert 0
+        first = nnx.state(moe.experts[0])
+        for e in moe.experts[1:]:
+            nnx.update(e, jax.tree.map(jnp.copy, first))
     return models
 
 
@@ -182,8 +188,11 @@ def zero_output_layers(model) -> None:
             node.kernel[...] = jnp.zeros_like(node.kernel[...])
 
 
-def loss_for(name, config, schedule):
+def loss_for(name, config, schedule, *, region_routing=None):
+    """Training loss of one model; `region_routing` overrides the MoE's config value (the
+    hard-routing warm-up uses 1.0)."""
     if name == "moediff_sr":
+        routing = config.get("region_routing", 0.0) if region_routing is None else region_routing
         return lambda m, b, k: msr.moe_loss(
             m,
             b,
@@ -200,6 +209,8 @@ def loss_for(name, config, schedule):
             diversity=config.get("diversity", "balance"),
             num_levels=config.get("train_levels"),
             level_fraction=config.get("level_fraction", 1.0),
+            detach_gate=config.get("detach_gate", False),
+            region_routing=routing,
         )
     if name == "edsr_lite":
         return msr.regression_loss

@@ -54,6 +54,14 @@ def train_model(name, model, pool, config, schedule, workdir, *, key, val_score=
     trainer = msr.make_trainer(
         graphdef, lib.loss_for(name, config, schedule), lib.optimizer(config), mesh=mesh
     )
+    warm = config.get("region_warmup", 0) if name == "moediff_sr" else 0
+    if warm:  # experts routed hard to their regions first, then the gate takes over
+        warm_trainer = msr.make_trainer(
+            graphdef,
+            lib.loss_for(name, config, schedule, region_routing=1.0),
+            lib.optimizer(config),
+            mesh=mesh,
+        )
     state = trainer.init(params)
     ckpt = {
         "state": state,
@@ -78,7 +86,8 @@ def train_model(name, model, pool, config, schedule, workdir, *, key, val_score=
         hr, up, _, _, labels = _sample_patches(pool, config.patch, config.batch_size, key=k_data)
         regions = lib.region_onehot(labels, config.num_experts) if name == "moediff_sr" else None
         batch = msr.make_batch(hr, up, residual_scale=config.residual_scale, regions=regions)
-        state, metrics = trainer.update(state, batch, k_loss)
+        update = warm_trainer.update if step < warm else trainer.update
+        state, metrics = update(state, batch, k_loss)
         steps_done += 1
         done = step + 1 == config.train_steps
         log = {k: float(v) for k, v in metrics.items()}
@@ -405,7 +414,11 @@ def train_and_evaluate(config, workdir):
             f"{config.num_experts} experts on a shared trunk of {config.get('trunk_depth', 0)} "
             f"blocks ({config.expert_width} wide, token features fused "
             f"{config.get('fuse_features', False)}), {config.expert_depth} blocks + output conv "
-            f"per expert, gate upsampling '{config.get('gate_upsample', 'nearest')}'; the single "
+            f"per expert, gate upsampling '{config.get('gate_upsample', 'nearest')}', experts "
+            f"initialised identically {config.get('identical_experts', False)}, gate kernel "
+            f"zero-initialised {config.get('zero_init_gate', False)}, gate detached in the "
+            f"gated losses {config.get('detach_gate', False)}, region-routing warm-up "
+            f"{config.get('region_warmup', 0)} steps; the single "
             "expert is widened to the MoE's parameter count. "
             "PSNR on a template brain is not comparable with the paper's HCP 3T->7T numbers."
         ),

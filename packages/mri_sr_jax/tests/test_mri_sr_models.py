@@ -205,9 +205,15 @@ def test_jit_grad_step_and_sharded_training_equals_single_device():
         sharded.update(s2, tiny_batch(b=4), jax.random.key(0))
 
 
+def placed(state):
+    """The state on device 0, placed like a restored checkpoint: one compile of the step
+    serves fresh and restored states (an unplaced state compiles it a second time)."""
+    return jax.device_put(state, jax.devices()[0])
+
+
 def test_checkpoint_restore_gives_identical_continuation(tmp_path):
     trainer, _, params = trainers()
-    state = trainer.init(jax.tree.map(jnp.copy, params))
+    state = placed(trainer.init(jax.tree.map(jnp.copy, params)))
     batch = tiny_batch()
     state, _ = trainer.update(state, batch, jax.random.key(0))
     mngr = ocp.CheckpointManager(tmp_path / "ckpt")
@@ -224,7 +230,7 @@ def test_checkpoint_restore_gives_identical_continuation(tmp_path):
 
 def test_training_reduces_loss_and_sampling_returns_finite_residuals():
     trainer, _, params = trainers()
-    state = trainer.init(jax.tree.map(jnp.copy, params))
+    state = placed(trainer.init(jax.tree.map(jnp.copy, params)))
     batch = tiny_batch()
     losses = []
     for _ in range(12):
@@ -399,3 +405,51 @@ def test_gated_objective_trains_each_expert_where_it_is_routed():
         loss(Stub(jnp.zeros(3)), batch, jax.random.key(0), objective="sum")
     with pytest.raises(ValueError, match="diversity"):
         loss(Stub(jnp.zeros(3)), batch, jax.random.key(0), diversity="entropy")
+
+
+def test_detached_gate_and_region_routing():
+    """`detach_gate=True`: the gated expert losses no longer move the gate (with no gate
+    target term its gradient is exactly 0). `region_routing=1`: pixels inside region i are
+    scored by expert i alone whatever the gate says; outside every region the gate routes."""
+    x0 = jax.random.normal(jax.random.key(9), (1, 8, 8))
+    outs = jnp.stack([x0, x0 + 1.0, x0 - 1.0], -1)
+
+    class Stub(nnx.Module):
+        patch = 4
+
+        def __init__(self, logits):
+            self.logits = nnx.Param(logits)
+
+        def forward_all(self, x_t, cond, ab):
+            g = jnp.broadcast_to(jax.nn.softmax(self.logits[...]), (1, 2, 2, 3))
+            return msr.aggregate(outs, msr.gate_to_pixels(g, 4)), outs, g
+
+    regions = jnp.zeros((1, 8, 8, 3)).at[:, :4, :, 0].set(1.0)  # top half: expert 0's region
+    batch = msr.make_batch(x0 * 0.1, jnp.zeros_like(x0), residual_scale=0.1, regions=regions)
+    loss = functools.partial(
+        msr.moe_loss,
+        schedule=SCH,
+        parameterisation="x0",
+        objective="gated",
+        gate_weight=0.0,
+        diversity="similarity",  # "balance" would act on the gate directly
+        num_levels=1,
+    )
+    gd, st_ = nnx.split(Stub(jnp.array([0.0, 1.0, -1.0])))
+
+    def grad(**kw):
+        f = lambda s: loss(nnx.merge(gd, s), batch, jax.random.key(0), **kw)[0]  # noqa: E731
+        return np.asarray(jax.grad(f)(st_)["logits"][...])
+
+    assert np.abs(grad()).max() > 1e-3
+    np.testing.assert_array_equal(grad(detach_gate=True), 0.0)
+    wrong = Stub(jnp.array([0.0, 20.0, 0.0]))  # the gate routes everything to expert 1
+    _, free = loss(wrong, batch, jax.random.key(0))
+    _, routed = loss(wrong, batch, jax.random.key(0), region_routing=1.0)
+    # expert 1 is off by 1 everywhere; routed, only the bottom half (no region) still counts
+    np.testing.assert_allclose(float(free["gated"]), 1.0, atol=1e-4)
+    np.testing.assert_allclose(float(routed["gated"]), 0.5, atol=1e-4)
+    with pytest.raises(ValueError, match="region_routing"):
+        loss(wrong, batch, jax.random.key(0), region_routing=1.5)
+    with pytest.raises(ValueError, match="batch.regions"):
+        loss(wrong, msr.make_batch(x0, jnp.zeros_like(x0)), jax.random.key(0), region_routing=1.0)

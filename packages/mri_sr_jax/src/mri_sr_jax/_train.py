@@ -23,8 +23,9 @@ from ._losses import (
     load_balance,
     output_similarity,
     reduce_loss,
+    token_fractions,
 )
-from ._moe import gate_to_pixels
+from ._moe import aggregate, gate_to_pixels
 from ._param import check_parameterisation, to_x0_eps, training_target
 from ._samplers import ddim_sample, ddpm_sample, ode_sample
 from ._schedules import Schedule
@@ -153,6 +154,8 @@ def moe_loss(
     region_gate: float = 0.0,
     objective: str = "aggregate",
     diversity: str = "balance",
+    detach_gate: bool = False,
+    region_routing: float = 0.0,
 ):
     """MoEDiff-SR objective: diffusion loss + expert task losses + gate terms.
 
@@ -173,8 +176,17 @@ def moe_loss(
     softmax(s / T + beta f), expert i favoured by beta MAD units in proportion to the token's
     fraction of region i (`gate_targets(regions=, region_bonus=)`); the gate still sees only
     the conditioning, so at test time it routes from image content alone.
+    `detach_gate=True`: the gate weights inside the "gated" expert losses are constants
+    (stop-gradient), so the gate learns only from its supervised target (the cross-entropy
+    term) and cannot collapse onto whichever expert is ahead early.
+    `region_routing` = lambda in [0, 1] (needs `batch.regions`): during training the experts
+    are weighted by (1 - lambda) gate + lambda r, r the pixel's region mask (the gate itself
+    on pixels outside every region); lambda = 1 routes each expert hard to its region (a
+    warm-up before the gate takes over), the gate is still trained by its target.
     """
     _check_levels(num_levels, level_fraction)
+    if not 0.0 <= region_routing <= 1.0:
+        raise ValueError(f"region_routing: expected a value in [0, 1], got {region_routing}")
     if objective not in MOE_OBJECTIVES:
         raise ValueError(f"objective: expected one of {MOE_OBJECTIVES}, got {objective!r}")
     if diversity not in DIVERSITY:
@@ -183,6 +195,24 @@ def moe_loss(
     target = training_target(batch.x0, eps, ab, parameterisation)
     agg, outs, gate = model.forward_all(x_t, batch.cond, ab)
     k = outs.shape[-1]
+    if (region_weight or region_gate or region_routing) and (
+        batch.regions is None or batch.regions.shape[-1] != k
+    ):
+        raise ValueError(
+            f"batch.regions: region_weight / region_gate / region_routing need {k} region "
+            f"masks, got {None if batch.regions is None else batch.regions.shape}"
+        )
+    g = gate_to_pixels(gate, model.patch, getattr(model, "gate_upsample", "nearest"))
+    gate_w = jax.lax.stop_gradient(gate) if detach_gate else gate
+    g_w = jax.lax.stop_gradient(g) if detach_gate else g
+    if region_routing:
+        m = batch.regions
+        routed = m + (1.0 - m.sum(-1, keepdims=True)) * g_w
+        g_w = (1.0 - region_routing) * g_w + region_routing * routed
+        agg = aggregate(outs, g_w)
+        f = token_fractions(m, model.patch)
+        routed_tokens = f + (1.0 - f.sum(-1, keepdims=True)) * gate_w
+        gate_w = (1.0 - region_routing) * gate_w + region_routing * routed_tokens
     expert_x0, _ = to_x0_eps(outs, jnp.broadcast_to(x_t, outs.shape), ab, parameterisation)
     x0 = batch.x0[..., 0]
     tasks = [TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(k)]
@@ -191,17 +221,11 @@ def moe_loss(
     if objective == "aggregate":
         loss, task = main, sum(tasks)
     else:
-        g = gate_to_pixels(gate, model.patch, getattr(model, "gate_upsample", "nearest"))
         per_pixel = jnp.abs(outs - target) if kind == "l1" else (outs - target) ** 2
-        gated = (g * per_pixel).sum(-1).mean()
-        task = (gate.reshape(-1, k).mean(0) * jnp.stack(tasks)).sum()
+        gated = (g_w * per_pixel).sum(-1).mean()
+        task = (gate_w.reshape(-1, k).mean(0) * jnp.stack(tasks)).sum()
         loss = gated + (main if objective == "both" else 0.0)
         metrics["gated"] = gated
-    if (region_weight or region_gate) and (batch.regions is None or batch.regions.shape[-1] != k):
-        raise ValueError(
-            f"batch.regions: region_weight / region_gate need {k} region masks, got "
-            f"{None if batch.regions is None else batch.regions.shape}"
-        )
     target_gate = gate_targets(
         expert_x0,
         x0,
@@ -257,6 +281,9 @@ def make_trainer(
     if mesh is None:
         return Trainer(init, jax.jit(step, donate_argnums=0))
     repl = jax.sharding.NamedSharding(mesh, jax.P())
+    # the first state is placed (replicated) like every later one, so the step compiles once
+    # (an unplaced first state made the second call compile it again)
+    sharded_init = jax.jit(init, out_shardings=repl)
     data = jax.sharding.NamedSharding(mesh, jax.P("data"))
     update = jax.jit(
         step,
@@ -271,7 +298,7 @@ def make_trainer(
             raise ValueError(f"batch: size {batch.x0.shape[0]} is not divisible by {n} devices")
         return update(state, batch, key)
 
-    return Trainer(init, sharded_update)
+    return Trainer(sharded_init, sharded_update)
 
 
 def sample_residual(
