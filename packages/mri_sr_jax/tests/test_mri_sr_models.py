@@ -365,6 +365,21 @@ def test_output_similarity_is_largest_for_identical_experts(scale, shift):
     assert float(msr.output_similarity(same[..., :1], 4)) == 0.0
 
 
+class _FixedExperts(nnx.Module):
+    """A stand-in MoE: fixed expert outputs `outs [1, 8, 8, 3]`, one learnable gate logit per
+    expert shared by every 4x4 token (what `moe_loss` needs of a model)."""
+
+    patch = 4
+
+    def __init__(self, outs, logits):
+        self.outs = outs
+        self.logits = nnx.Param(logits)
+
+    def forward_all(self, x_t, cond, ab):
+        g = jnp.broadcast_to(jax.nn.softmax(self.logits[...]), (1, 2, 2, 3))
+        return msr.aggregate(self.outs, msr.gate_to_pixels(g, 4)), self.outs, g
+
+
 def test_gated_objective_trains_each_expert_where_it_is_routed():
     """objective="gated": each expert's error counts where the gate routes to it. With
     expert 0 exact, routing everything to it gives zero diffusion loss, routing to the wrong
@@ -374,16 +389,7 @@ def test_gated_objective_trains_each_expert_where_it_is_routed():
     outs = jnp.stack([x0, x0 + 1.0, x0 - 1.0], -1)
     batch = msr.make_batch(x0 * 0.1, jnp.zeros_like(x0), residual_scale=0.1)
 
-    class Stub(nnx.Module):
-        patch = 4
-
-        def __init__(self, logits):
-            self.logits = nnx.Param(logits)
-
-        def forward_all(self, x_t, cond, ab):
-            g = jnp.broadcast_to(jax.nn.softmax(self.logits[...]), (1, 2, 2, 3))
-            pix = msr.gate_to_pixels(g, 4)
-            return msr.aggregate(outs, pix), outs, g
+    Stub = functools.partial(_FixedExperts, outs)
 
     loss = functools.partial(
         msr.moe_loss,
@@ -414,15 +420,7 @@ def test_detached_gate_and_region_routing():
     x0 = jax.random.normal(jax.random.key(9), (1, 8, 8))
     outs = jnp.stack([x0, x0 + 1.0, x0 - 1.0], -1)
 
-    class Stub(nnx.Module):
-        patch = 4
-
-        def __init__(self, logits):
-            self.logits = nnx.Param(logits)
-
-        def forward_all(self, x_t, cond, ab):
-            g = jnp.broadcast_to(jax.nn.softmax(self.logits[...]), (1, 2, 2, 3))
-            return msr.aggregate(outs, msr.gate_to_pixels(g, 4)), outs, g
+    Stub = functools.partial(_FixedExperts, outs)
 
     regions = jnp.zeros((1, 8, 8, 3)).at[:, :4, :, 0].set(1.0)  # top half: expert 0's region
     batch = msr.make_batch(x0 * 0.1, jnp.zeros_like(x0), residual_scale=0.1, regions=regions)
