@@ -34,8 +34,10 @@ ds.single_threaded_cpu()
 
 def train_and_evaluate(config, workdir):
     if config.fast_compile:  # before the first JAX computation starts the CPU backend
-        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
-            " --xla_backend_optimization_level=0"
+        # in front: XLA stops reading flags at single_threaded_cpu()'s bare
+        # `intra_op_parallelism_threads=1`, so an appended flag was silently ignored
+        os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 " + os.environ.get(
+            "XLA_FLAGS", ""
         )
     t_start = time.perf_counter()
     cpu = {"start": time.process_time()}  # CPU seconds (user + sys) at each phase's end
