@@ -34,8 +34,6 @@ ds.single_threaded_cpu()
 
 def train_and_evaluate(config, workdir):
     if config.fast_compile:  # before the first JAX computation starts the CPU backend
-        # in front: XLA stops reading flags at single_threaded_cpu()'s bare
-        # `intra_op_parallelism_threads=1`, so an appended flag was silently ignored
         os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 " + os.environ.get(
             "XLA_FLAGS", ""
         )

@@ -106,3 +106,18 @@ def test_reloaded_weights_do_not_recompile():
     assert compiles == [] and ex.traces == 1
     with pytest.raises(ValueError, match="params: expected the tree"):
         ex.set_params({"w": doubled["w"]})
+
+
+def test_single_thread_flags_keep_later_flags_readable(monkeypatch):
+    """XLA stops reading XLA_FLAGS at the first bare word, so every token of the prologue must
+    be a `--` flag (a bare one silently dropped flags appended after it); idempotent."""
+    from diffusion_serve_jax import _platform
+
+    assert all(t.startswith("--") for t in _platform.SINGLE_THREAD_FLAGS.split())
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    once = _platform.single_threaded_cpu()
+    assert _platform.single_threaded_cpu() == once
+    assert once.split() == [
+        "--xla_force_host_platform_device_count=8",
+        "--xla_cpu_multi_thread_eigen=false",
+    ]

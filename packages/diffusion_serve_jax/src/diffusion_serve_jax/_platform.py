@@ -2,7 +2,9 @@
 
 import os
 
-SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# every token a `--` flag: XLA stops reading XLA_FLAGS at the first bare word, silently
+# dropping whatever follows it (a bare `intra_op_parallelism_threads=1` did, until session 6)
+SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 
 def single_threaded_cpu() -> str:
