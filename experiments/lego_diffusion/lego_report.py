@@ -13,6 +13,11 @@ EXPERIMENT = "lego_diffusion"
 PAPER = "LegoDiffusion (arXiv 2604.08123)"
 
 
+def _listed(ratios):
+    """Ratios as "1.14, 4.09, inf" for a claim's text."""
+    return ", ".join(f"{x:.2f}" for x in ratios)
+
+
 def variant_claims(config, var):
     """The real server in the paper's regime: a rate and a CV claim per load source and
     variant count."""
@@ -111,9 +116,7 @@ def claims(config, max_rate, max_cv, load, var, quality, sims, gpu):
         xplib.Claim(
             f"max rate at >= 90% SLO, simulated {config.sim_workers} devices, memory "
             f"{claim_mem}x the largest workflow, shifting skewed mix, measured load times "
-            f"(micro/mono ratio across memory {mems}: "
-            + ", ".join(f"{x:.2f}" for x in rate_ratios)
-            + ")",
+            f"(micro/mono ratio across memory {mems}: " + _listed(rate_ratios) + ")",
             "req/s",
             round(by[("micro", claim_mem, 1)]["max_rate"], 1),
             round(by[("monolithic", claim_mem, 1)]["max_rate"], 1),
@@ -123,9 +126,7 @@ def claims(config, max_rate, max_cv, load, var, quality, sims, gpu):
         ),
         xplib.Claim(
             f"burst tolerance (max CV at >= 90% SLO), simulated {config.sim_workers} devices, "
-            f"memory {claim_mem}x (ratio across memory {mems}: "
-            + ", ".join(f"{x:.2f}" for x in cv_ratios)
-            + ")",
+            f"memory {claim_mem}x (ratio across memory {mems}: " + _listed(cv_ratios) + ")",
             "Gamma CV",
             round(by[("micro", claim_mem, 1)]["max_cv"], 2),
             round(by[("monolithic", claim_mem, 1)]["max_cv"], 2),
@@ -135,7 +136,7 @@ def claims(config, max_rate, max_cv, load, var, quality, sims, gpu):
         xplib.Claim(
             f"max rate at >= 90% SLO, simulated {config.sim_workers} devices, memory "
             f"{claim_mem}x, {top} variants of each workflow sharing its models (ratio "
-            f"across variants {kvs}: " + ", ".join(f"{x:.2f}" for x in var_rate) + ")",
+            f"across variants {kvs}: " + _listed(var_rate) + ")",
             "req/s",
             round(by[("micro", claim_mem, top)]["max_rate"], 1),
             round(by[("monolithic", claim_mem, top)]["max_rate"], 1),
@@ -144,9 +145,7 @@ def claims(config, max_rate, max_cv, load, var, quality, sims, gpu):
         ),
         xplib.Claim(
             f"burst tolerance (max CV at >= 90% SLO), simulated, memory {claim_mem}x, {top} "
-            f"variants (ratio across variants {kvs}: "
-            + ", ".join(f"{x:.2f}" for x in var_cv)
-            + ")",
+            f"variants (ratio across variants {kvs}: " + _listed(var_cv) + ")",
             "Gamma CV",
             round(by[("micro", claim_mem, top)]["max_cv"], 2),
             round(by[("monolithic", claim_mem, top)]["max_cv"], 2),
@@ -171,9 +170,9 @@ def claims(config, max_rate, max_cv, load, var, quality, sims, gpu):
                     f"SIMULATED with {gpu['kind']} per-node timings (not a real GPU server): "
                     f"max rate at >= 90% SLO, {config.sim_workers} devices, memory {claim_mem}x, "
                     f"1 variant (ratio across memory {mems}: "
-                    + ", ".join(f"{x:.2f}" for x in gpu["rate"])
+                    + _listed(gpu["rate"])
                     + f"; across variants {kvs}: "
-                    + ", ".join(f"{x:.2f}" for x in gpu["var_rate"])
+                    + _listed(gpu["var_rate"])
                     + ")",
                     "req/s",
                     round(gpu["by"][("micro", claim_mem, 1)]["max_rate"], 1),
@@ -185,9 +184,9 @@ def claims(config, max_rate, max_cv, load, var, quality, sims, gpu):
                     f"SIMULATED with {gpu['kind']} per-node timings (not a real GPU server): "
                     f"max CV at >= 90% SLO, memory {claim_mem}x, 1 variant (range "
                     f"{list(config.sim_cv_range)}; ratio across memory {mems}: "
-                    + ", ".join(f"{x:.2f}" for x in gpu["cv"])
+                    + _listed(gpu["cv"])
                     + f"; across variants {kvs}: "
-                    + ", ".join(f"{x:.2f}" for x in gpu["var_cv"])
+                    + _listed(gpu["var_cv"])
                     + ")",
                     "Gamma CV",
                     round(gpu["by"][("micro", claim_mem, 1)]["max_cv"], 2),
