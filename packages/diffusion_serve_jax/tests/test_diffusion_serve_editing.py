@@ -1,16 +1,18 @@
 """InstGenIE editing: the Pallas cache-gather attention against its reference, cached masked
 edits against full recomputation, the template store (memory + disk tier), step-level
-batching, balancing, and the HTTP editing API (aiohttp test client): submit / wait / poll,
-4xx naming the bad field, 429 when full, 503 when stopping, no accepted edit dropped."""
+batching, balancing, and the HTTP editing API (uvicorn on a localhost socket, aiohttp
+client): submit / wait / poll, 4xx naming the bad field, 429 when full, 503 when stopping,
+no accepted edit dropped."""
 
 import asyncio
+import contextlib
 import threading
 
+import aiohttp
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,6 +35,7 @@ from diffusion_serve_jax import (
     load_digits_dataset,
     make_app,
     make_schedule,
+    serve,
     weights_version,
 )
 from diffusion_serve_jax._models import ConditionEncoder
@@ -333,6 +336,17 @@ def _mask(rows=2):
     return m
 
 
+@contextlib.asynccontextmanager
+async def _client(svc):
+    """An aiohttp client session on `svc` served by uvicorn on a localhost socket."""
+    h = await serve(editor=svc)
+    try:
+        async with aiohttp.ClientSession(base_url=h.url) as client:
+            yield client
+    finally:
+        await h.close()
+
+
 async def _poll_done(client, job_id, timeout=30.0):
     for _ in range(int(timeout / 0.01)):
         r = await client.get(f"/v1/edits/{job_id}")
@@ -348,7 +362,7 @@ def test_edit_http_wait_poll_and_equal_to_direct_cached_edit(editing):
     svc = _service(editing)
 
     async def main():
-        async with TestClient(TestServer(make_app(editor=svc))) as client:
+        async with _client(svc) as client:
             r = await client.get("/v1/templates")
             assert (await r.json()) == {"templates": ["digit0"], "version": ver}
             body = {"template": "digit0", "mask": _mask().tolist(), "prompt": "a seven", "seed": 3}
@@ -393,7 +407,7 @@ def test_edit_http_bad_requests_name_the_field(editing):
     ]
 
     async def main():
-        async with TestClient(TestServer(make_app(editor=svc))) as client:
+        async with _client(svc) as client:
             for body, status, msg in bad:
                 r = await client.post("/v1/edits", json=body)
                 assert r.status == status, (body, await r.text())
@@ -417,7 +431,7 @@ def test_edit_http_429_when_full_and_every_accepted_edit_finishes(editing):
     body = {"template": "slow", "mask": _mask().tolist(), "label": 1}
 
     async def main():
-        async with TestClient(TestServer(make_app(editor=svc))) as client:
+        async with _client(svc) as client:
             accepted, refused = [], None
             for _ in range(3):
                 r = await client.post("/v1/edits", json=body)
@@ -444,7 +458,7 @@ def test_edit_http_stop_fails_inflight_explicitly_then_503(editing):
     body = {"template": "slow", "mask": _mask().tolist(), "label": 1}
 
     async def main():
-        async with TestClient(TestServer(make_app(editor=svc))) as client:
+        async with _client(svc) as client:
             ids = []
             for _ in range(2):
                 r = await client.post("/v1/edits", json=body)
@@ -458,7 +472,7 @@ def test_edit_http_stop_fails_inflight_explicitly_then_503(editing):
                 status, b = await _poll_done(client, i)
                 assert b["status"] == "failed" and "shutting down" in b["error"]
             r = await client.post("/v1/edits", json=body)
-            assert r.status == 503
+            assert r.status == 503 and "not running" in (await r.json())["error"]
             await svc.start()  # the app's cleanup stops it again
 
     asyncio.run(main())

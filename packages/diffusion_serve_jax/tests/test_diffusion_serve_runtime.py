@@ -218,6 +218,23 @@ def test_overload_gives_429_with_retry_hint_and_failures_are_explicit():
                 got = await r.json()
             assert got["status"] == "failed" and "boom" in got["error"]
         await h.close()
+        # graceful shutdown: closing the server drains the requests it accepted (202)
+        rt = ServingRuntime(_slow_catalog(), num_workers=1, buckets=(1,), max_batch=1)
+        h = await serve(rt, drain_s=10.0)
+        async with aiohttp.ClientSession() as s:
+            ids = []
+            for x in (5.0, 6.0):
+                body = {"workflow": "w", "inputs": {"x": x}}
+                async with s.post(f"{h.url}/v1/requests", json=body) as r:
+                    assert r.status == 202
+                    ids.append((await r.json())["id"])
+        closing = asyncio.create_task(h.close())
+        await asyncio.sleep(0.15)  # uvicorn has stopped listening; the lifespan drains
+        with pytest.raises(ShuttingDown):
+            rt.submit("w", {"x": 0.0})
+        await closing
+        assert [rt.get(i).status for i in ids] == ["done", "done"]
+        assert [float(rt.get(i).outputs["y"]) for i in ids] == [5.0, 6.0]
         # stopping with work in flight fails every pending request with ShuttingDown
         rt = ServingRuntime(_slow_catalog(), num_workers=1, buckets=(1,), max_batch=1)
         await rt.start()

@@ -79,6 +79,8 @@ from ._requests import Overloaded as Overloaded
 from ._requests import Request as Request
 from ._requests import ShuttingDown as ShuttingDown
 from ._runtime import ServingRuntime as ServingRuntime
+from ._seq_parallel import SequenceParallelDiT as SequenceParallelDiT
+from ._seq_parallel import sequence_parallel_specs as sequence_parallel_specs
 from ._server import ServerHandle as ServerHandle
 from ._server import make_app as make_app
 from ._server import serve as serve

@@ -69,6 +69,15 @@ class EditService:
         self._pool = concurrent.futures.ThreadPoolExecutor(1)
         self._task = asyncio.create_task(self._loop())
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests (`ShuttingDown`) and wait up to `timeout_s` seconds for the
+        accepted ones to finish; True when none is left. `stop` fails the rest."""
+        self._closing = True
+        pending = [job.future for job in self._inflight]
+        if pending and timeout_s > 0:
+            await asyncio.wait(pending, timeout=timeout_s)
+        return not self._inflight
+
     async def stop(self) -> None:
         """Stop serving; every accepted request not finished fails with `ShuttingDown`."""
         self._closing = True

@@ -2,8 +2,10 @@
 
 A batch of n requests runs at the smallest bucket >= n (rows padded by repeating the last
 one, results sliced back to n); batches above the largest bucket run in chunks. With a
-`mesh`, the batch axis is sharded over the mesh's devices (adaptive model parallelism: one
-request batch spread over several devices).
+`mesh`, the batch axis is sharded over the mesh's devices (one request batch spread over
+several devices); with `shard_batch=False` the inputs and parameters are replicated on the
+mesh and the model shards itself (e.g. `sequence_parallel_specs`: one image's tokens split
+over the devices).
 """
 
 import time
@@ -36,11 +38,12 @@ class NodeExecutor:
         *,
         buckets: Sequence[int] = (1, 2, 4, 8, 16),
         mesh: Mesh | None = None,
+        shard_batch: bool = True,
     ):
         buckets = tuple(sorted(set(int(b) for b in buckets)))
         if not buckets or buckets[0] < 1:
             raise ValueError(f"buckets: expected positive batch sizes, got {buckets}")
-        if mesh is not None:
+        if mesh is not None and shard_batch:
             n_dev = mesh.devices.size
             bad = [b for b in buckets if b % n_dev]
             if bad:
@@ -64,8 +67,8 @@ class NodeExecutor:
             rep = SingleDeviceSharding(device or jax.devices()[0])
             self._fn = jax.jit(counted)
         else:
-            shard = NamedSharding(mesh, P(mesh.axis_names[0]))
             rep = NamedSharding(mesh, P())
+            shard = NamedSharding(mesh, P(mesh.axis_names[0])) if shard_batch else rep
             self._fn = jax.jit(counted, in_shardings=(rep, shard), out_shardings=shard)
         self._rep = rep
         self._params = jax.device_put(spec.params, rep)

@@ -65,6 +65,7 @@ class RuntimeStats:
     loads: int = 0  # model (micro) or workflow-replica (mono) loads under a memory budget
     load_seconds: float = 0.0
     waits: int = 0  # times a queue held back for a fuller batch (`BatchPolicy`)
+    splits: dict = dataclasses.field(default_factory=lambda: defaultdict(int))  # per model
 
     def record(self, req: Request) -> None:
         self.requests[(req.workflow.name, req.status)] += 1
@@ -92,6 +93,9 @@ def metrics_text(stats: RuntimeStats, queue_depths: dict[str, int], inflight: in
     lines.append(f"diffusion_loads_total {stats.loads}")
     lines.append("# TYPE diffusion_batch_waits_total counter")
     lines.append(f"diffusion_batch_waits_total {stats.waits}")
+    lines.append("# TYPE diffusion_split_batches_total counter")
+    for m, n in sorted(stats.splits.items()):
+        lines.append(f'diffusion_split_batches_total{{model="{m}"}} {n}')
     lines.append("# TYPE diffusion_inflight gauge")
     lines.append(f"diffusion_inflight {inflight}")
     lines.append("# TYPE diffusion_latency_seconds histogram")

@@ -68,13 +68,19 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         loader: Callable[[str], Any] | None = None,
         load_s: Mapping[str, float] | None = None,
         batching: BatchPolicy | None = None,
+        split_executors: Mapping[str, NodeExecutor] | None = None,
     ):
         """`memory_bytes` (per worker slot) with `loader` (model name -> its params, the real
         load) and `load_s` (expected seconds per model load) makes workers hold what fits
         and load what they must (see `_memory_workers`); monolithic workers are then no
         longer pinned to one workflow. `batching` (a `BatchPolicy` whose profiles have each
         executor's buckets, e.g. from `NodeExecutor.profile`) replaces the bucket-filling
-        batches with the profile-driven policy that the simulator uses (`_batching`)."""
+        batches with the profile-driven policy that the simulator uses (`_batching`).
+        `split_executors` (micro mode, no memory budget) maps a model to a second executor
+        that splits one batch over several devices (e.g. `sequence_parallel_specs` on a
+        mesh): a worker uses it when its batch fits the split executor's largest bucket and,
+        as it starts, no other batch is running and every queue is empty (low load: the
+        other devices would idle); otherwise the plain executor (`stats.splits` counts)."""
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
         if num_workers < 1 or max_batch < 1 or queue_limit < 1:
@@ -96,6 +102,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
             if m not in self.executors:
                 self.executors[m] = NodeExecutor(catalog.models[m], buckets=buckets)
         self.replicas = self._plan_replicas(replicas, used, pinned=memory_bytes is None)
+        self.split_executors = self._check_splits(split_executors or {}, used, memory_bytes)
         self.batching, self._key_profiles = batching, {}
         if batching is not None:
             check_policy(batching, used)
@@ -156,6 +163,22 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
             )
         return {w: int(replicas[w]) for w in names}
 
+    def _check_splits(self, splits, used: list[str], memory_bytes) -> dict:
+        if splits and (self.mode != "micro" or memory_bytes is not None):
+            raise ValueError(
+                "split_executors: only for micro-serving without a memory budget, got "
+                f"mode={self.mode!r}, memory_bytes={memory_bytes}"
+            )
+        for m, ex in splits.items():
+            if m not in used:
+                raise ValueError(f"split_executors: unknown model {m!r}; served models are {used}")
+            spec = self.executors[m].spec
+            if (ex.spec.inputs, ex.spec.outputs) != (spec.inputs, spec.outputs):
+                raise ValueError(
+                    f"split_executors[{m!r}]: expected the inputs and outputs of model {m!r}"
+                )
+        return dict(splits)
+
     def memory_bytes(self) -> int:
         """Parameter bytes held: shared models once (micro) or one copy per workflow (mono)."""
         models = self.catalog.models
@@ -189,6 +212,15 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
                 for w, n in self.replicas.items()
                 for _ in range(n)
             ]
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests (`ShuttingDown`) and wait up to `timeout_s` seconds for the
+        accepted ones to finish; True when none is left. `stop` fails the rest."""
+        self._closing = True
+        pending = [r.future for r in self._inflight]
+        if pending and timeout_s > 0:
+            await asyncio.wait(pending, timeout=timeout_s)
+        return not self._inflight
 
     async def stop(self) -> None:
         """Stop the workers; every request still in flight fails with `ShuttingDown`."""

@@ -1,4 +1,4 @@
-"""The HTTP API (aiohttp) over a `ServingRuntime`.
+"""The HTTP API (Starlette, an ASGI app; `serve` runs it on uvicorn) over a `ServingRuntime`.
 
     POST /v1/requests            {"workflow", "inputs", "priority"?, "slo_ms"?, "wait"?}
                                  -> 202 {"id", "status"}; with "wait": true -> 200 with outputs
@@ -13,24 +13,31 @@ With an `EditService` (InstGenIE editing):
     GET  /v1/templates           -> template ids and the weights version of their caches
 
 Bad requests get 400/404 with a message; overload gets 429 with `Retry-After`; a stopping
-server answers 503; an accepted request that fails returns 500 with the error. Nothing that
-was accepted disappears without an answer.
+server answers 503; an accepted request that fails returns 500 with the error. Shutdown is
+graceful: uvicorn stops accepting connections and lets open ones finish, then the app's
+lifespan refuses new requests (503) and drains the accepted ones for up to `drain_s` seconds
+before stopping its services; whatever is still unfinished then fails with `ShuttingDown`.
+Nothing that was accepted disappears without an answer.
 """
 
 import asyncio
+import contextlib
 import json
 import math
+import socket
 
 import numpy as np
-from aiohttp import web
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from ._edit_service import EditJob, EditService
 from ._requests import Overloaded, Request, ShuttingDown
 from ._runtime import ServingRuntime
 from ._step_batching import EditRequest
 
-RUNTIME_KEY = web.AppKey("runtime", ServingRuntime)
-EDITOR_KEY = web.AppKey("editor", EditService)
 PROMPTS = {
     w: i
     for i, w in enumerate(
@@ -39,8 +46,29 @@ PROMPTS = {
 }
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # json.dumps directly: Starlette's JSONResponse refuses NaN, which a model output may hold
+    return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def _error(status: int, message: str, **headers: str) -> Response:
+    return _json({"error": message}, status, headers or None)
+
+
+async def _body(request: HttpRequest):
+    """The parsed JSON body; ValueError when it is not JSON."""
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError("body: expected a JSON object") from e
+
+
+def _runtime(request: HttpRequest) -> ServingRuntime | None:
+    return getattr(request.app.state, "runtime", None)
+
+
+def _editor(request: HttpRequest) -> EditService | None:
+    return getattr(request.app.state, "editor", None)
 
 
 def _encode(outputs: dict[str, np.ndarray]) -> dict:
@@ -58,12 +86,12 @@ def _describe(req: Request, *, with_outputs: bool) -> dict:
     return body
 
 
-async def _submit(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME_KEY]
+async def _submit(request: HttpRequest) -> Response:
+    rt = _runtime(request)
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "body: expected a JSON object")
+        body = await _body(request)
+    except ValueError as e:
+        return _error(400, str(e))
     if not isinstance(body, dict):
         return _error(400, f"body: expected a JSON object, got {type(body).__name__}")
     workflow = body.get("workflow")
@@ -91,7 +119,7 @@ async def _submit(request: web.Request) -> web.Response:
     )
 
 
-async def _accept(submit, *, wait, describe) -> web.Response:
+async def _accept(submit, *, wait, describe) -> Response:
     """Submit a request or edit, map refusals to 4xx/5xx, then answer 202 or wait for it.
 
     `describe(job, done)` renders the job; `done` is False when it failed or was cut off.
@@ -107,41 +135,41 @@ async def _accept(submit, *, wait, describe) -> web.Response:
     except ShuttingDown as e:
         return _error(503, str(e))
     if not wait:
-        return web.json_response({"id": job.id, "status": job.status}, status=202)
+        return _json({"id": job.id, "status": job.status}, 202)
     try:
         await asyncio.shield(job.future)
     except ShuttingDown:
-        return web.json_response(describe(job, False), status=503)
+        return _json(describe(job, False), 503)
     except Exception:  # noqa: BLE001 - the failure is in job.error
-        return web.json_response(describe(job, False), status=500)
-    return web.json_response(describe(job, True))
+        return _json(describe(job, False), 500)
+    return _json(describe(job, True))
 
 
-async def _poll(request: web.Request) -> web.Response:
-    req = request.app[RUNTIME_KEY].get(request.match_info["id"])
+async def _poll(request: HttpRequest) -> Response:
+    req = _runtime(request).get(request.path_params["id"])
     if req is None:
-        return _error(404, f"id: unknown request {request.match_info['id']!r}")
-    return web.json_response(_describe(req, with_outputs=True))
+        return _error(404, f"id: unknown request {request.path_params['id']!r}")
+    return _json(_describe(req, with_outputs=True))
 
 
-async def _stream(request: web.Request) -> web.StreamResponse:
-    req = request.app[RUNTIME_KEY].get(request.match_info["id"])
+async def _stream(request: HttpRequest) -> Response:
+    req = _runtime(request).get(request.path_params["id"])
     if req is None:
-        return _error(404, f"id: unknown request {request.match_info['id']!r}")
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
-    await resp.write((json.dumps({"id": req.id, "status": req.status}) + "\n").encode())
-    try:
-        await asyncio.shield(req.future)
-    except Exception:  # noqa: BLE001, S110 - reported in the final event
-        pass
-    await resp.write((json.dumps(_describe(req, with_outputs=True)) + "\n").encode())
-    await resp.write_eof()
-    return resp
+        return _error(404, f"id: unknown request {request.path_params['id']!r}")
+
+    async def events():
+        yield json.dumps({"id": req.id, "status": req.status}) + "\n"
+        try:
+            await asyncio.shield(req.future)
+        except Exception:  # noqa: BLE001, S110 - reported in the final event
+            pass
+        yield json.dumps(_describe(req, with_outputs=True)) + "\n"
+
+    return StreamingResponse(events(), media_type="application/x-ndjson")
 
 
-async def _workflows(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME_KEY]
+async def _workflows(request: HttpRequest) -> Response:
+    rt = _runtime(request)
     out = {}
     for name, cw in rt.catalog.workflows.items():
         wf = cw.workflow
@@ -153,11 +181,11 @@ async def _workflows(request: web.Request) -> web.Response:
             "order": list(cw.order),
             "outputs": dict(wf.outputs),
         }
-    return web.json_response(out)
+    return _json(out)
 
 
-async def _models(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME_KEY]
+async def _models(request: HttpRequest) -> Response:
+    rt = _runtime(request)
     out = {}
     for name, ex in rt.executors.items():
         spec = ex.spec
@@ -173,30 +201,29 @@ async def _models(request: web.Request) -> web.Response:
             "workflows": users,
             "param_bytes": spec.param_bytes,
         }
-    return web.json_response(out)
+    return _json(out)
 
 
-async def _healthz(request: web.Request) -> web.Response:
+async def _healthz(request: HttpRequest) -> Response:
     body: dict = {"status": "ok"}
-    if RUNTIME_KEY in request.app:
-        rt = request.app[RUNTIME_KEY]
+    if (rt := _runtime(request)) is not None:
         body.update(mode=rt.mode, queues=rt.queue_depths())
-    if EDITOR_KEY in request.app:
-        body["edit_queue"] = request.app[EDITOR_KEY].queue_depth()
-    return web.json_response(body)
+    if (ed := _editor(request)) is not None:
+        body["edit_queue"] = ed.queue_depth()
+    return _json(body)
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    text = request.app[RUNTIME_KEY].metrics_text() if RUNTIME_KEY in request.app else ""
-    if EDITOR_KEY in request.app:
-        ed = request.app[EDITOR_KEY]
+async def _metrics(request: HttpRequest) -> Response:
+    rt = _runtime(request)
+    text = rt.metrics_text() if rt is not None else ""
+    if (ed := _editor(request)) is not None:
         lines = ["# TYPE diffusion_edits_total counter"]
         for status in ("accepted", "rejected", "done", "failed"):
             lines.append(f'diffusion_edits_total{{status="{status}"}} {ed.counts[status]}')
         lines.append("# TYPE diffusion_edit_queue_depth gauge")
         lines.append(f"diffusion_edit_queue_depth {ed.queue_depth()}")
         text += "\n".join(lines) + "\n"
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 # -- editing (InstGenIE) -------------------------------------------------------------------------
@@ -250,12 +277,12 @@ def _parse_edit(body) -> EditRequest:
     return EditRequest(template, mask.astype(np.float32), label, seed)
 
 
-async def _submit_edit(request: web.Request) -> web.Response:
-    ed = request.app[EDITOR_KEY]
+async def _submit_edit(request: HttpRequest) -> Response:
+    ed = _editor(request)
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "body: expected a JSON object")
+        body = await _body(request)
+    except ValueError as e:
+        return _error(400, str(e))
     return await _accept(
         lambda: ed.submit(_parse_edit(body)),
         wait=isinstance(body, dict) and body.get("wait", False),
@@ -263,62 +290,80 @@ async def _submit_edit(request: web.Request) -> web.Response:
     )
 
 
-async def _poll_edit(request: web.Request) -> web.Response:
-    job = request.app[EDITOR_KEY].get(request.match_info["id"])
+async def _poll_edit(request: HttpRequest) -> Response:
+    job = _editor(request).get(request.path_params["id"])
     if job is None:
-        return _error(404, f"id: unknown edit {request.match_info['id']!r}")
-    return web.json_response(_describe_edit(job, with_output=True))
+        return _error(404, f"id: unknown edit {request.path_params['id']!r}")
+    return _json(_describe_edit(job, with_output=True))
 
 
-async def _templates(request: web.Request) -> web.Response:
-    ed = request.app[EDITOR_KEY]
-    return web.json_response({"templates": ed.templates, "version": ed.engine.store.version})
+async def _templates(request: HttpRequest) -> Response:
+    ed = _editor(request)
+    return _json({"templates": ed.templates, "version": ed.engine.store.version})
 
 
 def make_app(
-    runtime: ServingRuntime | None = None, *, editor: EditService | None = None
-) -> web.Application:
-    """An aiohttp application serving `runtime` (workflows) and/or `editor` (edits); starts
-    and stops them with the app."""
+    runtime: ServingRuntime | None = None,
+    *,
+    editor: EditService | None = None,
+    drain_s: float = 30.0,
+) -> Starlette:
+    """A Starlette (ASGI) application serving `runtime` (workflows) and/or `editor` (edits).
+    Its lifespan starts them, and at shutdown drains their accepted requests for up to
+    `drain_s` seconds (new ones get 503) before stopping them."""
     if runtime is None and editor is None:
         raise ValueError("runtime, editor: give at least one service to serve")
-    app = web.Application()
+    if not (drain_s >= 0 and math.isfinite(drain_s)):
+        raise ValueError(f"drain_s: expected a finite number of seconds >= 0, got {drain_s}")
+    services = [svc for svc in (runtime, editor) if svc is not None]
 
-    async def lifecycle(app: web.Application):
-        for svc in (runtime, editor):
-            if svc is not None:
-                await svc.start()
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        for svc in services:
+            await svc.start()
         yield
-        for svc in (editor, runtime):
-            if svc is not None:
-                await svc.stop()
+        await asyncio.gather(*(svc.drain(drain_s) for svc in services))
+        for svc in reversed(services):
+            await svc.stop()
 
-    app.cleanup_ctx.append(lifecycle)
+    routes = []
     if runtime is not None:
-        app[RUNTIME_KEY] = runtime
-        app.router.add_post("/v1/requests", _submit)
-        app.router.add_get("/v1/requests/{id}", _poll)
-        app.router.add_get("/v1/requests/{id}/stream", _stream)
-        app.router.add_get("/v1/workflows", _workflows)
-        app.router.add_get("/v1/models", _models)
+        routes += [
+            Route("/v1/requests", _submit, methods=["POST"]),
+            Route("/v1/requests/{id}", _poll),
+            Route("/v1/requests/{id}/stream", _stream),
+            Route("/v1/workflows", _workflows),
+            Route("/v1/models", _models),
+        ]
     if editor is not None:
-        app[EDITOR_KEY] = editor
-        app.router.add_post("/v1/edits", _submit_edit)
-        app.router.add_get("/v1/edits/{id}", _poll_edit)
-        app.router.add_get("/v1/templates", _templates)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
+        routes += [
+            Route("/v1/edits", _submit_edit, methods=["POST"]),
+            Route("/v1/edits/{id}", _poll_edit),
+            Route("/v1/templates", _templates),
+        ]
+    routes += [Route("/healthz", _healthz), Route("/metrics", _metrics)]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime, app.state.editor = runtime, editor
     return app
 
 
-class ServerHandle:
-    """A running localhost server (for tests, benchmarks and the load experiment)."""
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the caller's event loop: signals stay the caller's to handle."""
 
-    def __init__(self, runner: web.AppRunner, url: str):
-        self.runner, self.url = runner, url
+    def capture_signals(self):
+        return contextlib.nullcontext()
+
+
+class ServerHandle:
+    """A running localhost uvicorn server (for tests, benchmarks and the load experiment)."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task, url: str):
+        self.server, self.task, self.url = server, task, url
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        """Graceful shutdown: stop accepting, finish open connections, drain, stop."""
+        self.server.should_exit = True
+        await self.task
 
 
 async def serve(
@@ -327,11 +372,30 @@ async def serve(
     editor: EditService | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    drain_s: float = 30.0,
 ) -> ServerHandle:
-    """Start the HTTP server in the running event loop; port 0 picks a free port."""
-    runner = web.AppRunner(make_app(runtime, editor=editor), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    sock = site._server.sockets[0]  # noqa: SLF001 - the bound port when port=0
-    return ServerHandle(runner, f"http://{host}:{sock.getsockname()[1]}")
+    """Start uvicorn serving `make_app(runtime, editor=..., drain_s=...)` in the running event
+    loop, on a real socket; port 0 picks a free port. Returns once the app has started."""
+    app = make_app(runtime, editor=editor, drain_s=drain_s)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        http="h11",
+        ws="none",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=drain_s,
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():  # startup failed: re-raise its error
+            sock.close()
+            await task
+            raise RuntimeError("uvicorn exited during startup")
+        await asyncio.sleep(0.005)
+    return ServerHandle(server, task, f"http://{host}:{sock.getsockname()[1]}")

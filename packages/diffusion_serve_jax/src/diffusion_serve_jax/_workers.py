@@ -2,10 +2,11 @@
 
 Micro-serving: any worker picks the model whose queue head is most urgent (among queues that
 are ready to give a batch), takes a batch from every workflow that uses it and releases the
-items' successor nodes. Monolithic: each worker belongs to one workflow and runs its whole DAG
-for a batch of that workflow's requests. How many rows a batch holds, and whether a queue waits
-for more, is `_batching.Planner` (the simulator's policy too); a waiting queue arms a timer
-that wakes the workers when its wait runs out.
+items' successor nodes (with a split executor for the model, a lone batch at low load runs
+split over several devices: `_executor_for`). Monolithic: each worker belongs to one
+workflow and runs its whole DAG for a batch of that workflow's requests. How many rows a
+batch holds, and whether a queue waits for more, is `_batching.Planner` (the simulator's
+policy too); a waiting queue arms a timer that wakes the workers when its wait runs out.
 """
 
 import asyncio
@@ -109,14 +110,15 @@ class ModelWorkers:
             for req, _ in items:
                 req.status = "running"
             self._active[model] += 1
+            ex = self._executor_for(model, len(items))
             t0 = time.perf_counter()
             try:
                 batch = self._gather(model, items)
                 if self._inline(model):
-                    outs = self.executors[model].run(batch)
+                    outs = ex.run(batch)
                     await asyncio.sleep(0)  # let the loop serve others between inline calls
                 else:
-                    outs = await loop.run_in_executor(self._pool, self.executors[model].run, batch)
+                    outs = await loop.run_in_executor(self._pool, ex.run, batch)
             except asyncio.CancelledError as e:
                 self._fail_batch([req for req, _ in items], "", e)
                 raise
@@ -126,8 +128,23 @@ class ModelWorkers:
             finally:
                 self._active[model] -= 1
                 self._wake.set()
-            self._note_time(model, time.perf_counter() - t0)
+            if ex is self.executors[model]:  # the EWMA (admission, inlining) stays unsplit
+                self._note_time(model, time.perf_counter() - t0)
             self._complete_micro(model, items, outs)
+
+    def _executor_for(self, model: str, rows: int):
+        """The split executor at low load: the batch fits it, it is the only batch running
+        (this worker's own count is already in `_active`) and nothing else is queued."""
+        split = self.split_executors.get(model)
+        if (
+            split is None
+            or rows > split.buckets[-1]
+            or sum(self._active.values()) > 1
+            or any(self._queues.values())
+        ):
+            return self.executors[model]
+        self.stats.splits[model] += 1
+        return split
 
     def _complete_micro(self, model: str, items, outs: dict[str, np.ndarray]) -> None:
         """Store a model batch's outputs and release each request's successor nodes."""
