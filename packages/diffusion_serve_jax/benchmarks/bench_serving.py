@@ -6,18 +6,29 @@
 2. Per-node throughput through the runtime vs calling the jitted executor directly (ratio).
 3. Masked edit step vs full step across mask ratios on a 256-token DiT (InstGenIE), the cache
    bytes per template, and the share of cache loading hidden behind compute by prefetching.
+4. Adaptive parallelism within one request: a lone request's latency with its DiT split by
+   tokens over 2 and 8 devices (`sequence_parallel_specs`) vs unsplit on one device. The
+   devices are XLA's simulated CPU devices (this script asks for 8 before importing JAX);
+   on a 2-core machine they share two cores, so a split cannot be faster than 2x at best
+   and pays its all-gathers and per-device dispatch.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import time
 
-import jax
-import numpy as np
-from flax import nnx
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
 
-import diffusion_serve_jax as ds
+import jax  # noqa: E402 - after XLA_FLAGS
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import diffusion_serve_jax as ds  # noqa: E402
 
 
 def _median_time(fn, repeats=7):
@@ -213,16 +224,51 @@ def bench_overlap():
     return out
 
 
+def bench_split(repeats=7):
+    """Lone-request latency: the zoo's denoiser node (one DDIM sample, batch 1) and one
+    forward of a 256-token DiT (batch 2 = the guidance pair), unsplit vs split by tokens."""
+    out = {"devices_available": jax.device_count()}
+    zoo = ds.init_zoo(ds.ZooConfig(sample_steps=20), key=jax.random.key(0))
+    base = next(s for s in ds.zoo_model_specs(zoo) if s.name == "denoiser")
+    node = "denoiser node (16 tokens, width 64, depth 3, 20 DDIM steps, batch 1)"
+    fwd = "DiT forward (256 tokens, width 192, depth 6, batch 2)"
+    one = ds.NodeExecutor(base, buckets=(1,))
+    batch = one.example_batch(1)
+    big = ds.DiT(image_size=32, width=192, depth=6, heads=6, cond_dim=192, rngs=nnx.Rngs(0))
+    x, t = np.ones((2, 32, 32), np.float32), np.zeros(2, np.int32)
+    c = np.ones((2, 192), np.float32)
+    calls = {node: {1: lambda: one.run(batch)}, fwd: {1: _ready(jax.jit(big), x, t, c)}}
+    for n in (2, 8):
+        if n > jax.device_count():
+            continue
+        mesh = jax.make_mesh((n,), ("seq",), devices=jax.devices()[:n])
+        spec = next(s for s in ds.sequence_parallel_specs(zoo, mesh) if s.name == "denoiser")
+        ex = ds.NodeExecutor(spec, buckets=(1,), mesh=mesh, shard_batch=False)
+        calls[node][n] = lambda ex=ex: ex.run(batch)
+        calls[fwd][n] = _ready(jax.jit(ds.SequenceParallelDiT(big, mesh)), x, t, c)
+    for name, fns in calls.items():
+        ms = {n: 1e3 * _median_time(f, repeats) for n, f in fns.items()}
+        out[name] = {f"{n}_devices_ms": v for n, v in ms.items()} | {
+            f"speedup_{n}": ms[1] / v for n, v in ms.items() if n > 1
+        }
+    return out
+
+
+def _ready(f, *args):
+    return lambda: jax.block_until_ready(f(*args))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/bench_diffusion_serve.json")
-    ap.add_argument("--only", default="scheduler,node_throughput,masked_step,overlap")
+    ap.add_argument("--only", default="scheduler,node_throughput,masked_step,overlap,split")
     args = ap.parse_args()
     benches = {
         "scheduler": bench_scheduler,
         "node_throughput": bench_node_throughput,
         "masked_step": bench_masked_step,
         "overlap": bench_overlap,
+        "split": bench_split,
     }
     res = {k: benches[k]() for k in args.only.split(",")}
     with open(args.out, "w") as f:
@@ -248,6 +294,12 @@ def main():
             f"denoiser throughput served/direct: {t['ratio']:.2f} "
             f"({t['served_rows_per_s']:.0f} vs {t['direct_rows_per_s']:.0f} rows/s)"
         )
+    for name, r in res.get("split", {}).items():
+        if name == "devices_available":
+            continue
+        ms = ", ".join(f"{k.split('_')[0]} devices {v:.2f} ms" for k, v in r.items() if "ms" in k)
+        ups = ", ".join(f"x{k.split('_')[1]} {v:.2f}" for k, v in r.items() if "speedup" in k)
+        print(f"lone request, {name}: {ms}; speed-up {ups}")
     if "masked_step" not in res:
         return
     print("mask ratio | full ms | masked ms | speed-up | cache load ms")

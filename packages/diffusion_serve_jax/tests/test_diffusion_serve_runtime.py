@@ -25,6 +25,7 @@ from diffusion_serve_jax import (
     init_zoo,
     on_off_arrivals,
     run_open_loop,
+    sequence_parallel_specs,
     serve,
     slo_attainment,
     synthetic_trace,
@@ -36,8 +37,16 @@ CFG = ZooConfig(width=16, depth=1, heads=2, num_timesteps=10, sample_steps=2)
 
 
 @pytest.fixture(scope="module")
-def zoo_setup():
-    cat = zoo_catalog(init_zoo(CFG, key=jax.random.key(0)))
+def zoo():
+    z = init_zoo(CFG, key=jax.random.key(0))
+    out = z.diffusion.dit.out.kernel  # zero-initialised: make the denoiser's output non-trivial
+    out[...] = 0.1 * jax.random.normal(jax.random.key(1), out.shape)
+    return z
+
+
+@pytest.fixture(scope="module")
+def zoo_setup(zoo):
+    cat = zoo_catalog(zoo)
     used = sorted({n.model for w in cat.workflows.values() for n in w.workflow.nodes})
     execs = {m: NodeExecutor(cat.models[m], buckets=(4,)) for m in used}
     return cat, execs
@@ -251,8 +260,42 @@ def test_overload_gives_429_with_retry_hint_and_failures_are_explicit():
     asyncio.run(main())
 
 
+def test_a_lone_request_runs_split_over_devices_a_burst_does_not(zoo, zoo_setup):
+    """Low load: the denoiser batch of a lone request, with nothing else queued or running,
+    runs on the sequence-parallel executor (8 devices); a burst's 4-row batch does not."""
+    cat, execs = zoo_setup
+    mesh = jax.make_mesh((8,), ("seq",))
+    spec = next(s for s in sequence_parallel_specs(zoo, mesh) if s.name == "denoiser")
+    split = {"denoiser": NodeExecutor(spec, buckets=(1,), mesh=mesh, shard_batch=False)}
+
+    async def main():
+        rt = ServingRuntime(cat, num_workers=2, executors=execs, split_executors=split)
+        await rt.start()
+        lone = await rt.submit("t2i", _inputs("t2i", 1)).future
+        after_lone = dict(rt.stats.splits)
+        burst = [rt.submit("t2i", _inputs("t2i", i)) for i in range(4)]
+        outs = [await r.future for r in burst]
+        await rt.stop()
+        return lone, after_lone, outs, rt
+
+    lone, after_lone, outs, rt = asyncio.run(main())
+    assert after_lone == {"denoiser": 1} and dict(rt.stats.splits) == {"denoiser": 1}
+    assert rt.stats.batches["denoiser"] == 2
+    assert 'diffusion_split_batches_total{model="denoiser"} 1' in rt.metrics_text()
+    for i, out in [(1, lone)] + list(enumerate(outs)):
+        want = _direct(cat, "t2i", _inputs("t2i", i))["image"]
+        assert np.abs(want).max() > 0.1
+        np.testing.assert_allclose(out["image"], want, rtol=1e-4, atol=1e-5)
+
+
 def test_runtime_config_errors(zoo_setup):
     cat, execs = zoo_setup
+    with pytest.raises(ValueError, match="split_executors: only for micro-serving"):
+        ServingRuntime(
+            cat, mode="monolithic", num_workers=4, executors=execs, split_executors=execs
+        )
+    with pytest.raises(ValueError, match=r"split_executors\['encoder'\]: expected the inputs"):
+        ServingRuntime(cat, executors=execs, split_executors={"encoder": execs["denoiser"]})
     with pytest.raises(ValueError, match="mode"):
         ServingRuntime(cat, mode="lego", executors=execs)
     with pytest.raises(ValueError, match="num_workers: monolithic serving needs"):
