@@ -101,10 +101,13 @@ def editing():
     dit = DiT(width=16, depth=2, heads=2, cond_dim=16, rngs=rngs)
     enc = ConditionEncoder(dim=16, rngs=rngs)
     # give the zero-initialised output/modulation layers weights so the test is not trivial
-    st_ = nnx.state(dit)
-    nnx.update(
-        dit, jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(5), a.shape), st_)
+    # (one jitted program: eagerly, each leaf shape would compile its own random draw)
+    perturb = jax.jit(
+        lambda st_: jax.tree.map(
+            lambda a: a + 0.1 * jax.random.normal(jax.random.key(5), a.shape), st_
+        )
     )
+    nnx.update(dit, perturb(nnx.state(dit)))
     x, y = load_digits_dataset()
     ver = weights_version(nnx.state(dit))
     cache = build_template_cache(

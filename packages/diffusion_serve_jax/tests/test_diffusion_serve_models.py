@@ -92,7 +92,9 @@ def test_training_checkpoint_restore_continues_identically(tmp_path):
     tr = diffusion_trainer(gd, SCHED, batch_size=8)
     data = _data()
     key = jax.random.key(3)
-    state, losses = fit(tr, tr.init(params), data, 3, key=key)
+    # committed like the update's outputs and orbax's restore, so every call hits one compile
+    state0 = jax.device_put(tr.init(params), jax.devices()[0])
+    state, losses = fit(tr, state0, data, 3, key=key)
     assert len(losses) == 3 and all(np.isfinite(losses))
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.params, params)
     assert max(jax.tree.leaves(moved)) > 0  # the jitted update applied real gradients
