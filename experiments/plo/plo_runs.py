@@ -52,6 +52,7 @@ def run_task(config, task, workdir):
         shared_critic=config.shared_critic,
         shuffle=config.shuffle,
         batched_values=config.batched_values,
+        surrogate_batch=config.surrogate_batch,
     )
     controller = srl.switch([CONTROLLERS[m](config) for m in config.methods])
     trainer = srl.make_trainer(env, controller, ppo)

@@ -12,7 +12,9 @@ normalisation. Ours is `trainer.run` (one `lax.scan` over iterations, state dona
 DEFAULT configuration (`PPOConfig` defaults: separate reward and cost critics, minibatches of
 whole per-env unrolls, critic once after the unroll) with a velocity cost on the cart
 (`1[|cart velocity| > 1]`), the cost GAE and a multiplier controller (PID Lagrangian, and PLO,
-which also computes the surrogate-gradient products once per iteration); brax's is
+which also computes the surrogate-gradient products once per iteration, by default from the
+first minibatch's environments; the other estimate, `surrogate_batch="full"`, is timed beside
+it); brax's is
 `brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`).
 
 Interleaved timing: every trainer is compiled first; then, after each of brax's training
@@ -208,6 +210,11 @@ def main():
     callbacks, compile_cpu = {}, {}
     variants = [("ours, PID Lagrangian", srl.pid_lagrangian(), {})]
     variants.append(("ours, PLO", srl.plo(horizon=5), {}))
+    # PLO with the other estimate of its gradient products (full batch vs one minibatch)
+    other = "full" if srl.PPOConfig().surrogate_batch == "minibatch" else "minibatch"
+    variants.append(
+        (f"ours, PLO, {other} products", srl.plo(horizon=5), {"surrogate_batch": other})
+    )
     if args.ablate:
         jac = {"surrogate_gradients": "jacrev"}
         variants.append(("ours, PLO, jacrev grads", srl.plo(horizon=5), jac))

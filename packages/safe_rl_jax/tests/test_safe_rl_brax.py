@@ -55,9 +55,14 @@ def test_brax_velocity_cost_under_jit_matches_the_dynamics():
 
 def test_brax_env_trains_with_the_constrained_learner():
     env = _fast_env()
-    cfg = srl.PPOConfig(num_envs=4, num_epochs=1, num_minibatches=2, hidden=(8,))
+    # (with the one-MLP reward + cost critic option, so a trainer exercises it)
+    cfg = srl.PPOConfig(
+        num_envs=4, num_epochs=1, num_minibatches=2, hidden=(8,), shared_critic=True
+    )
     trainer = srl.make_trainer(env, srl.lagrangian(0.5), cfg)
     state = trainer.init(jax.random.key(1), 1.0)
+    assert "cost_value" not in state.params
+    assert state.params["value"]["head"]["kernel"].shape[1] == 2
     state, m = jax.jit(lambda s: trainer.run(s, 2))(state)
     assert m["episode_cost"].shape == (2, 1)
     assert bool(jnp.all(jnp.isfinite(m["episode_return"])))

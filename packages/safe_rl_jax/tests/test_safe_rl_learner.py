@@ -11,13 +11,13 @@ from testkit import assert_trees_close
 ENV = srl.PointGoalHazards(episode_length=8)
 CFG = srl.PPOConfig(num_envs=8, num_epochs=1, num_minibatches=2, hidden=(8,), learning_rate=1e-2)
 TRAINER = srl.make_trainer(ENV, srl.pid_lagrangian(kp=1.0, ki=0.5), CFG)
-RUN2 = jax.jit(TRAINER.run, static_argnums=1)
+RUN1 = jax.jit(lambda s: TRAINER.run(s, 1))
 
 
 def test_run_is_compiled_and_updates_params_and_multiplier():
     st = TRAINER.init(jax.random.key(0), 0.0)
-    out, m = RUN2(st, 2)
-    assert m["episode_cost"].shape == (2, 1) and m["lam"].shape == (2, 1)
+    out, m = RUN1(RUN1(st)[0])
+    assert m["episode_cost"].shape == (1, 1) and m["lam"].shape == (1, 1)
     assert int(out.iteration) == 2
     diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), out.params, st.params)
     assert max(jax.tree.leaves(diff)) > 0
@@ -29,20 +29,23 @@ def test_vmap_over_seeds_and_limits_equals_separate_runs():
     limits = jnp.array([0.0, 5.0])
     states = jax.vmap(TRAINER.init)(keys, limits)
     batched, mb = jax.jit(jax.vmap(lambda s: TRAINER.run(s, 2)))(states)
-    for i in range(2):
-        single, ms = RUN2(TRAINER.init(keys[i], limits[i]), 2)
+    for i in range(2):  # two single iterations == one scan of two (the state carries the key)
+        first, m1 = RUN1(TRAINER.init(keys[i], limits[i]))
+        single, m2 = RUN1(first)
+        ms = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), m1, m2)
         assert_trees_close(jax.tree.map(lambda x, i=i: x[i], mb), ms, rtol=1e-4, atol=1e-5)
+        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     st = TRAINER.init(jax.random.key(2), 1.0)
-    straight, _ = RUN2(st, 2)
-    half, _ = RUN2(st, 1)
+    half, _ = RUN1(st)
+    straight, _ = RUN1(half)
     with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
         mngr.save(1, args=ocp.args.StandardSave(half))
         mngr.wait_until_finished()
         restored = mngr.restore(1, args=ocp.args.StandardRestore(jax.eval_shape(lambda: half)))
-    resumed, _ = RUN2(restored, 1)
+    resumed, _ = RUN1(restored)
     assert_trees_close(resumed, straight)
 
 
@@ -53,8 +56,8 @@ def test_sharded_envs_equal_single_device():
     mesh = jax.make_mesh((8,), ("envs",), axis_types=auto)
     sharded = srl.make_trainer(ENV, srl.pid_lagrangian(kp=1.0, ki=0.5), CFG, mesh=mesh)
     st = TRAINER.init(jax.random.key(3), 0.0)
-    a, ma = RUN2(st, 1)
-    b, mb = jax.jit(sharded.run, static_argnums=1)(st, 1)
+    a, ma = RUN1(st)
+    b, mb = jax.jit(lambda s: sharded.run(s, 1))(st)
     assert_trees_close(ma, mb, rtol=1e-4, atol=1e-5)
     assert_trees_close(a.params, b.params, rtol=1e-3, atol=1e-5)
 
@@ -87,22 +90,6 @@ def test_bad_learner_arguments_raise():
         srl.constraint_curve_stats(jnp.array([1.0]), jnp.float32(1.0))
 
 
-def test_env_shuffle_with_shared_critic_matches_transition_shuffle_on_one_minibatch():
-    # One minibatch = the whole batch, whose loss is invariant to the row order: shuffling
-    # whole unrolls ("envs") must then give the same update as shuffling transitions; a
-    # misaligned reshape (observations paired with another row's advantages) would not.
-    cfg = CFG._replace(num_minibatches=1, shared_critic=True)
-    outs, plo = [], srl.plo(horizon=2, solver_steps=3)
-    for shuffle in ("transitions", "envs"):
-        tr = srl.make_trainer(ENV, plo, cfg._replace(shuffle=shuffle))
-        st = tr.init(jax.random.key(3), 0.5)
-        assert "cost_value" not in st.params and st.params["value"]["head"]["kernel"].shape[1] == 2
-        outs.append(jax.jit(tr.step)(st))
-    assert_trees_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
-    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), outs[1][0].params, st.params)
-    assert max(jax.tree.leaves(diff)) > 0
-
-
 def test_shared_critic_values_split_the_heads():
     agent = srl.Agent(4, 2, 3, hidden=(8,), shared_critic=True, rngs=nnx.Rngs(0))
     obs = jax.random.normal(jax.random.key(0), (5, 4))
@@ -111,11 +98,26 @@ def test_shared_critic_values_split_the_heads():
     assert v.shape == (5,) and vc.shape == (5, 3)
     np.testing.assert_array_equal(v, out[:, 0])
     np.testing.assert_array_equal(vc, out[:, 1:])
+    # The index-conditioned cost critic (first layer split into obs and index parts) equals
+    # its MLP on concat(obs, y) for every slot.
+    gd, params = nnx.split(srl.Agent(4, 2, 3, index_dim=2, hidden=(8, 8), rngs=nnx.Rngs(1)))
+    ys = jax.random.uniform(jax.random.key(2), (3, 2))
+
+    @jax.jit
+    def both(params, obs, ys):
+        model = nnx.merge(gd, params)
+        pairs = jnp.concatenate([jnp.repeat(obs, 3, 0), jnp.tile(ys, (5, 1))], -1)
+        return model.values(obs, ys)[1], model.cost_value.net(pairs)[:, 0].reshape(5, 3)
+
+    vc, expect = both(params, obs, ys)
+    np.testing.assert_allclose(vc, expect, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_shuffle_and_shared_critic_arguments_raise():
     with pytest.raises(ValueError, match="shuffle"):
         srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="steps"))
+    with pytest.raises(ValueError, match="surrogate_batch"):
+        srl.make_trainer(ENV, srl.plo(), CFG._replace(surrogate_batch="half"))
     with pytest.raises(ValueError, match="num_minibatches"):
         srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="envs", num_minibatches=3))
     with pytest.raises(ValueError, match="shared_critic"):
@@ -123,19 +125,28 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
 
 
 def test_default_fast_paths_match_reference_paths():
-    # Defaults: critic once after the unroll (+ one fused GAE scan) and PLO's gradient
-    # products by the hand-written backward pass on the rollout's activations. Reference: the
-    # critic inside the unroll and one jacrev of the surrogates. Same estimator, same random
-    # stream: the PLO step must match (and PLO's signal must be non-trivial).
+    # Fast paths (defaults): minibatches of whole per-env unrolls, the critic once after the
+    # unroll (+ one fused GAE scan), PLO's gradient products by the hand-written backward pass
+    # on the rollout's activations. References: shuffled single transitions, the critic inside
+    # the unroll, one jacrev of the surrogates. With one minibatch (whose loss is invariant to
+    # the row order) the PLO step must match: a misaligned reshape, GAE or product would not.
+    # With two minibatches and products from the first minibatch's environments, the fast and
+    # reference products must match each other and differ from the full batch's.
     ctrl, outs = srl.plo(horizon=2, solver_steps=5), []
     ref = dict(batched_values=False, surrogate_gradients="jacrev")
-    for over in (ref, {}):
+    one = dict(num_minibatches=1)
+    sub = dict(num_minibatches=2, surrogate_batch="minibatch")
+    for over in (dict(ref, shuffle="transitions", **one), one, dict(ref, **sub), sub):
         tr = srl.make_trainer(ENV, ctrl, CFG._replace(hidden=(8, 8), **over))
         st = tr.init(jax.random.key(4), 0.5)
         outs.append(jax.jit(tr.step)(st))
     assert_trees_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
-    m = outs[1][1]
-    assert float(jnp.abs(m["reward_dot"][0])) > 0
-    assert float(m["lam"][0]) >= 0 and bool(jnp.isfinite(m["lam"][0]))
-    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), outs[1][0].params, st.params)
-    assert min(jax.tree.leaves(diff)) > 0  # every parameter (both critics included) moved
+    assert_trees_close(outs[2], outs[3], rtol=1e-4, atol=1e-6)
+    full, m = outs[1][1], outs[3][1]
+    assert float(jnp.abs(full["reward_dot"][0])) > 0
+    assert float(full["lam"][0]) >= 0 and bool(jnp.isfinite(full["lam"][0]))
+    np.testing.assert_array_equal(m["episode_cost"], full["episode_cost"])  # same rollout
+    assert abs(float(m["reward_dot"][0] - full["reward_dot"][0])) > 1e-6  # a strict subset
+    for new in (outs[1][0], outs[3][0]):
+        diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, st.params)
+        assert min(jax.tree.leaves(diff)) > 0  # every parameter (both critics included) moved

@@ -62,6 +62,11 @@ class PPOConfig(NamedTuple):
     # rollout's hidden activations, or "jacrev", one `jax.jacrev` of the surrogates (the
     # reference). Equal up to float rounding.
     surrogate_gradients: str = "manual"
+    # Which transitions estimate PLO's gradient products: "full", the whole batch, or
+    # "minibatch", the unrolls of the first num_envs // num_minibatches environments (one PPO
+    # minibatch's worth of whole unrolls; the environments are i.i.d., so this is a random
+    # subset of the batch): a quarter of the products' cost at the default 4 minibatches.
+    surrogate_batch: str = "full"
 
 
 class TrainState(NamedTuple):
@@ -136,6 +141,11 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.surrogate_gradients: expected 'manual' or 'jacrev', "
             f"got {config.surrogate_gradients!r}"
         )
+    if config.surrogate_batch not in ("full", "minibatch"):
+        raise ValueError(
+            "config.surrogate_batch: expected 'full' or 'minibatch', "
+            f"got {config.surrogate_batch!r}"
+        )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
 
@@ -208,6 +218,8 @@ def make_trainer(
     tx = optax.multi_transform({"actor": opt(), "critic": opt()}, labels)
     T, B = env.episode_length, config.num_envs
     keep_features = controller.uses_gradients and config.surrogate_gradients == "manual"
+    # environments whose transitions estimate PLO's gradient products (the first ones)
+    B_grad = B if config.surrogate_batch == "full" else B // config.num_minibatches
 
     def shard(x, axis):
         if mesh is None:
@@ -263,6 +275,7 @@ def make_trainer(
                 feats = policy_features(model, st.obs)
                 mean = model.policy.head(feats[-1])
                 log_std = jnp.broadcast_to(model.log_std[...], mean.shape)
+                feats = [f[:B_grad] for f in feats]
             else:
                 feats, (mean, log_std) = None, model.dist(st.obs)
             a = sample_action(mean, log_std, key=k)
@@ -367,7 +380,7 @@ def make_trainer(
         ep_return = jnp.mean(jnp.sum(traj.reward, 0))
         ep_cost = jnp.mean(jnp.sum(traj.cost, 0), 0)
         if controller.uses_gradients:
-            args = (traj.obs, traj.action, traj.valid, adv_r, adv_c)
+            args = tuple(x[:, :B_grad] for x in (traj.obs, traj.action, traj.valid, adv_r, adv_c))
             if config.surrogate_gradients == "jacrev":
                 rdot, gram = surrogate_products_reference(graphdef, state.params, *args)
             else:

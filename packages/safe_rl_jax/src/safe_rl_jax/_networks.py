@@ -47,10 +47,22 @@ class CostCritic(nnx.Module):
     ) -> Float[Array, "... costs"]:
         if self.index_dim == 0:
             return self.net(obs)
-        k = index.shape[0]
-        o = jnp.broadcast_to(obs[..., None, :], (*obs.shape[:-1], k, obs.shape[-1]))
-        y = jnp.broadcast_to(index, (*obs.shape[:-1], k, index.shape[-1]))
-        return self.net(jnp.concatenate([o, y], axis=-1))[..., 0]
+        if not self.net.layers:  # no hidden layer: the linear head on concat(obs, y)
+            k = index.shape[0]
+            o = jnp.broadcast_to(obs[..., None, :], (*obs.shape[:-1], k, obs.shape[-1]))
+            y = jnp.broadcast_to(index, (*obs.shape[:-1], k, index.shape[-1]))
+            return self.net.head(jnp.concatenate([o, y], axis=-1))[..., 0]
+        # First layer of net(concat(obs, y)) split as obs @ W_o + y @ W_y + b: the obs part
+        # once per observation, the index part once per slot, broadcast over [..., k]
+        # (the same function as the concatenated input, without k copies of every obs).
+        first, n = self.net.layers[0], obs.shape[-1]
+        kernel = first.kernel[...]
+        per_slot = index @ kernel[n:] + first.bias[...][None]  # [k, hidden]
+        per_slot = per_slot.reshape((1,) * (obs.ndim - 1) + per_slot.shape)
+        x = jnp.tanh((obs @ kernel[:n])[..., None, :] + per_slot)
+        for layer in self.net.layers[1:]:
+            x = jnp.tanh(layer(x))
+        return self.net.head(x)[..., 0]
 
 
 class Agent(nnx.Module):
