@@ -134,6 +134,7 @@ def make_models(config, cond_channels: int = 1):
             trunk_depth=config.get("trunk_depth", 0),
             fuse_features=config.get("fuse_features", False),
             gate_upsample=config.get("gate_upsample", "nearest"),
+            gate_local_norm=config.get("gate_local_norm", 0),
             scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
         ),

@@ -162,7 +162,7 @@ def test_sharded_student_step_equals_single_device_and_grads_reach_every_paramet
     assert np.isfinite(float(m1["loss"])) and float(m1["loss_feat"]) > 0
     # grad flows into the student and the feature adapters: every leaf moved
     before = {"student": sp, "adapters": ap}
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()) > 0, s1.params, before)
+    moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)), s1.params, before)
     assert all(jax.tree.leaves(moved))
     with pytest.raises(ValueError, match="batch"):
         sharded.update(sharded.init(sp, ap), tp, tp, batch(b=4), jax.random.key(1))

@@ -19,12 +19,15 @@ SCH = msr.cosine_schedule()
 H = 16
 
 
-def tiny_moe(seed=0):
+def tiny_moe(seed=0, trunk_depth=1):
+    """3 expert heads on a one-block shared trunk (the experiment's architecture);
+    `trunk_depth=0`: 3 independent one-block expert denoisers."""
     return msr.init_fast(
         lambda: msr.MoEDiffSR(
             1,
             expert_width=4,
-            expert_depth=1,
+            expert_depth=1 - trunk_depth,
+            trunk_depth=trunk_depth,
             feature_dim=8,
             patch_sizes=(4, 8),
             emb_dim=8,
@@ -63,7 +66,7 @@ def test_aggregate_matches_reference_and_gate_is_a_distribution(seed):
 
 
 def test_moe_forward_shapes_and_token_level_gate():
-    model = tiny_moe()
+    model = tiny_moe(trunk_depth=0)
     b = tiny_batch(b=2)
     agg, outs, gate = model.forward_all(b.x0, b.cond, jnp.array([0.3, 0.8]))
     assert agg.shape == (2, H, H, 1) and outs.shape == (2, H, H, 3) and gate.shape == (2, 4, 4, 3)
@@ -197,7 +200,7 @@ def test_jit_grad_step_and_sharded_training_equals_single_device():
         s2, m2 = sharded.update(s2, batch, jax.random.key(i))
     assert_trees_close(s2.params, s1.params, rtol=2e-4, atol=2e-5)
     moved = [
-        bool(jnp.any(a != b))
+        bool(np.any(np.asarray(a) != np.asarray(b)))
         for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(params), strict=True)
     ]
     assert all(moved)  # gradients reach every parameter
@@ -238,22 +241,15 @@ def test_training_reduces_loss_and_sampling_returns_finite_residuals():
         losses.append(float(m["loss"]))
     assert losses[-1] < losses[0]
     moved = [
-        bool(jnp.any(a != b))
+        bool(np.any(np.asarray(a) != np.asarray(b)))
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True)
     ]
     assert sum(moved) > 0.9 * len(moved)  # MoE gradients reach (almost) every parameter
     gd, _ = nnx.split(tiny_moe())
-    for sampler in ("ddim", "ode"):
-        r = msr.sample_residual(
-            gd,
-            state.params,
-            batch.cond[:2],
-            key=jax.random.key(0),
-            schedule=SCH,
-            sampler=sampler,
-            num_steps=2,
-        )
-        assert r.shape == (2, H, H, 1) and bool(jnp.all(jnp.isfinite(r)))
+    r = msr.sample_residual(
+        gd, state.params, batch.cond[:2], key=jax.random.key(0), schedule=SCH, num_steps=2
+    )
+    assert r.shape == (2, H, H, 1) and bool(jnp.all(jnp.isfinite(r)))
     with pytest.raises(ValueError, match="sampler"):
         msr.sample_residual(
             gd, state.params, batch.cond, key=jax.random.key(0), schedule=SCH, sampler="euler"
@@ -295,7 +291,8 @@ def test_scaled_input_ignores_the_noise_at_t_one():
 
 def test_sample_averaging_keeps_images_apart():
     """x0-network returning its conditioning: any number of averaged samples gives it back
-    image by image (a wrong reshape would mix the batch); bad counts raise."""
+    image by image (a wrong reshape would mix the batch), and so do the DDPM and ODE
+    samplers; bad counts raise."""
 
     class Echo(nnx.Module):
         def __call__(self, x_t, cond, alpha_bar):
@@ -314,6 +311,18 @@ def test_sample_averaging_keeps_images_apart():
         num_samples=4,
     )
     assert_trees_close(out, cond, rtol=1e-6)
+    for sampler in ("ddpm", "ode"):  # every sampler ends on the network's x0 estimate
+        out = msr.sample_residual(
+            gd,
+            params,
+            cond,
+            key=jax.random.key(0),
+            schedule=SCH,
+            sampler=sampler,
+            num_steps=2,
+            parameterisation="x0",
+        )
+        assert_trees_close(out, cond, rtol=1e-6)
     with pytest.raises(ValueError, match="num_samples"):
         msr.sample_residual(gd, params, cond, key=jax.random.key(0), schedule=SCH, num_samples=0)
 
@@ -399,13 +408,17 @@ def test_gated_objective_trains_each_expert_where_it_is_routed():
         diversity="similarity",
         num_levels=1,
     )
-    _, good = loss(Stub(jnp.array([20.0, 0.0, 0.0])), batch, jax.random.key(0))
-    _, bad = loss(Stub(jnp.array([0.0, 20.0, 0.0])), batch, jax.random.key(0))
+
+    @jax.jit  # one compile for the three gate settings below
+    def metrics_and_grad(logits):
+        f = lambda lg: loss(Stub(lg), batch, jax.random.key(0))  # noqa: E731
+        return jax.grad(f, has_aux=True)(logits)
+
+    _, good = metrics_and_grad(jnp.array([20.0, 0.0, 0.0]))
+    _, bad = metrics_and_grad(jnp.array([0.0, 20.0, 0.0]))
     assert float(good["gated"]) < 1e-6 and float(bad["gated"]) > 0.9
     assert "similarity" in good and "balance" not in good
-    gd, st_ = nnx.split(Stub(jnp.zeros(3)))
-    grad = jax.grad(lambda s: loss(nnx.merge(gd, s), batch, jax.random.key(0))[0])(st_)
-    g = np.asarray(grad["logits"][...])
+    g = np.asarray(metrics_and_grad(jnp.zeros(3))[0])
     assert g[0] < g[1] and g[0] < g[2]  # descending the loss raises expert 0's logit
     with pytest.raises(ValueError, match="objective"):
         loss(Stub(jnp.zeros(3)), batch, jax.random.key(0), objective="sum")
@@ -433,17 +446,22 @@ def test_detached_gate_and_region_routing():
         diversity="similarity",  # "balance" would act on the gate directly
         num_levels=1,
     )
-    gd, st_ = nnx.split(Stub(jnp.array([0.0, 1.0, -1.0])))
 
-    def grad(**kw):
-        f = lambda s: loss(nnx.merge(gd, s), batch, jax.random.key(0), **kw)[0]  # noqa: E731
-        return np.asarray(jax.grad(f)(st_)["logits"][...])
+    @functools.partial(jax.jit, static_argnames=("detach_gate", "region_routing"))
+    def grad_and_metrics(logits, detach_gate=False, region_routing=0.0):
+        def f(lg):
+            kw = {"detach_gate": detach_gate, "region_routing": region_routing}
+            return loss(Stub(lg), batch, jax.random.key(0), **kw)
 
-    assert np.abs(grad()).max() > 1e-3
-    np.testing.assert_array_equal(grad(detach_gate=True), 0.0)
-    wrong = Stub(jnp.array([0.0, 20.0, 0.0]))  # the gate routes everything to expert 1
-    _, free = loss(wrong, batch, jax.random.key(0))
-    _, routed = loss(wrong, batch, jax.random.key(0), region_routing=1.0)
+        return jax.grad(f, has_aux=True)(logits)
+
+    logits = jnp.array([0.0, 1.0, -1.0])
+    assert np.abs(np.asarray(grad_and_metrics(logits)[0])).max() > 1e-3
+    np.testing.assert_array_equal(np.asarray(grad_and_metrics(logits, detach_gate=True)[0]), 0.0)
+    to_1 = jnp.array([0.0, 20.0, 0.0])  # the gate routes everything to expert 1
+    wrong = Stub(to_1)
+    free = grad_and_metrics(to_1)[1]
+    routed = grad_and_metrics(to_1, region_routing=1.0)[1]
     # expert 1 is off by 1 everywhere; routed, only the bottom half (no region) still counts
     np.testing.assert_allclose(float(free["gated"]), 1.0, atol=1e-4)
     np.testing.assert_allclose(float(routed["gated"]), 0.5, atol=1e-4)
@@ -451,3 +469,23 @@ def test_detached_gate_and_region_routing():
         loss(wrong, batch, jax.random.key(0), region_routing=1.5)
     with pytest.raises(ValueError, match="batch.regions"):
         loss(wrong, msr.make_batch(x0, jnp.zeros_like(x0)), jax.random.key(0), region_routing=1.0)
+
+
+@given(strength=st.floats(0.05, 0.4), gain=st.floats(0.5, 2.0))
+def test_local_normalise_cancels_a_smooth_multiplicative_field(strength, gain):
+    """A smooth field times a gain changes the locally normalised image far less than the
+    raw one (the gate's bias-robust input); the window must be positive."""
+    y = 0.2 + jax.random.uniform(jax.random.key(10), (1, 16, 16, 1))
+    ramp = jnp.linspace(-1.0, 1.0, 16)
+    field = gain * jnp.exp(strength * (ramp[:, None] + ramp[None, :]))[None, ..., None]
+    raw = float(jnp.abs(field * y - y).mean() / jnp.abs(y).mean())
+    normed = msr.local_normalise(y, 5)
+    moved = msr.local_normalise(field * y, 5) - normed
+    assert float(jnp.abs(moved).mean() / jnp.abs(normed).mean()) < 0.5 * raw
+    # the running-sum box mean equals Flax's average pool that skips the padding
+    ref = nnx.avg_pool(y, (5, 5), strides=(1, 1), padding="SAME", count_include_pad=False)
+    assert_trees_close(normed, y / (ref + 0.05), rtol=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        msr.local_normalise(y, 0)
+    with pytest.raises(ValueError, match="local_norm"):
+        msr.FeatureExtractor(1, 8, local_norm=-1, rngs=nnx.Rngs(0))

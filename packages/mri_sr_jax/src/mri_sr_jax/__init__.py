@@ -68,6 +68,7 @@ from ._moe import MoEDiffSR as MoEDiffSR
 from ._moe import aggregate as aggregate
 from ._moe import aggregate_reference as aggregate_reference
 from ._moe import gate_to_pixels as gate_to_pixels
+from ._moe import local_normalise as local_normalise
 from ._nets import ConvDenoiser as ConvDenoiser
 from ._nets import EDSRLite as EDSRLite
 from ._nets import TinyUNet as TinyUNet

@@ -6,10 +6,14 @@ repeated onto the fine token grid and summed, so every token sees local texture 
 structure; a depthwise convolution gives relative position (images vary in size), the noise level
 is added, and pre-norm transformer blocks mix all tokens. The gate is a linear layer on the
 token features, softmax over experts, broadcast to the token's p0 x p0 pixels.
+`gate_local_norm=w` (off by default) divides the gate's input by its local w x w mean
+(`local_normalise`), so a smooth multiplicative bias field, which scales an image region's
+intensities, hardly changes what the gate sees.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ._nets import ConvDenoiser, FiLMResBlock, NoiseMLP
@@ -31,8 +35,42 @@ class TransformerBlock(nnx.Module):
         return x + self.m2(nnx.gelu(self.m1(self.n2(x))))
 
 
+def _box_mean(x: Array, window: int, axis: int) -> Array:
+    """Mean over a centred `window` along `axis`, counting only pixels inside the image
+    (running sums; no padding, no large constant to fold at compile time)."""
+    n = x.shape[axis]
+    lo = (window - 1) // 2
+    c = jnp.cumsum(x, axis=axis)
+    c = jnp.concatenate([jnp.zeros_like(jnp.take(c, jnp.arange(1), axis=axis)), c], axis=axis)
+    i = np.arange(n)
+    hi_idx = np.minimum(i + window - lo, n)
+    lo_idx = np.maximum(i - lo, 0)
+    total = jnp.take(c, hi_idx, axis=axis) - jnp.take(c, lo_idx, axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    return total / (hi_idx - lo_idx).astype(np.float32).reshape(shape)
+
+
+def local_normalise(x: Array, window: int, eps: float = 0.05) -> Array:
+    """x / (local mean of |x| over a `window` x `window` neighbourhood + eps), per channel,
+    for images (b, h, w, c).
+
+    A multiplicative field that is nearly constant over the window cancels out: for
+    x = b * y with b smooth, the result is (nearly) y / (local mean of |y| + eps / b).
+    The mean counts only pixels inside the image (no zero padding at the borders).
+    """
+    if window < 1:
+        raise ValueError(f"window: expected >= 1, got {window}")
+    mean = _box_mean(_box_mean(jnp.abs(x), window, 1), window, 2)
+    return x / (mean + eps)
+
+
 class FeatureExtractor(nnx.Module):
-    """Multi-scale patch embeddings + transformer -> token features (b, h/p0, w/p0, dim)."""
+    """Multi-scale patch embeddings + transformer -> token features (b, h/p0, w/p0, dim).
+
+    `local_norm=w > 0`: the conditioning is divided by its local w x w mean first
+    (`local_normalise`: invariant to a smooth multiplicative bias field); 0 = raw input.
+    """
 
     def __init__(
         self,
@@ -41,9 +79,13 @@ class FeatureExtractor(nnx.Module):
         patch_sizes: tuple[int, ...] = (4, 8),
         depth: int = 1,
         heads: int = 2,
+        local_norm: int = 0,
         *,
         rngs: nnx.Rngs,
     ):
+        if local_norm < 0:
+            raise ValueError(f"local_norm: expected >= 0, got {local_norm}")
+        self.local_norm = local_norm
         self.patch_sizes = tuple(patch_sizes)
         self.embeds = nnx.List(
             [
@@ -57,6 +99,8 @@ class FeatureExtractor(nnx.Module):
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
 
     def __call__(self, cond: Channels, alpha_bar: NoiseLevel) -> Array:
+        if self.local_norm:
+            cond = local_normalise(cond, self.local_norm)
         p0 = self.patch_sizes[0]
         b, h, w, _ = cond.shape
         th, tw = h // p0, w // p0
@@ -161,6 +205,8 @@ class MoEDiffSR(nnx.Module):
     also adds a linear projection of the transformer token features to the trunk's first
     activations, so the denoiser sees the global context the gate sees. `gate_upsample`:
     how token gates reach pixels for the aggregation (see `gate_to_pixels`).
+    `gate_local_norm=w > 0`: the feature extractor (hence the gate) sees the conditioning
+    divided by its local w x w mean (bias-field robust routing; the experts see the raw input).
     `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
     probabilities (b, h/p0, w/p0, k), which the training losses need.
     """
@@ -179,6 +225,7 @@ class MoEDiffSR(nnx.Module):
         trunk_depth: int = 0,
         fuse_features: bool = False,
         gate_upsample: str = "nearest",
+        gate_local_norm: int = 0,
         *,
         scale_input: bool = False,
         rngs: nnx.Rngs,
@@ -199,7 +246,13 @@ class MoEDiffSR(nnx.Module):
         self.gate_upsample = gate_upsample
         self.num_experts = num_experts
         self.features = FeatureExtractor(
-            cond_channels, feature_dim, tuple(patch_sizes), transformer_depth, heads, rngs=rngs
+            cond_channels,
+            feature_dim,
+            tuple(patch_sizes),
+            transformer_depth,
+            heads,
+            gate_local_norm,
+            rngs=rngs,
         )
         self.gate = nnx.Linear(feature_dim, num_experts, rngs=rngs)
         if trunk_depth:
