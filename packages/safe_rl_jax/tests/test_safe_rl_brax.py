@@ -5,8 +5,8 @@ the wrapper is tested on brax's `fast` env (a real brax `PipelineEnv` whose stat
 pipeline state: velocity += dt when the action is positive).
 """
 
-import subprocess
-import sys
+import ast
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +84,24 @@ def test_brax_wrapper_errors_name_the_argument():
 
 
 def test_core_imports_without_brax():
-    code = "import sys; sys.modules['brax'] = None; import safe_rl_jax; print(safe_rl_jax.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "safe_rl_jax"
+    # Static check of the package sources (a subprocess import of jax would cost seconds):
+    # brax may only be imported inside a function body, never at module level, so
+    # `import safe_rl_jax` works without the extra.
+    src = pathlib.Path(srl.__file__).parent
+    offenders = []
+    for path in sorted(src.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module-level statements only (incl. if/try blocks)
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                    break
+                names = (
+                    [a.name for a in sub.names]
+                    if isinstance(sub, ast.Import)
+                    else [sub.module or ""]
+                    if isinstance(sub, ast.ImportFrom)
+                    else []
+                )
+                if any(n == "brax" or n.startswith("brax.") for n in names):
+                    offenders.append(f"{path.name}:{sub.lineno}")
+    assert len(list(src.glob("*.py"))) > 10 and not offenders, offenders

@@ -19,10 +19,14 @@ def _inputs(seed):
     return r, v, boot, term
 
 
+# discount and lambda traced: one compilation for every drawn example
+_GAE = jax.jit(lambda r, v, boot, term, d, lam: srl.gae(r, v, boot, term, discount=d, lambda_=lam))
+
+
 @given(seed=st.integers(0, 10_000), disc=st.floats(0.5, 1.0), lam=st.floats(0.0, 1.0))
 def test_gae_matches_numpy_reference(seed, disc, lam):
     r, v, boot, term = _inputs(seed)
-    fast = jax.jit(lambda *a: srl.gae(*a, discount=disc, lambda_=lam))(r, v, boot, term)
+    fast = _GAE(r, v, boot, term, np.float32(disc), np.float32(lam))
     ref = srl.gae_reference(r, v, boot, term, discount=disc, lambda_=lam)
     assert_trees_close(tuple(np.asarray(x, np.float64) for x in fast), ref, rtol=1e-4, atol=1e-4)
 

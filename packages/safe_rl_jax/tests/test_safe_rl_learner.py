@@ -127,26 +127,24 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
 def test_default_fast_paths_match_reference_paths():
     # Fast paths (defaults): minibatches of whole per-env unrolls, the critic once after the
     # unroll (+ one fused GAE scan), PLO's gradient products by the hand-written backward pass
-    # on the rollout's activations. References: shuffled single transitions, the critic inside
+    # on the rollout's activations. Reference: shuffled single transitions, the critic inside
     # the unroll, one jacrev of the surrogates. With one minibatch (whose loss is invariant to
     # the row order) the PLO step must match: a misaligned reshape, GAE or product would not.
-    # With two minibatches and products from the first minibatch's environments, the fast and
-    # reference products must match each other and differ from the full batch's.
+    # Products from the first minibatch's environments (two minibatches): same rollout, a
+    # different signal (a strict subset of the batch).
     ctrl, outs = srl.plo(horizon=2, solver_steps=5), []
-    ref = dict(batched_values=False, surrogate_gradients="jacrev")
-    one = dict(num_minibatches=1)
+    ref = dict(shuffle="transitions", batched_values=False, surrogate_gradients="jacrev")
     sub = dict(num_minibatches=2, surrogate_batch="minibatch")
-    for over in (dict(ref, shuffle="transitions", **one), one, dict(ref, **sub), sub):
+    for over in (dict(ref, num_minibatches=1), dict(num_minibatches=1), sub):
         tr = srl.make_trainer(ENV, ctrl, CFG._replace(hidden=(8, 8), **over))
         st = tr.init(jax.random.key(4), 0.5)
         outs.append(jax.jit(tr.step)(st))
     assert_trees_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
-    assert_trees_close(outs[2], outs[3], rtol=1e-4, atol=1e-6)
-    full, m = outs[1][1], outs[3][1]
-    assert float(jnp.abs(full["reward_dot"][0])) > 0
+    full, m = outs[1][1], outs[2][1]
+    assert float(jnp.abs(full["reward_dot"][0])) > 0 and float(jnp.abs(m["reward_dot"][0])) > 0
     assert float(full["lam"][0]) >= 0 and bool(jnp.isfinite(full["lam"][0]))
     np.testing.assert_array_equal(m["episode_cost"], full["episode_cost"])  # same rollout
     assert abs(float(m["reward_dot"][0] - full["reward_dot"][0])) > 1e-6  # a strict subset
-    for new in (outs[1][0], outs[3][0]):
+    for new in (outs[1][0], outs[2][0]):
         diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, st.params)
         assert min(jax.tree.leaves(diff)) > 0  # every parameter (both critics included) moved

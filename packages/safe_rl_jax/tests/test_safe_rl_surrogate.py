@@ -56,11 +56,14 @@ def test_manual_surrogate_products_equal_jacrev_reference():
     assert float(jnp.abs(rdot).min()) > 0  # a non-degenerate check
 
 
+_AGENT_2L = _agent((8, 5), 3, seed=3)  # built once for every drawn example
+
+
 @given(seed=st.integers(0, 10_000), scale=st.floats(0.1, 3.0), share=st.floats(0.1, 1.0))
 def test_manual_surrogate_products_property(seed, scale, share):
     # Equal to the reference for drawn data; the Gram matrix is symmetric positive
     # semi-definite; scaling one cost advantage by c scales its row of g_c·g_r by c.
-    graphdef, params = _agent((8, 5), 3, seed=3)
+    graphdef, params = _AGENT_2L
     obs, act, valid, adv_r, adv_c = _batch(seed, 3, share, scale)
     valid = valid.at[0, 0].set(1.0)
     rdot, gram = _fast((graphdef, params), obs, act, valid, adv_r, adv_c)
