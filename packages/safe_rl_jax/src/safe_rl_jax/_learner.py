@@ -146,6 +146,11 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.surrogate_batch: expected 'full' or 'minibatch', "
             f"got {config.surrogate_batch!r}"
         )
+    if config.surrogate_batch == "minibatch" and config.num_envs < config.num_minibatches:
+        raise ValueError(
+            "config.surrogate_batch: 'minibatch' needs num_envs >= num_minibatches (at least one "
+            f"environment per minibatch), got {config.num_envs} and {config.num_minibatches}"
+        )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
 
