@@ -27,8 +27,9 @@ def get_config(arg=None):
     c.shared_critic = False
     c.shuffle = "envs"
     c.batched_values = True
-    # PLO's gradient products from the whole batch ("full") or one minibatch's worth of
-    # environments ("minibatch"; README: quality check of both).
+    # PLO's gradient products from the whole batch ("full"), or one minibatch's worth of
+    # environments cross-fitted between its two halves ("minibatch") or from the same sample
+    # ("minibatch_same"); README: quality check of all three.
     c.surrogate_batch = "full"
     c.plo_horizon = 5
     c.plo_q_over = 1.0

@@ -121,6 +121,11 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
     few = CFG._replace(num_envs=2, num_minibatches=4, shuffle="transitions")
     with pytest.raises(ValueError, match="surrogate_batch"):
         srl.make_trainer(ENV, srl.plo(), few._replace(surrogate_batch="minibatch"))
+    with pytest.raises(ValueError, match="surrogate_batch"):
+        srl.make_trainer(ENV, srl.plo(), few._replace(surrogate_batch="minibatch_same"))
+    odd = CFG._replace(num_envs=6, num_minibatches=2, shuffle="transitions")  # 3 envs: no halves
+    with pytest.raises(ValueError, match="surrogate_batch"):
+        srl.make_trainer(ENV, srl.plo(), odd._replace(surrogate_batch="minibatch"))
     with pytest.raises(ValueError, match="num_minibatches"):
         srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="envs", num_minibatches=3))
     with pytest.raises(ValueError, match="shared_critic"):

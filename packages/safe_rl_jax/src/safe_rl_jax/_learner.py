@@ -65,7 +65,10 @@ class PPOConfig(NamedTuple):
     # Which transitions estimate PLO's gradient products: "full", the whole batch, or
     # "minibatch", the unrolls of the first num_envs // num_minibatches environments (one PPO
     # minibatch's worth of whole unrolls; the environments are i.i.d., so this is a random
-    # subset of the batch): a quarter of the products' cost at the default 4 minibatches.
+    # subset of the batch), cross-fitted between the subset's two halves of environments
+    # (unbiased products, `surrogate_products(split=True)`): a quarter of the products' cost
+    # at the default 4 minibatches. "minibatch_same": the same subset, products of
+    # gradients from the same sample (biased upward by the noise; kept for comparison).
     surrogate_batch: str = "full"
 
 
@@ -141,15 +144,23 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.surrogate_gradients: expected 'manual' or 'jacrev', "
             f"got {config.surrogate_gradients!r}"
         )
-    if config.surrogate_batch not in ("full", "minibatch"):
+    if config.surrogate_batch not in ("full", "minibatch", "minibatch_same"):
         raise ValueError(
-            "config.surrogate_batch: expected 'full' or 'minibatch', "
+            "config.surrogate_batch: expected 'full', 'minibatch' or 'minibatch_same', "
             f"got {config.surrogate_batch!r}"
         )
-    if config.surrogate_batch == "minibatch" and config.num_envs < config.num_minibatches:
+    if config.surrogate_batch == "minibatch_same" and config.num_envs < config.num_minibatches:
         raise ValueError(
-            "config.surrogate_batch: 'minibatch' needs num_envs >= num_minibatches (at least one "
-            f"environment per minibatch), got {config.num_envs} and {config.num_minibatches}"
+            "config.surrogate_batch: 'minibatch_same' needs num_envs >= num_minibatches (at "
+            f"least one environment per minibatch), got {config.num_envs} and "
+            f"{config.num_minibatches}"
+        )
+    per = config.num_envs // config.num_minibatches
+    if config.surrogate_batch == "minibatch" and (per < 2 or per % 2):
+        raise ValueError(
+            "config.surrogate_batch: 'minibatch' cross-fits two halves of the first "
+            "num_envs // num_minibatches environments, which must be even and >= 2, got "
+            f"{config.num_envs} // {config.num_minibatches} = {per}"
         )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
@@ -225,6 +236,7 @@ def make_trainer(
     keep_features = controller.uses_gradients and config.surrogate_gradients == "manual"
     # environments whose transitions estimate PLO's gradient products (the first ones)
     B_grad = B if config.surrogate_batch == "full" else B // config.num_minibatches
+    split = config.surrogate_batch == "minibatch"  # cross-fitted halves of the subset
 
     def shard(x, axis):
         if mesh is None:
@@ -387,10 +399,12 @@ def make_trainer(
         if controller.uses_gradients:
             args = tuple(x[:, :B_grad] for x in (traj.obs, traj.action, traj.valid, adv_r, adv_c))
             if config.surrogate_gradients == "jacrev":
-                rdot, gram = surrogate_products_reference(graphdef, state.params, *args)
+                rdot, gram = surrogate_products_reference(
+                    graphdef, state.params, *args, split=split
+                )
             else:
                 model = nnx.merge(graphdef, state.params)
-                rdot, gram = surrogate_products(model, *args, features=traj.features)
+                rdot, gram = surrogate_products(model, *args, features=traj.features, split=split)
         else:
             rdot, gram = jnp.zeros((k,)), jnp.zeros((k, k))
         signal = ConstraintSignal(ep_cost, state.limit, state.mask, rdot, gram)

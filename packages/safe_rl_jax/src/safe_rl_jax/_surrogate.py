@@ -19,26 +19,65 @@ from jax.flatten_util import ravel_pytree
 from ._networks import Agent, gaussian_log_prob
 from ._types import Array, Costs, Float
 
+# the cross-fitted ‖g_c‖² is floored at this share of ‖ĝ_c^A‖ ‖ĝ_c^B‖ (see surrogate_products)
+SPLIT_DIAG_FLOOR = 0.1
+
 
 def surrogate_products_reference(
-    graphdef, params, obs, action, valid, adv_r, adv_c
+    graphdef,
+    params,
+    obs,
+    action,
+    valid,
+    adv_r,
+    adv_c,
+    *,
+    split: bool = False,
+    diag_floor: float | None = SPLIT_DIAG_FLOOR,
 ) -> tuple[Costs, Float[Array, "costs costs"]]:
-    """(g_c·g_r, g_c·g_cᵀ) from one `jax.jacrev` of the surrogates (the reference)."""
+    """(g_c·g_r, g_c·g_cᵀ) from one `jax.jacrev` of the surrogates (the reference).
+
+    `split=True`: the cross-fitted products of `surrogate_products(..., split=True)`, from
+    the surrogates of each half of the environments (axis 1), with the same `diag_floor`.
+    """
     k = adv_c.shape[-1]
-    w = valid / jnp.maximum(valid.sum(), 1.0)
+    b = valid.shape[1]
+    if split and b % 2:
+        raise ValueError(f"valid: split=True needs an even number of envs, got {b}")
+    halves = (slice(0, b // 2), slice(b // 2, b)) if split else (slice(0, b),)
+    ws = []
+    for h in halves:
+        v = jnp.zeros_like(valid).at[:, h].set(valid[:, h])
+        ws.append(v / jnp.maximum(v.sum(), 1.0))
 
     def surrogates(p):
         model = nnx.merge(graphdef, p)
         mean, log_std = model.dist(obs)
         lp = gaussian_log_prob(mean, log_std, action)
         return jnp.concatenate(
-            [jnp.sum(w * lp * adv_r)[None], jnp.einsum("tb,tb,tbk->k", w, lp, adv_c)]
+            [
+                jnp.concatenate(
+                    [jnp.sum(w * lp * adv_r)[None], jnp.einsum("tb,tb,tbk->k", w, lp, adv_c)]
+                )
+                for w in ws
+            ]
         )
 
     jac = jax.jacrev(surrogates)(params)
-    flat = jax.vmap(lambda i: ravel_pytree(jax.tree.map(lambda x: x[i], jac))[0])(jnp.arange(k + 1))
-    g_r, g_c = flat[0], flat[1:]
-    return g_c @ g_r, g_c @ g_c.T
+    flat = jax.vmap(lambda i: ravel_pytree(jax.tree.map(lambda x: x[i], jac))[0])(
+        jnp.arange(len(ws) * (k + 1))
+    )
+    if not split:
+        g_r, g_c = flat[0], flat[1:]
+        return g_c @ g_r, g_c @ g_c.T
+    g_a, g_b = flat[: k + 1], flat[k + 1 :]
+    cross = g_a @ g_b.T
+    cross = 0.5 * (cross + cross.T)
+    rdot, gram = cross[1:, 0], cross[1:, 1:]
+    if diag_floor is not None:
+        floor = diag_floor * jnp.linalg.norm(g_a[1:], axis=-1) * jnp.linalg.norm(g_b[1:], axis=-1)
+        gram = gram.at[jnp.arange(k), jnp.arange(k)].set(jnp.maximum(jnp.diagonal(gram), floor))
+    return rdot, gram
 
 
 def policy_features(model: Agent, obs) -> list[Array]:
@@ -51,36 +90,76 @@ def policy_features(model: Agent, obs) -> list[Array]:
 
 
 def surrogate_products(
-    model: Agent, obs, action, valid, adv_r, adv_c, features=None
+    model: Agent,
+    obs,
+    action,
+    valid,
+    adv_r,
+    adv_c,
+    features=None,
+    *,
+    split: bool = False,
+    diag_floor: float | None = SPLIT_DIAG_FLOOR,
 ) -> tuple[Costs, Float[Array, "costs costs"]]:
     """(g_c·g_r, g_c·g_cᵀ) with a hand-written backward pass of the policy (see the module).
 
     `obs [..., obs]`, `action [..., act]`, `valid [...]`, `adv_r [...]`, `adv_c [..., k]`;
     `features`: the policy's hidden activations on `obs` (`policy_features`), recomputed
     when None. Equal to `surrogate_products_reference` up to float rounding.
+
+    `split=True` (inputs `[time, envs, ...]`, an even number of envs) cross-fits: the
+    gradients `ĝ^A`, `ĝ^B` of the first and second half of the environments (each half's
+    valid steps weighted by its own count) give `(ĝ_c^A·ĝ_r^B + ĝ_c^B·ĝ_r^A) / 2` and the
+    symmetrised `ĝ_c^A·ĝ_c^Bᵀ`, unbiased for the products of the expected gradients (the
+    same-sample products are biased upward by the sampling noise, `tr Cov / n`). Same flops
+    as `split=False` on the same data. An unbiased `‖g_c‖²` can come out ≤ 0 when noise
+    dominates; PLO divides by it, so its diagonal is floored at `diag_floor · ‖ĝ_c^A‖ ‖ĝ_c^B‖`
+    (None: no floor, the plain cross-fitted estimate).
     """
     k = adv_c.shape[-1]
-    n = valid.size
-    w = (valid / jnp.maximum(valid.sum(), 1.0)).reshape(n, 1)
-    s = w * jnp.concatenate([adv_r.reshape(n, 1), adv_c.reshape(n, k)], axis=1)  # [n, 1 + k]
-    x = obs.reshape(n, obs.shape[-1])
+    if split:
+        t, b = valid.shape
+        if b % 2:
+            raise ValueError(f"valid: split=True needs an even number of envs, got {b}")
+
+        def halves(x):  # [T, B, ...] -> [2, T * B / 2, ...]: envs [:B/2] then [B/2:]
+            x = x.reshape(t, 2, b // 2, *x.shape[2:])
+            return jnp.swapaxes(x, 0, 1).reshape(2, t * b // 2, *x.shape[3:])
+
+        obs, action, valid, adv_r, adv_c = map(halves, (obs, action, valid, adv_r, adv_c))
+        features = None if features is None else [halves(f) for f in features]
+    g = 2 if split else 1
+    n = valid.size // g
+    valid = valid.reshape(g, n, 1)
+    w = valid / jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+    s = w * jnp.concatenate([adv_r.reshape(g, n, 1), adv_c.reshape(g, n, k)], axis=-1)
+    x = obs.reshape(g, n, obs.shape[-1])
     feats = policy_features(model, x) if features is None else features
-    hs = [x] + [f.reshape(n, f.shape[-1]) for f in feats]
+    hs = [x] + [f.reshape(g, n, f.shape[-1]) for f in feats]
     mean = model.policy.head(hs[-1])
-    inv_std = jnp.exp(-model.log_std[...])[None]
-    z = (action.reshape(n, -1) - mean) * inv_std
-    # d log π / d mean, and d log π / d log_std, per sample
+    inv_std = jnp.exp(-model.log_std[...])[None, None]
+    z = (action.reshape(g, n, -1) - mean) * inv_std
+    # d log π / d mean, and d log π / d log_std, per sample; s [g, n, 1 + k]
     delta = z * inv_std
-    blocks = [s.T @ (z * z - 1.0)]
+    blocks = [jnp.einsum("gnc,gna->gca", s, z * z - 1.0)]
     layers = [*model.policy.layers, model.policy.head]
     for i in reversed(range(len(layers))):
         h, out = hs[i], delta.shape[-1]
-        blocks.append(s.T @ delta)  # bias gradients [1 + k, out]
-        scaled = (s[:, :, None] * delta[:, None, :]).reshape(n, (k + 1) * out)
-        kernel = (h.T @ scaled).reshape(h.shape[-1], k + 1, out)  # [in, 1 + k, out]
-        blocks.append(jnp.moveaxis(kernel, 1, 0).reshape(k + 1, -1))
+        blocks.append(jnp.einsum("gnc,gno->gco", s, delta))  # bias gradients [g, 1 + k, out]
+        scaled = (s[..., None] * delta[:, :, None, :]).reshape(g, n, (k + 1) * out)
+        kernel = jnp.einsum("gni,gnj->gij", h, scaled).reshape(g, h.shape[-1], k + 1, out)
+        blocks.append(jnp.moveaxis(kernel, 2, 1).reshape(g, k + 1, -1))
         if i > 0:
             delta = (delta @ layers[i].kernel[...].T) * (1.0 - h * h)
-    flat = jnp.concatenate(blocks, axis=1)  # [1 + k, policy parameters]
-    gram = flat @ flat.T
-    return gram[1:, 0], gram[1:, 1:]
+    flat = jnp.concatenate(blocks, axis=-1)  # [g, 1 + k, policy parameters]
+    if not split:
+        gram = flat[0] @ flat[0].T
+        return gram[1:, 0], gram[1:, 1:]
+    cross = flat[0] @ flat[1].T
+    cross = 0.5 * (cross + cross.T)
+    rdot, gram = cross[1:, 0], cross[1:, 1:]
+    if diag_floor is not None:
+        norms = jnp.sqrt(jnp.sum(flat[:, 1:] ** 2, axis=-1))  # [2, k]: ‖ĝ_c^A‖, ‖ĝ_c^B‖
+        diag = jnp.maximum(jnp.diagonal(gram), diag_floor * norms[0] * norms[1])
+        gram = gram.at[jnp.arange(k), jnp.arange(k)].set(diag)
+    return rdot, gram
