@@ -8,7 +8,9 @@ advantage, `A_1..A_k` the cost advantages), the surrogate gradients are
 writes the backward pass of the Gaussian tanh-MLP policy by hand: the per-sample backward
 signal does not depend on `i` (the weights enter only as a per-sample scale), so it is
 propagated once and only the weight-gradient products are taken per surrogate, all `1 + k` in
-one matmul per layer; the forward activations can be passed in from the rollout.
+one matmul per layer; the forward activations can be passed in from the rollout. With
+`split=True` both cross-fit two halves of the environments (products of gradients from
+disjoint samples: unbiased, where a same-sample product is biased upward by `tr Cov / n`).
 """
 
 import jax
