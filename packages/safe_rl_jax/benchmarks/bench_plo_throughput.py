@@ -12,9 +12,9 @@ normalisation. Ours is `trainer.run` (one `lax.scan` over iterations, state dona
 DEFAULT configuration (`PPOConfig` defaults: separate reward and cost critics, minibatches of
 whole per-env unrolls, critic once after the unroll) with a velocity cost on the cart
 (`1[|cart velocity| > 1]`), the cost GAE and a multiplier controller (PID Lagrangian, and PLO,
-which also computes the surrogate-gradient products once per iteration, by default from the
-first minibatch's environments; the other estimate, `surrogate_batch="full"`, is timed beside
-it); brax's is
+which also computes the surrogate-gradient products once per iteration, by default
+(`surrogate_batch="full"`) from the whole batch; the other estimate, `"minibatch"` (the first
+minibatch's environments, cross-fitted between two halves), is timed beside it); brax's is
 `brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`).
 
 Interleaved timing: every trainer is compiled first; then, after each of brax's training
