@@ -31,6 +31,16 @@ def nets():
     return nnx.split(t), nnx.split(s), nnx.split(a)
 
 
+@functools.cache
+def step_nets():
+    """One-level (teacher, student, adapters) for the distillation step tests: every kind of
+    layer of the UNet (embedding, input, block, mid, output) at half the compile time."""
+    t = msr.init_fast(lambda: msr.GuidedUNet(3, (8,), 8, rngs=nnx.Rngs(0)), seed=1)
+    s = msr.init_fast(lambda: msr.GuidedUNet(3, (4,), 8, rngs=nnx.Rngs(0)), seed=2)
+    a = msr.init_fast(lambda: msr.FeatureAdapters(s, t, ("enc0", "mid"), rngs=nnx.Rngs(0)), seed=3)
+    return nnx.split(t), nnx.split(s), nnx.split(a)
+
+
 def batch(b=8, seed=0):
     rng = np.random.default_rng(seed)
     hr = jnp.asarray(rng.random((b, H, H)), jnp.float32)
@@ -130,7 +140,7 @@ def placed(state):
 
 
 def _distiller(mesh=None, substeps=1, num_steps=4):
-    (tg, _), (sg, _), (ag, _) = nets()
+    (tg, _), (sg, _), (ag, _) = step_nets()
     return msr.make_distiller(
         sg,
         ag,
@@ -152,7 +162,7 @@ def single_distiller():
 
 
 def test_sharded_student_step_equals_single_device_and_grads_reach_every_parameter():
-    (_, tp), (_, sp), (_, ap) = nets()
+    (_, tp), (_, sp), (_, ap) = step_nets()
     mesh = jax.make_mesh((8,), ("data",))
     single, sharded = single_distiller(), _distiller(mesh)
     s1, m1 = single.update(placed(single.init(sp, ap)), tp, tp, batch(), jax.random.key(1), 0.5)
@@ -169,7 +179,7 @@ def test_sharded_student_step_equals_single_device_and_grads_reach_every_paramet
 
 
 def test_checkpoint_resume_gives_identical_continuation(tmp_path):
-    (_, tp), (_, sp), (_, ap) = nets()
+    (_, tp), (_, sp), (_, ap) = step_nets()
     dist = single_distiller()
     keys = [jax.random.key(i) for i in range(3)]
     state = placed(dist.init(sp, ap))  # placed like the restored state: one compile

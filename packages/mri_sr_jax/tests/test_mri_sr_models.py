@@ -68,7 +68,8 @@ def test_aggregate_matches_reference_and_gate_is_a_distribution(seed):
 def test_moe_forward_shapes_and_token_level_gate():
     model = tiny_moe(trunk_depth=0)
     b = tiny_batch(b=2)
-    agg, outs, gate = model.forward_all(b.x0, b.cond, jnp.array([0.3, 0.8]))
+    # one compile instead of op-by-op eager compiles
+    agg, outs, gate = jax.jit(lambda: model.forward_all(b.x0, b.cond, jnp.array([0.3, 0.8])))()
     assert agg.shape == (2, H, H, 1) and outs.shape == (2, H, H, 3) and gate.shape == (2, 4, 4, 3)
     np.testing.assert_allclose(gate.sum(-1), 1.0, rtol=1e-5)
     # with identical experts the gate cannot change the output
@@ -164,8 +165,13 @@ def test_region_bonus_moves_the_gate_target_towards_the_tokens_region():
 
 def test_task_losses_vanish_at_the_truth():
     x = jax.random.normal(jax.random.key(1), (2, 8, 8))
-    for f in (msr.edge_loss, msr.gradient_difference_loss, msr.fft_magnitude_loss):
-        assert float(f(x, x)) == 0.0 and float(f(x + 0.3 * x**2, x)) > 0.0
+    fns = (msr.edge_loss, msr.gradient_difference_loss, msr.fft_magnitude_loss)
+    # one compile instead of op-by-op eager compiles
+    at_truth, off_truth = jax.jit(
+        lambda x: ([f(x, x) for f in fns], [f(x + 0.3 * x**2, x) for f in fns])
+    )(x)
+    for a, b in zip(at_truth, off_truth, strict=True):
+        assert float(a) == 0.0 and float(b) > 0.0
 
 
 OPT = optax.sgd(0.05, momentum=0.9)  # plain SGD: Adam would amplify the float-summation
@@ -270,8 +276,9 @@ def test_gate_target_temperature_tracks_the_spread_between_experts():
     hard = jnp.where(jnp.arange(8)[None, :, None] < 4, 1.0, 3.0)  # tokens of varying difficulty
     noise = jax.random.normal(jax.random.key(3), (2, 8, 8, 1))
     experts = x0[..., None] + hard[..., None] * noise * jnp.array([[[[0.9, 1.0, 1.1]]]])
-    sharp = msr.gate_targets(experts, x0, 4)
-    flat = msr.gate_targets(experts, x0, 4, temperature="pooled")
+    sharp, flat = jax.jit(  # one compile instead of op-by-op eager compiles
+        lambda e, x: (msr.gate_targets(e, x, 4), msr.gate_targets(e, x, 4, temperature="pooled"))
+    )(experts, x0)
     assert bool(jnp.all(jnp.argmax(sharp, -1) == 0))
     assert float(sharp[..., 0].mean()) > float(flat[..., 0].mean()) + 0.1
     with pytest.raises(ValueError, match="temperature"):
@@ -284,9 +291,21 @@ def test_scaled_input_ignores_the_noise_at_t_one():
     cond = jax.random.uniform(jax.random.key(4), (2, 8, 8, 1))
     x1, x2 = jax.random.normal(jax.random.key(5), (2, 2, 8, 8, 1))
     ab0, ab = jnp.zeros((2,)), jnp.full((2,), 0.5)
-    assert_trees_close(net(x1, cond, ab0), net(x2, cond, ab0), rtol=1e-6)
-    assert float(jnp.abs(net(x1, cond, ab) - net(x2, cond, ab)).max()) > 1e-3
-    assert float(jnp.abs(plain(x1, cond, ab0) - plain(x2, cond, ab0)).max()) > 1e-3
+
+    @jax.jit  # one compile instead of op-by-op eager compiles
+    def outputs():
+        return (
+            net(x1, cond, ab0),
+            net(x2, cond, ab0),
+            net(x1, cond, ab),
+            net(x2, cond, ab),
+            (plain(x1, cond, ab0) - plain(x2, cond, ab0)),
+        )
+
+    n10, n20, n1, n2, plain_gap = outputs()
+    assert_trees_close(n10, n20, rtol=1e-6)
+    assert float(jnp.abs(n1 - n2).max()) > 1e-3
+    assert float(jnp.abs(plain_gap).max()) > 1e-3
 
 
 def test_sample_averaging_keeps_images_apart():
@@ -347,16 +366,20 @@ def test_region_term_scores_each_expert_inside_its_own_region():
             return wrong.mean(-1, keepdims=True), wrong, gate
 
     loss = functools.partial(msr.moe_loss, schedule=SCH, parameterisation="x0", region_weight=1.0)
-    _, bad = loss(Stub(), batch, jax.random.key(0))
-    _, good = loss(Stub(), batch._replace(regions=regions), jax.random.key(0))
+
+    def run(b, **kwargs):  # one compile per setting instead of op-by-op eager compiles
+        return jax.jit(lambda b: loss(Stub(), b, jax.random.key(0), **kwargs)[1])(b)
+
+    bad = run(batch)
+    good = run(batch._replace(regions=regions))
     assert float(good["region"]) < 1e-6 and float(bad["region"]) > 1.0
     with pytest.raises(ValueError, match="regions"):
         loss(Stub(), batch._replace(regions=None), jax.random.key(0))
     with pytest.raises(ValueError, match="regions"):
         loss(Stub(), batch._replace(regions=None), jax.random.key(0), region_gate=1.0)
     # a region-informed gate target changes the gate's cross-entropy
-    _, plain = loss(Stub(), batch._replace(regions=regions), jax.random.key(0), region_weight=0.0)
-    _, ruled = loss(Stub(), batch._replace(regions=regions), jax.random.key(0), region_gate=3.0)
+    plain = run(batch._replace(regions=regions), region_weight=0.0)
+    ruled = run(batch._replace(regions=regions), region_gate=3.0)
     assert abs(float(ruled["gate_ce"]) - float(plain["gate_ce"])) > 1e-3
     with pytest.raises(ValueError, match="regions"):
         msr.make_batch(x0, x0, regions=regions[..., 0])
