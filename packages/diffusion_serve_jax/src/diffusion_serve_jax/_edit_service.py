@@ -18,7 +18,7 @@ import uuid
 
 import numpy as np
 
-from ._requests import Overloaded, ShuttingDown, fail_future
+from ._requests import Overloaded, ShuttingDown, fail_future, wait_settled
 from ._step_batching import EditEngine, EditRequest
 
 
@@ -73,9 +73,7 @@ class EditService:
         """Refuse new requests (`ShuttingDown`) and wait up to `timeout_s` seconds for the
         accepted ones to finish; True when none is left. `stop` fails the rest."""
         self._closing = True
-        pending = [job.future for job in self._inflight]
-        if pending and timeout_s > 0:
-            await asyncio.wait(pending, timeout=timeout_s)
+        await wait_settled([job.future for job in self._inflight], timeout_s)
         return not self._inflight
 
     async def stop(self) -> None:

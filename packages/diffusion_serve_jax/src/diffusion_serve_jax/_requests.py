@@ -18,6 +18,12 @@ def fail_future(future: asyncio.Future, exc: Exception) -> None:
         future.exception()
 
 
+async def wait_settled(futures: list[asyncio.Future], timeout_s: float) -> None:
+    """Wait up to `timeout_s` seconds for `futures` to settle (drain of a stopping service)."""
+    if futures and timeout_s > 0:
+        await asyncio.wait(futures, timeout=timeout_s)
+
+
 class Overloaded(Exception):
     """Admission refused: the queue is full or the SLO cannot be met. Retry after a while."""
 

@@ -42,7 +42,7 @@ from ._executor import NodeExecutor
 from ._memory_workers import MemoryWorkers
 from ._requests import Overloaded as Overloaded
 from ._requests import Request as Request
-from ._requests import RuntimeStats, fail_future, metrics_text
+from ._requests import RuntimeStats, fail_future, metrics_text, wait_settled
 from ._requests import ShuttingDown as ShuttingDown
 from ._workers import ModelWorkers
 from ._workflow import Catalog, CompiledWorkflow
@@ -217,9 +217,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         """Refuse new requests (`ShuttingDown`) and wait up to `timeout_s` seconds for the
         accepted ones to finish; True when none is left. `stop` fails the rest."""
         self._closing = True
-        pending = [r.future for r in self._inflight]
-        if pending and timeout_s > 0:
-            await asyncio.wait(pending, timeout=timeout_s)
+        await wait_settled([r.future for r in self._inflight], timeout_s)
         return not self._inflight
 
     async def stop(self) -> None:
