@@ -1,5 +1,11 @@
 """LegoDiffusion micro-serving of diffusion workflows and InstGenIE mask-aware cached editing."""
 
+from ._autoscale import Autoscaler as Autoscaler
+from ._autoscale import KeyLoad as KeyLoad
+from ._autoscale import ScaleState as ScaleState
+from ._autoscale import autoscaler as autoscaler
+from ._autoscale import share_capacity as share_capacity
+from ._autoscale import target_replicas as target_replicas
 from ._balancing import balance as balance
 from ._balancing import edit_cost as edit_cost
 from ._batching import BatchPolicy as BatchPolicy

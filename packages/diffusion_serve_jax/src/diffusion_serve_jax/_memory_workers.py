@@ -127,7 +127,7 @@ class MemoryWorkers:
             if loading:
                 self.stats.loads += 1
                 self.stats.load_seconds += load_t
-            self._note_time(key, run_t)
+            self._note_time(key, run_t, len(items))
             if self.mode == "micro":
                 self._complete_micro(key, items, outs)
             else:

@@ -4,7 +4,7 @@ server: an accepted `Request` either completes or fails explicitly; a refused on
 
 import asyncio
 import dataclasses
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 
@@ -72,6 +72,10 @@ class RuntimeStats:
     load_seconds: float = 0.0
     waits: int = 0  # times a queue held back for a fuller batch (`BatchPolicy`)
     splits: dict = dataclasses.field(default_factory=lambda: defaultdict(int))  # per model
+    scale_ups: dict = dataclasses.field(default_factory=lambda: defaultdict(int))  # per key
+    scale_downs: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
+    # (time, key, old, new) of the latest replica-count changes (autoscaling)
+    scale_events: deque = dataclasses.field(default_factory=lambda: deque(maxlen=1000))
 
     def record(self, req: Request) -> None:
         self.requests[(req.workflow.name, req.status)] += 1
@@ -83,8 +87,15 @@ class RuntimeStats:
                 self.latency_buckets[b] += 1
 
 
-def metrics_text(stats: RuntimeStats, queue_depths: dict[str, int], inflight: int) -> str:
-    """Prometheus text exposition of counters, queue depths and latency histogram."""
+def metrics_text(
+    stats: RuntimeStats,
+    queue_depths: dict[str, int],
+    inflight: int,
+    replicas: dict[str, int] | None = None,
+    label: str = "model",
+) -> str:
+    """Prometheus text exposition of counters, queue depths, replica counts (`label`:
+    model or workflow), scaling events and the latency histogram."""
     lines = ["# TYPE diffusion_requests_total counter"]
     for (w, s), n in sorted(stats.requests.items()):
         lines.append(f'diffusion_requests_total{{workflow="{w}",status="{s}"}} {n}')
@@ -102,6 +113,15 @@ def metrics_text(stats: RuntimeStats, queue_depths: dict[str, int], inflight: in
     lines.append("# TYPE diffusion_split_batches_total counter")
     for m, n in sorted(stats.splits.items()):
         lines.append(f'diffusion_split_batches_total{{model="{m}"}} {n}')
+    lines.append("# TYPE diffusion_replicas gauge")
+    for k, n in sorted((replicas or {}).items()):
+        lines.append(f'diffusion_replicas{{{label}="{k}"}} {n}')
+    lines.append("# TYPE diffusion_scaling_events_total counter")
+    for direction, counts in (("up", stats.scale_ups), ("down", stats.scale_downs)):
+        for k, n in sorted(counts.items()):
+            lines.append(
+                f'diffusion_scaling_events_total{{{label}="{k}",direction="{direction}"}} {n}'
+            )
     lines.append("# TYPE diffusion_inflight gauge")
     lines.append(f"diffusion_inflight {inflight}")
     lines.append("# TYPE diffusion_latency_seconds histogram")

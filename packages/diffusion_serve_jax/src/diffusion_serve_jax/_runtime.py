@@ -14,7 +14,9 @@ instead of hopping to the worker thread pool: for tiny nodes the two thread hops
 wake the loop) cost more than the model call itself.
 
 Micro-serving is work-conserving: a model gets as many workers at once as its queue keeps
-busy (up to its cap in `replicas`), so its replica count follows its load.
+busy (up to its cap in `replicas`). With `autoscale=autoscaler(...)` the caps are replica
+counts that a per-key policy sets from each model's (micro) or workflow's (monolithic) recent
+arrival rate, queue length and measured service time (`_autoscale`, applied by `_scaling`).
 
 How many rows a batch takes, and whether a short queue waits for a fuller batch, is one
 policy shared with the simulator (`batching=BatchPolicy(...)`, `_batching`); the worker loops
@@ -37,6 +39,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._autoscale import Autoscaler
 from ._batching import BatchPolicy, Planner, check_policy, key_profiles
 from ._executor import NodeExecutor
 from ._memory_workers import MemoryWorkers
@@ -44,11 +47,12 @@ from ._requests import Overloaded as Overloaded
 from ._requests import Request as Request
 from ._requests import RuntimeStats, fail_future, metrics_text, wait_settled
 from ._requests import ShuttingDown as ShuttingDown
+from ._scaling import ScalingWorkers
 from ._workers import ModelWorkers
 from ._workflow import Catalog, CompiledWorkflow
 
 
-class ServingRuntime(ModelWorkers, MemoryWorkers):
+class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
     def __init__(
         self,
         catalog: Catalog,
@@ -69,6 +73,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         load_s: Mapping[str, float] | None = None,
         batching: BatchPolicy | None = None,
         split_executors: Mapping[str, NodeExecutor] | None = None,
+        autoscale: Autoscaler | None = None,
     ):
         """`memory_bytes` (per worker slot) with `loader` (model name -> its params, the real
         load) and `load_s` (expected seconds per model load) makes workers hold what fits
@@ -80,7 +85,10 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         that splits one batch over several devices (e.g. `sequence_parallel_specs` on a
         mesh): a worker uses it when its batch fits the split executor's largest bucket and,
         as it starts, no other batch is running and every queue is empty (low load: the
-        other devices would idle); otherwise the plain executor (`stats.splits` counts)."""
+        other devices would idle); otherwise the plain executor (`stats.splits` counts).
+        `autoscale` (an `autoscaler(...)`, no memory budget) replaces the fixed caps
+        (`replicas`) by per-model (micro) or per-workflow (monolithic) replica counts that
+        follow the load, summing to at most `num_workers` (`_scaling`)."""
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
         if num_workers < 1 or max_batch < 1 or queue_limit < 1:
@@ -101,7 +109,10 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         for m in used:
             if m not in self.executors:
                 self.executors[m] = NodeExecutor(catalog.models[m], buckets=buckets)
-        self.replicas = self._plan_replicas(replicas, used, pinned=memory_bytes is None)
+        if autoscale is not None and replicas:
+            raise ValueError("replicas: fixed replica counts and autoscale exclude each other")
+        pinned = memory_bytes is None and autoscale is None
+        self.replicas = self._plan_replicas(replicas, used, pinned=pinned)
         self.split_executors = self._check_splits(split_executors or {}, used, memory_bytes)
         self.batching, self._key_profiles = batching, {}
         if batching is not None:
@@ -133,6 +144,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         self._closing = False
         self.stats = RuntimeStats()
         self._init_memory(memory_bytes, loader, load_s)
+        self._init_scaling(autoscale, memory_bytes)
 
     # -- planning --------------------------------------------------------------------------
     def _plan_replicas(
@@ -206,12 +218,17 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
             self._tasks = [
                 asyncio.create_task(self._micro_worker()) for _ in range(self.num_workers)
             ]
+        elif self.autoscale is not None:
+            self._tasks = [
+                asyncio.create_task(self._scaled_mono_worker()) for _ in range(self.num_workers)
+            ]
         else:
             self._tasks = [
                 asyncio.create_task(self._mono_worker(w))
                 for w, n in self.replicas.items()
                 for _ in range(n)
             ]
+        self._tasks += self._start_scaling()
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests (`ShuttingDown`) and wait up to `timeout_s` seconds for the
@@ -321,12 +338,13 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
         else:
             q = len(self._queues[cw.name])
             t = self._ewma.get(cw.name, 0.0)
-            est = math.ceil((q + 1) / self.max_batch) * t / self.replicas[cw.name]
+            est = math.ceil((q + 1) / self.max_batch) * t / max(1, self.replicas[cw.name])
         return est
 
     def _push(self, key: str, req: Request, node: str | None) -> None:
         item = (-req.priority, req.deadline, next(self._seq), req, node, time.perf_counter())
         heapq.heappush(self._queues[key], item)
+        self._note_arrival(key)
         self._wake.set()
 
     # -- completion ------------------------------------------------------------------------
@@ -370,4 +388,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers):
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of counters, queue depths and latency histogram."""
-        return metrics_text(self.stats, self.queue_depths(), len(self._inflight))
+        label = "model" if self.mode == "micro" else "workflow"
+        return metrics_text(
+            self.stats, self.queue_depths(), len(self._inflight), self.replicas, label
+        )

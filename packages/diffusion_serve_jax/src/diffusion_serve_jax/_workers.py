@@ -78,10 +78,11 @@ class ModelWorkers:
     def _inline(self, key: str) -> bool:
         return self._ewma.get(key, math.inf) < self.inline_below_s
 
-    def _note_time(self, key: str, seconds: float) -> None:
+    def _note_time(self, key: str, seconds: float, rows: int) -> None:
         if key not in self._timed:  # the first batch of a key includes compilation
             self._timed.add(key)
             return
+        self._note_busy(key, seconds, rows)
         old = self._ewma.get(key)
         self._ewma[key] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
@@ -129,7 +130,7 @@ class ModelWorkers:
                 self._active[model] -= 1
                 self._wake.set()
             if ex is self.executors[model]:  # the EWMA (admission, inlining) stays unsplit
-                self._note_time(model, time.perf_counter() - t0)
+                self._note_time(model, time.perf_counter() - t0, len(items))
             self._complete_micro(model, items, outs)
 
     def _executor_for(self, model: str, rows: int):
@@ -187,34 +188,39 @@ class ModelWorkers:
                     r.values[f"{name}.{k}"] = (arr, i)
 
     async def _mono_worker(self, workflow: str) -> None:
-        loop = asyncio.get_running_loop()
-        cw = self.catalog.workflows[workflow]
         while True:
-            items = self._pop_batch(workflow)
-            if not items:
+            if not await self._mono_batch(workflow):
                 self._wake.clear()
                 await self._wake.wait()
-                continue
-            reqs = [r for r, _ in items]
-            for r in reqs:
-                r.status = "running"
-            t0 = time.perf_counter()
-            try:
-                if self._inline(workflow):
-                    self._run_workflow(cw, reqs)
-                    await asyncio.sleep(0)
-                else:
-                    await loop.run_in_executor(self._pool, self._run_workflow, cw, reqs)
-            except asyncio.CancelledError as e:
-                self._fail_batch(reqs, "", e)
-                raise
-            except Exception as e:  # noqa: BLE001 - reported to every request of the batch
-                self._fail_batch(reqs, f"workflow {workflow!r}", e)
-                continue
-            finally:
-                self._wake.set()
-            self._note_time(workflow, time.perf_counter() - t0)
-            self._complete_mono(workflow, reqs)
+
+    async def _mono_batch(self, workflow: str) -> bool:
+        """Run one batch of `workflow`'s whole DAG; False when its queue gave none."""
+        loop = asyncio.get_running_loop()
+        cw = self.catalog.workflows[workflow]
+        items = self._pop_batch(workflow)
+        if not items:
+            return False
+        reqs = [r for r, _ in items]
+        for r in reqs:
+            r.status = "running"
+        t0 = time.perf_counter()
+        try:
+            if self._inline(workflow):
+                self._run_workflow(cw, reqs)
+                await asyncio.sleep(0)
+            else:
+                await loop.run_in_executor(self._pool, self._run_workflow, cw, reqs)
+        except asyncio.CancelledError as e:
+            self._fail_batch(reqs, "", e)
+            raise
+        except Exception as e:  # noqa: BLE001 - reported to every request of the batch
+            self._fail_batch(reqs, f"workflow {workflow!r}", e)
+            return True
+        finally:
+            self._wake.set()
+        self._note_time(workflow, time.perf_counter() - t0, len(reqs))
+        self._complete_mono(workflow, reqs)
+        return True
 
     def _complete_mono(self, workflow: str, reqs: list[Request]) -> None:
         self.stats.batches[workflow] += 1
