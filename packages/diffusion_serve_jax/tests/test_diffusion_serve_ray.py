@@ -1,7 +1,10 @@
 """The Ray backend on a local Ray instance: model nodes as actors give the embedded runtime's
-results; an actor that raises, or dies, fails its requests explicitly."""
+results; an actor that raises, or dies, fails its requests explicitly; actor groups grow and
+shrink with the autoscaler, a stopping actor finishing its batch first."""
 
 import asyncio
+import concurrent.futures
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +20,7 @@ from diffusion_serve_jax import (
     TensorSpec,
     WorkflowBuilder,
     ZooConfig,
+    autoscaler,
     init_zoo,
     ray_runtime,
     shutdown_actors,
@@ -124,3 +128,76 @@ def test_ray_actor_error_fails_the_request_with_its_message(local_ray):
         ray_runtime(cat, replicas={"nope": 2})
     with pytest.raises(ValueError, match="mode"):
         ray_runtime(cat, mode="monolithic")
+    with pytest.raises(ValueError, match="max_actors"):
+        ray_runtime(cat, max_actors=3)
+    with pytest.raises(ValueError, match="capacity"):
+        ray_runtime(cat, autoscale=autoscaler(min_replicas=2), max_actors=1)
+
+
+def _sleepy_catalog():
+    """Model `a` (y = 2x after a host sleep: 0.5 s when x >= 100, else 30 ms) and `w` -> a."""
+
+    def sleepy(p, x):
+        def sleep(v):
+            time.sleep(0.5 if float(v.max()) >= 100 else 0.03)
+            return v
+
+        shape = jax.ShapeDtypeStruct(x["x"].shape, jnp.float32)
+        return {"y": jax.pure_callback(sleep, shape, x["x"]) * p}
+
+    cat = Catalog()
+    cat.register_model(
+        ModelSpec("a", {"x": TensorSpec(())}, {"y": TensorSpec(())}, sleepy, jnp.asarray(2.0))
+    )
+    cat.register_workflow(
+        WorkflowBuilder("w")
+        .input("x", TensorSpec(()))
+        .node("n", "a", x="input.x")
+        .output("y", "n.y")
+        .build()
+    )
+    return cat
+
+
+def test_ray_actor_groups_follow_the_autoscaler(local_ray):
+    policy = autoscaler(
+        min_replicas=1, max_replicas=2, window_s=0.4, drain_s=0.2, down_delay_s=0.3, interval_s=0.05
+    )
+    rt = ray_runtime(
+        _sleepy_catalog(), buckets=(1,), max_batch=1, num_cpus_per_actor=0.5, autoscale=policy
+    )
+    group = rt.executors["a"]
+    assert group.size == 1 and rt.num_workers == 2
+
+    async def main():
+        await rt.start()
+        for _ in range(2):  # compile, then one timed batch
+            assert float((await rt.submit("w", {"x": 1.0}).future)["y"]) == 2.0
+        reqs = [rt.submit("w", {"x": float(i)}) for i in range(40)]
+        peak = 1
+        while not all(r.future.done() for r in reqs):
+            peak = max(peak, group.size)
+            await asyncio.sleep(0.01)
+        assert [float(r.future.result()["y"]) for r in reqs] == [2.0 * i for i in range(40)]
+        assert peak == 2 and rt.stats.scale_ups["a"] >= 1 and group.started >= 2
+        for _ in range(500):  # idle: back to one actor
+            if group.size == 1 and len(group.actors) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert rt.replicas["a"] == 1 and group.stopped == group.started - 1
+        await rt.stop()
+
+    asyncio.run(main())
+    # a stopping actor finishes the batch it is running: shrink while two long batches run
+    group.resize(2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futs = [pool.submit(group.run, {"x": np.full((1,), 100.0 + i, np.float32)}) for i in (0, 1)]
+        for _ in range(3000):  # both actors taken (the new one once it is up)
+            if not (group._free.qsize() or group._pending or any(f.done() for f in futs)):
+                break
+            time.sleep(0.005)
+        group.resize(1)
+        assert [float(f.result()["y"][0]) for f in futs] == [200.0, 202.0]
+    assert group.size == 1 and len(group.actors) == 1
+    assert group.stopped == group.started - 1
+    shutdown_actors(rt)
