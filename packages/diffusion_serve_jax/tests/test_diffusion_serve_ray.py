@@ -1,6 +1,7 @@
-"""The Ray backend on a local Ray instance: model nodes as actors give the embedded runtime's
-results; an actor that raises, or dies, fails its requests explicitly; actor groups grow and
-shrink with the autoscaler, a stopping actor finishing its batch first."""
+"""The Ray backend on a local Ray instance: model nodes (micro) or whole workflows
+(monolithic) as actors give the embedded runtime's results; an actor that raises, or dies,
+fails its requests explicitly; actor groups grow and shrink with the autoscaler, a stopping
+actor finishing its batch first."""
 
 import asyncio
 import concurrent.futures
@@ -98,6 +99,16 @@ def test_ray_backend_equals_embedded_runtime_and_fails_explicitly(local_ray):
         assert isinstance(o, RuntimeError)
     shutdown_actors(rt)
 
+    # monolithic serving on Ray: one actor holds the whole workflow, same answers
+    mono = ray_runtime(cat, mode="monolithic", buckets=BUCKETS, num_cpus_per_actor=0.5)
+    assert {w: len(g.actors) for w, g in mono.workflow_executors.items()} == {"t2i": 1}
+    reqs, got = asyncio.run(_serve(mono, requests))
+    for r, a, b in zip(reqs, got, want, strict=True):
+        assert r.status == "done", r.error
+        np.testing.assert_allclose(a["image"], b["image"], rtol=1e-5, atol=1e-5)
+    assert mono.stats.batches["t2i"] >= 1 and not set(mono.stats.batches) & set(cat.models)
+    shutdown_actors(mono)
+
 
 def test_ray_actor_error_fails_the_request_with_its_message(local_ray):
     cat = Catalog()
@@ -127,7 +138,7 @@ def test_ray_actor_error_fails_the_request_with_its_message(local_ray):
     with pytest.raises(ValueError, match="replicas: unknown models"):
         ray_runtime(cat, replicas={"nope": 2})
     with pytest.raises(ValueError, match="mode"):
-        ray_runtime(cat, mode="monolithic")
+        ray_runtime(cat, mode="pipelined")
     with pytest.raises(ValueError, match="max_actors"):
         ray_runtime(cat, max_actors=3)
     with pytest.raises(ValueError, match="capacity"):

@@ -79,7 +79,9 @@ from ._quality import conditioning_accuracy as conditioning_accuracy
 from ._quality import frechet_distance as frechet_distance
 from ._ray_backend import ActorGroup as ActorGroup
 from ._ray_backend import NodeActor as NodeActor
+from ._ray_backend import WorkflowActor as WorkflowActor
 from ._ray_backend import ray_runtime as ray_runtime
+from ._ray_backend import run_workflow_batch as run_workflow_batch
 from ._ray_backend import shutdown_actors as shutdown_actors
 from ._requests import Overloaded as Overloaded
 from ._requests import Request as Request

@@ -15,6 +15,12 @@ start at once; a stopping actor finishes the batch it is running before it is ki
 accepted request is dropped). A group keeps at least one actor (a cold one imports JAX and
 compiles: seconds); `max_actors` bounds the actors of all groups together.
 
+`ray_runtime(catalog, mode="monolithic")` is the baseline on the same backend: one actor
+group per workflow, each actor holding that whole workflow (its own copy of every model it
+uses: `WorkflowActor`) and running its DAG for a batch of the workflow's requests; the
+driver's runtime batches per workflow (`replicas` / `autoscale` then count workflow
+replicas).
+
 Batches travel through Ray's object store (zero-copy reads of numpy arrays on the same node).
 Ray is an optional extra: `pip install diffusion-serve-jax[ray]`; it is imported lazily.
 """
@@ -29,7 +35,7 @@ import numpy as np
 from ._autoscale import Autoscaler
 from ._executor import NodeExecutor
 from ._runtime import ServingRuntime
-from ._workflow import Catalog, ModelSpec
+from ._workflow import Catalog, CompiledWorkflow, ModelSpec
 
 
 class NodeActor:
@@ -51,6 +57,41 @@ class NodeActor:
             for b in self.executor.buckets:
                 self.run({k: np.zeros((b, *s.shape), s.dtype) for k, s in spec.inputs.items()})
         return self.executor.traces
+
+
+def run_workflow_batch(
+    cw: CompiledWorkflow, executors: Mapping[str, Any], inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Run workflow `cw`'s whole DAG on a batch (`inputs` keyed `input.<name>`, batch axis
+    first) with `executors[model].run`; returns each workflow output's source
+    (`node.output`) for the batch."""
+    values = dict(inputs)
+    for name in cw.order:
+        node = cw.node(name)
+        outs = executors[node.model].run({a: values[src] for a, src in node.inputs.items()})
+        for k, arr in outs.items():
+            values[f"{name}.{k}"] = arr
+    return {src: values[src] for src in cw.workflow.outputs.values()}
+
+
+class WorkflowActor:
+    """The body of one monolithic Ray actor: a whole workflow, with its own executor (its
+    own copy of the parameters) of every model it uses."""
+
+    def __init__(self, cw: CompiledWorkflow, specs: Mapping[str, ModelSpec], buckets):
+        self.workflow = cw
+        self.executors = {m: NodeExecutor(s, buckets=buckets) for m, s in specs.items()}
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_workflow_batch(self.workflow, self.executors, batch)
+
+    def ready(self, warm: bool) -> int:
+        """Returns once the actor is up; with `warm`, after compiling every bucket."""
+        inputs = self.workflow.workflow.inputs
+        buckets = sorted(set.intersection(*(set(e.buckets) for e in self.executors.values())))
+        for b in buckets if warm else ():
+            self.run({f"input.{k}": np.zeros((b, *s.shape), s.dtype) for k, s in inputs.items()})
+        return sum(e.traces for e in self.executors.values())
 
 
 def _ray():
@@ -77,17 +118,29 @@ class ActorGroup:
         num_cpus: float = 1.0,
         timeout_s: float | None = 600.0,
         warm: bool = False,
+        models: Mapping[str, ModelSpec] | None = None,
     ):
         """`warm`: actors that `resize` starts later compile every bucket before they take
-        a batch (the first `replicas` actors: call `warm_up`)."""
+        a batch (the first `replicas` actors: call `warm_up`). `spec` a `CompiledWorkflow`
+        with the catalog's `models`: every actor holds that whole workflow (`WorkflowActor`,
+        monolithic serving; batches are keyed `input.<name>`)."""
         if replicas < 1:
             raise ValueError(f"replicas: expected >= 1 actor for {spec.name!r}, got {replicas}")
         ray = _ray()
         self.spec = spec
         self.buckets = tuple(sorted(set(int(b) for b in buckets)))
         self.timeout_s = timeout_s
-        self._cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(NodeActor)
-        self._spec_ref = ray.put(spec)
+        if isinstance(spec, CompiledWorkflow):
+            if models is None:
+                raise ValueError(f"models: a workflow group ({spec.name!r}) needs the model specs")
+            used = sorted({n.model for n in spec.workflow.nodes})
+            body, args = WorkflowActor, (spec, {m: models[m] for m in used})
+            self._inputs = {f"input.{k}": s for k, s in spec.workflow.inputs.items()}
+        else:
+            body, args = NodeActor, (spec,)
+            self._inputs = dict(spec.inputs)
+        self._cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(body)
+        self._args = [ray.put(a) for a in args]
         self._lock = threading.Lock()
         self._pending: dict = {}  # ready() reference -> actor still starting
         self._retire = 0  # busy actors to stop when their batch is done
@@ -153,7 +206,7 @@ class ActorGroup:
                 back = min(self._retire, replicas - live)  # cancel pending stops first
                 self._retire -= back
                 for _ in range(replicas - live - back):
-                    actor = self._cls.options(name=None).remote(self._spec_ref, self.buckets)
+                    actor = self._cls.options(name=None).remote(*self._args, self.buckets)
                     self.actors.append(actor)
                     self.started += 1
                     if self._warm is None:  # the first actors: Ray queues their batches
@@ -174,7 +227,7 @@ class ActorGroup:
         """Compile every bucket on every replica (before serving, so latency is steady)."""
         ray = _ray()
         refs = [
-            a.run.remote({k: np.zeros((b, *s.shape), s.dtype) for k, s in self.spec.inputs.items()})
+            a.run.remote({k: np.zeros((b, *s.shape), s.dtype) for k, s in self._inputs.items()})
             for a in self.actors
             for b in self.buckets
         ]
@@ -199,6 +252,7 @@ class ActorGroup:
 def ray_runtime(
     catalog: Catalog,
     *,
+    mode: str = "micro",
     replicas: Mapping[str, int] | None = None,
     buckets: tuple[int, ...] = (1, 2, 4, 8, 16),
     num_cpus_per_actor: float = 1.0,
@@ -207,56 +261,67 @@ def ray_runtime(
     max_actors: int | None = None,
     **runtime_kwargs: Any,
 ) -> ServingRuntime:
-    """A micro-serving `ServingRuntime` whose model nodes run as Ray actor groups.
+    """A `ServingRuntime` whose model nodes (`mode="micro"`) or whole workflows
+    (`mode="monolithic"`) run as Ray actor groups.
 
-    `replicas[m]` actors serve model `m` (default 1). With `autoscale`, each group starts
-    at `max(min_replicas, 1)` actors and follows the policy's replica count, all groups
-    together holding at most `max_actors` busy actors (default: `max_replicas` per model).
-    The runtime's `submit`, request futures, HTTP server (`serve`) and metrics are those of
-    the embedded runtime. Call `shutdown_actors(runtime)` when done (after `await
-    runtime.stop()`).
+    `replicas[k]` actors serve model (or workflow) `k` (default 1). With `autoscale`, each
+    group starts at `max(min_replicas, 1)` actors and follows the policy's replica count,
+    all groups together holding at most `max_actors` busy actors (default: `max_replicas`
+    per group). The runtime's `submit`, request futures, HTTP server (`serve`) and metrics
+    are those of the embedded runtime. Call `shutdown_actors(runtime)` when done (after
+    `await runtime.stop()`).
     """
-    if runtime_kwargs.get("mode", "micro") != "micro":
-        raise ValueError(f"mode: the Ray backend serves micro mode, got {runtime_kwargs['mode']!r}")
-    for k in ("executors", "inline_below_s", "num_workers"):
+    if mode not in ("micro", "monolithic"):
+        raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
+    for k in ("executors", "inline_below_s", "num_workers", "workflow_executors"):
         if k in runtime_kwargs:
             raise ValueError(f"{k}: set by the Ray backend (one dispatch thread per actor)")
-    used = sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
+    if mode == "micro":
+        keys = sorted({n.model for w in catalog.workflows.values() for n in w.workflow.nodes})
+    else:
+        keys = sorted(catalog.workflows)
+    what = "models" if mode == "micro" else "workflows"
     replicas = dict(replicas or {})
-    unknown = sorted(set(replicas) - set(used))
+    unknown = sorted(set(replicas) - set(keys))
     if unknown:
-        raise ValueError(f"replicas: unknown models {unknown}; served models are {used}")
+        raise ValueError(f"replicas: unknown {what} {unknown}; served {what} are {keys}")
     if autoscale is not None and replicas:
         raise ValueError("replicas: fixed actor counts and autoscale exclude each other")
     if autoscale is None:
-        counts = {m: int(replicas.get(m, 1)) for m in used}
+        counts = {k: int(replicas.get(k, 1)) for k in keys}
         workers = sum(counts.values())
     else:
-        counts = dict.fromkeys(used, max(autoscale.min_replicas, 1))
-        workers = len(used) * autoscale.max_replicas if max_actors is None else int(max_actors)
-        autoscale.init(used, workers, 0.0)  # checks max_actors before any actor starts
+        counts = dict.fromkeys(keys, max(autoscale.min_replicas, 1))
+        workers = len(keys) * autoscale.max_replicas if max_actors is None else int(max_actors)
+        autoscale.init(keys, workers, 0.0)  # checks max_actors before any actor starts
     if autoscale is None and max_actors is not None:
         raise ValueError("max_actors: only with autoscale (else the replicas fix the actors)")
+    if mode == "micro":
+        specs = {k: catalog.models[k] for k in keys}
+    else:
+        specs = {k: catalog.workflows[k] for k in keys}
     groups = {
-        m: ActorGroup(
-            catalog.models[m],
+        k: ActorGroup(
+            specs[k],
             replicas=n,
             buckets=buckets,
             num_cpus=num_cpus_per_actor,
             warm=warm_up,
+            models=catalog.models,
         )
-        for m, n in counts.items()
+        for k, n in counts.items()
     }
     if warm_up:
         for g in groups.values():
             g.warm_up()
     return ServingRuntime(
         catalog,
-        mode="micro",
+        mode=mode,
         num_workers=workers,  # one dispatch thread per busy actor
         replicas=None if autoscale is not None else counts,
         autoscale=autoscale,
-        executors=groups,
+        executors=groups if mode == "micro" else None,
+        workflow_executors=groups if mode == "monolithic" else None,
         inline_below_s=0.0,  # never block the event loop on a remote call
         buckets=buckets,
         **runtime_kwargs,
@@ -265,6 +330,6 @@ def ray_runtime(
 
 def shutdown_actors(runtime: ServingRuntime) -> None:
     """Kill the actor groups of a runtime made by `ray_runtime`."""
-    for ex in runtime.executors.values():
+    for ex in [*runtime.executors.values(), *runtime.workflow_executors.values()]:
         if isinstance(ex, ActorGroup):
             ex.shutdown()

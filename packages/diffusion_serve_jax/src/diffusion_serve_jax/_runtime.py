@@ -74,6 +74,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         batching: BatchPolicy | None = None,
         split_executors: Mapping[str, NodeExecutor] | None = None,
         autoscale: Autoscaler | None = None,
+        workflow_executors: Mapping[str, Any] | None = None,
     ):
         """`memory_bytes` (per worker slot) with `loader` (model name -> its params, the real
         load) and `load_s` (expected seconds per model load) makes workers hold what fits
@@ -88,7 +89,10 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         other devices would idle); otherwise the plain executor (`stats.splits` counts).
         `autoscale` (an `autoscaler(...)`, no memory budget) replaces the fixed caps
         (`replicas`) by per-model (micro) or per-workflow (monolithic) replica counts that
-        follow the load, summing to at most `num_workers` (`_scaling`)."""
+        follow the load, summing to at most `num_workers` (`_scaling`).
+        `workflow_executors` (monolithic, no memory budget) maps a workflow to an object
+        whose `run(batch)` runs its whole DAG on a batch keyed `input.<name>` and returns
+        its outputs' sources (`node.output`), e.g. a group of Ray workflow actors."""
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
         if num_workers < 1 or max_batch < 1 or queue_limit < 1:
@@ -114,6 +118,14 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         pinned = memory_bytes is None and autoscale is None
         self.replicas = self._plan_replicas(replicas, used, pinned=pinned)
         self.split_executors = self._check_splits(split_executors or {}, used, memory_bytes)
+        self.workflow_executors = dict(workflow_executors or {})
+        if self.workflow_executors and (mode != "monolithic" or memory_bytes is not None):
+            raise ValueError(
+                "workflow_executors: only for monolithic serving without a memory budget"
+            )
+        unknown = sorted(set(self.workflow_executors) - set(catalog.workflows))
+        if unknown:
+            raise ValueError(f"workflow_executors: unknown workflows {unknown}")
         self.batching, self._key_profiles = batching, {}
         if batching is not None:
             check_policy(batching, used)

@@ -85,7 +85,7 @@ class ScalingWorkers:
         grew = False
         for k, n in zip(self._scale_state.keys, self._scale_state.replicas, strict=True):
             old = self.replicas.get(k, 0)
-            ex = self.executors.get(k) if self.mode == "micro" else None
+            ex = (self.executors if self.mode == "micro" else self.workflow_executors).get(k)
             if hasattr(ex, "resize"):  # an actor group keeps one actor (a cold one takes seconds)
                 ex.resize(max(n, 1))
             if n == old:
