@@ -27,9 +27,10 @@ def get_config(arg=None):
     c.shared_critic = False
     c.shuffle = "envs"
     c.batched_values = True
-    # PLO's gradient products from the whole batch ("full"), or one minibatch's worth of
-    # environments cross-fitted between its two halves ("minibatch") or from the same sample
-    # ("minibatch_same"); README: quality check of all three.
+    # PLO's gradient products from the whole batch ("full"), from the first half of the
+    # environments cross-fitted between its two halves ("half"), one minibatch's worth of
+    # environments cross-fitted ("minibatch") or from the same sample ("minibatch_same");
+    # README: quality check of all four.
     c.surrogate_batch = "full"
     c.plo_horizon = 5
     c.plo_q_over = 1.0

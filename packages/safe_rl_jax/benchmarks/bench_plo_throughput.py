@@ -13,8 +13,9 @@ DEFAULT configuration (`PPOConfig` defaults: separate reward and cost critics, m
 whole per-env unrolls, critic once after the unroll) with a velocity cost on the cart
 (`1[|cart velocity| > 1]`), the cost GAE and a multiplier controller (PID Lagrangian, and PLO,
 which also computes the surrogate-gradient products once per iteration, by default
-(`surrogate_batch="full"`) from the whole batch; the other estimate, `"minibatch"` (the first
-minibatch's environments, cross-fitted between two halves), is timed beside it); brax's is
+(`surrogate_batch="full"`) from the whole batch; the other estimates, `"half"` (the first
+half of the environments) and `"minibatch"` (the first minibatch's environments), both
+cross-fitted between two halves, are timed beside it); brax's is
 `brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`).
 
 Interleaved timing: every trainer is compiled first; then, after each of brax's training
@@ -210,11 +211,13 @@ def main():
     callbacks, compile_cpu = {}, {}
     variants = [("ours, PID Lagrangian", srl.pid_lagrangian(), {})]
     variants.append(("ours, PLO", srl.plo(horizon=5), {}))
-    # PLO with the other estimate of its gradient products (full batch vs one minibatch)
-    other = "full" if srl.PPOConfig().surrogate_batch == "minibatch" else "minibatch"
-    variants.append(
-        (f"ours, PLO, {other} products", srl.plo(horizon=5), {"surrogate_batch": other})
-    )
+    # PLO with the other estimates of its gradient products (whole batch, first half of the
+    # environments cross-fitted, one minibatch's environments cross-fitted)
+    for other in ("full", "half", "minibatch"):
+        if other != srl.PPOConfig().surrogate_batch:
+            variants.append(
+                (f"ours, PLO, {other} products", srl.plo(horizon=5), {"surrogate_batch": other})
+            )
     if args.ablate:
         jac = {"surrogate_gradients": "jacrev"}
         variants.append(("ours, PLO, jacrev grads", srl.plo(horizon=5), jac))

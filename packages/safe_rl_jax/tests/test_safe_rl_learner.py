@@ -117,7 +117,7 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
     with pytest.raises(ValueError, match="shuffle"):
         srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="steps"))
     with pytest.raises(ValueError, match="surrogate_batch"):
-        srl.make_trainer(ENV, srl.plo(), CFG._replace(surrogate_batch="half"))
+        srl.make_trainer(ENV, srl.plo(), CFG._replace(surrogate_batch="quarter"))
     few = CFG._replace(num_envs=2, num_minibatches=4, shuffle="transitions")
     with pytest.raises(ValueError, match="surrogate_batch"):
         srl.make_trainer(ENV, srl.plo(), few._replace(surrogate_batch="minibatch"))
@@ -126,6 +126,8 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
     odd = CFG._replace(num_envs=6, num_minibatches=2, shuffle="transitions")  # 3 envs: no halves
     with pytest.raises(ValueError, match="surrogate_batch"):
         srl.make_trainer(ENV, srl.plo(), odd._replace(surrogate_batch="minibatch"))
+    with pytest.raises(ValueError, match="surrogate_batch"):  # 6 envs: 3 in the first half
+        srl.make_trainer(ENV, srl.plo(), odd._replace(surrogate_batch="half"))
     with pytest.raises(ValueError, match="num_minibatches"):
         srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="envs", num_minibatches=3))
     with pytest.raises(ValueError, match="shared_critic"):

@@ -67,7 +67,8 @@ class PPOConfig(NamedTuple):
     # minibatch's worth of whole unrolls; the environments are i.i.d., so this is a random
     # subset of the batch), cross-fitted between the subset's two halves of environments
     # (unbiased products, `surrogate_products(split=True)`): a quarter of the products' cost
-    # at the default 4 minibatches. "minibatch_same": the same subset, products of
+    # at the default 4 minibatches. "half": the first num_envs // 2 environments, cross-fitted
+    # the same way (half the cost). "minibatch_same": the minibatch subset, products of
     # gradients from the same sample (biased upward by the noise; kept for comparison).
     surrogate_batch: str = "full"
 
@@ -144,9 +145,9 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.surrogate_gradients: expected 'manual' or 'jacrev', "
             f"got {config.surrogate_gradients!r}"
         )
-    if config.surrogate_batch not in ("full", "minibatch", "minibatch_same"):
+    if config.surrogate_batch not in ("full", "half", "minibatch", "minibatch_same"):
         raise ValueError(
-            "config.surrogate_batch: expected 'full', 'minibatch' or 'minibatch_same', "
+            "config.surrogate_batch: expected 'full', 'half', 'minibatch' or 'minibatch_same', "
             f"got {config.surrogate_batch!r}"
         )
     if config.surrogate_batch == "minibatch_same" and config.num_envs < config.num_minibatches:
@@ -161,6 +162,11 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.surrogate_batch: 'minibatch' cross-fits two halves of the first "
             "num_envs // num_minibatches environments, which must be even and >= 2, got "
             f"{config.num_envs} // {config.num_minibatches} = {per}"
+        )
+    if config.surrogate_batch == "half" and config.num_envs % 4:
+        raise ValueError(
+            "config.surrogate_batch: 'half' cross-fits two halves of the first num_envs // 2 "
+            f"environments, so num_envs must be a multiple of 4, got {config.num_envs}"
         )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
@@ -235,8 +241,8 @@ def make_trainer(
     T, B = env.episode_length, config.num_envs
     keep_features = controller.uses_gradients and config.surrogate_gradients == "manual"
     # environments whose transitions estimate PLO's gradient products (the first ones)
-    B_grad = B if config.surrogate_batch == "full" else B // config.num_minibatches
-    split = config.surrogate_batch == "minibatch"  # cross-fitted halves of the subset
+    B_grad = {"full": B, "half": B // 2}.get(config.surrogate_batch, B // config.num_minibatches)
+    split = config.surrogate_batch in ("half", "minibatch")  # cross-fitted halves of the subset
 
     def shard(x, axis):
         if mesh is None:

@@ -7,10 +7,11 @@ advantage, `A_1..A_k` the cost advantages), the surrogate gradients are
 (one forward, `1 + k` backward passes of the policy on the whole batch). `surrogate_products`
 writes the backward pass of the Gaussian tanh-MLP policy by hand: the per-sample backward
 signal does not depend on `i` (the weights enter only as a per-sample scale), so it is
-propagated once and only the weight-gradient products are taken per surrogate, all `1 + k` in
-one matmul per layer; the forward activations can be passed in from the rollout. With
-`split=True` both cross-fit two halves of the environments (products of gradients from
-disjoint samples: unbiased, where a same-sample product is biased upward by `tr Cov / n`).
+propagated once and only the weight-gradient products are taken per surrogate, kernel and
+bias gradients of all `1 + k` in one matmul per layer; the forward activations can be passed
+in from the rollout. With `split=True` both cross-fit two halves of the environments (products
+of gradients from disjoint samples: unbiased, where a same-sample product is biased upward by
+`tr Cov / n`).
 """
 
 import jax
@@ -145,12 +146,14 @@ def surrogate_products(
     delta = z * inv_std
     blocks = [jnp.einsum("gnc,gna->gca", s, z * z - 1.0)]
     layers = [*model.policy.layers, model.policy.head]
+    ones = jnp.ones((g, n, 1), delta.dtype)
     for i in reversed(range(len(layers))):
         h, out = hs[i], delta.shape[-1]
-        blocks.append(jnp.einsum("gnc,gno->gco", s, delta))  # bias gradients [g, 1 + k, out]
-        scaled = (s[..., None] * delta[:, :, None, :]).reshape(g, n, (k + 1) * out)
-        kernel = jnp.einsum("gni,gnj->gij", h, scaled).reshape(g, h.shape[-1], k + 1, out)
-        blocks.append(jnp.moveaxis(kernel, 2, 1).reshape(g, k + 1, -1))
+        # kernel and bias gradients of all 1 + k surrogates in one matmul: [h, 1]ᵀ [s_0 δ, ...]
+        # (the surrogates side by side, not interleaved: XLA vectorises plain broadcasts)
+        scaled = jnp.concatenate([s[..., c : c + 1] * delta for c in range(k + 1)], axis=-1)
+        kernel = jnp.einsum("gni,gnj->gij", jnp.concatenate([h, ones], axis=-1), scaled)
+        blocks.append(jnp.swapaxes(kernel.reshape(g, -1, k + 1, out), 1, 2).reshape(g, k + 1, -1))
         if i > 0:
             delta = (delta @ layers[i].kernel[...].T) * (1.0 - h * h)
     flat = jnp.concatenate(blocks, axis=-1)  # [g, 1 + k, policy parameters]
