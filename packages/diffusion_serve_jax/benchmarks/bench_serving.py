@@ -11,6 +11,11 @@
    devices are XLA's simulated CPU devices (this script asks for 8 before importing JAX);
    on a 2-core machine they share two cores, so a split cannot be faster than 2x at best
    and pays its all-gathers and per-device dispatch.
+5. Autoscaling (`--only autoscale`): on/off bursts on one of two workflows (a 20 ms "device"
+   call each: a host sleep, so 4 worker slots really run in parallel on 2 cores) served by
+   micro-serving (work-conserving caps, or `autoscale`) and monolithic serving (replicas
+   pinned equally, or per-workflow `autoscale`): SLO attainment, P99, peak replicas and
+   scaling events of the bursty key, same arrivals for every system.
 """
 
 import argparse
@@ -254,6 +259,81 @@ def bench_split(repeats=7):
     return out
 
 
+def _sleep_catalog(seconds=0.02):
+    def sleepy(p, x):
+        def sleep(v):
+            time.sleep(seconds)
+            return v
+
+        shape = jax.ShapeDtypeStruct(x["x"].shape, np.float32)
+        return {"y": jax.pure_callback(sleep, shape, x["x"]) * p}
+
+    cat = ds.Catalog()
+    for m in ("a", "b"):
+        spec = ds.TensorSpec(())
+        cat.register_model(ds.ModelSpec(m, {"x": spec}, {"y": spec}, sleepy, np.float32(2.0)))
+        cat.register_workflow(
+            ds.WorkflowBuilder(f"w{m}")
+            .input("x", spec)
+            .node("n", m, x="input.x")
+            .output("y", "n.y")
+            .build()
+        )
+    return cat
+
+
+def bench_autoscale(duration=4.0, slo_s=0.15):
+    """Bursts on workflow wa (mean 60 req/s, 4x during a quarter of every second), wb steady
+    at 20 req/s; 4 worker slots, batches of 1 (a batch costs its rows: no batching gain)."""
+    cat = _sleep_catalog()
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    ta = ds.on_off_arrivals(60.0, duration, burst_factor=4.0, period=1.0, key=key_a)
+    tb = ds.poisson_arrivals(20.0, duration, key=key_b)
+    arrivals = sorted([(float(t), "wa") for t in ta] + [(float(t), "wb") for t in tb])
+    policy = ds.autoscaler(
+        min_replicas=1,
+        max_replicas=3,
+        window_s=0.5,
+        drain_s=0.1,
+        down_delay_s=0.5,
+        interval_s=0.02,
+    )
+
+    async def serve(mode, autoscale):
+        rt = ds.ServingRuntime(
+            cat,
+            mode=mode,
+            num_workers=4,
+            max_batch=1,
+            buckets=(1,),
+            autoscale=policy if autoscale else None,
+        )
+        await rt.start()
+        for w in ("wa", "wb", "wa", "wb"):  # compile, then one timed batch each
+            await rt.submit(w, {"x": 1.0}).future
+        bursty = "a" if mode == "micro" else "wa"
+        t0, reqs, peak = time.perf_counter(), [], rt.replicas[bursty]
+        for t, w in arrivals:
+            await asyncio.sleep(max(0.0, t0 + t - time.perf_counter()))
+            reqs.append(rt.submit(w, {"x": 1.0}, slo_s=slo_s))
+            peak = max(peak, rt.replicas[bursty])
+        await asyncio.gather(*(r.future for r in reqs))
+        lat = np.array([r.latency for r in reqs])
+        await rt.stop()
+        return {
+            "attainment": float(np.mean(lat <= slo_s)),
+            "p99_ms": 1e3 * float(np.percentile(lat, 99)),
+            "peak_replicas_bursty": int(peak),
+            "scale_events": len(rt.stats.scale_events),
+        }
+
+    out = {"requests": len(arrivals), "slo_s": slo_s}
+    for mode in ("micro", "monolithic"):
+        for auto in (False, True):
+            out[f"{mode}{'_autoscale' if auto else ''}"] = asyncio.run(serve(mode, auto))
+    return out
+
+
 def _ready(f, *args):
     return lambda: jax.block_until_ready(f(*args))
 
@@ -269,6 +349,7 @@ def main():
         "masked_step": bench_masked_step,
         "overlap": bench_overlap,
         "split": bench_split,
+        "autoscale": bench_autoscale,
     }
     res = {k: benches[k]() for k in args.only.split(",")}
     with open(args.out, "w") as f:
@@ -300,6 +381,17 @@ def main():
         ms = ", ".join(f"{k.split('_')[0]} devices {v:.2f} ms" for k, v in r.items() if "ms" in k)
         ups = ", ".join(f"x{k.split('_')[1]} {v:.2f}" for k, v in r.items() if "speedup" in k)
         print(f"lone request, {name}: {ms}; speed-up {ups}")
+    if "autoscale" in res:
+        print(
+            f"autoscale, {res['autoscale']['requests']} requests, "
+            f"SLO {res['autoscale']['slo_s']} s:"
+        )
+        for k, v in res["autoscale"].items():
+            if isinstance(v, dict):
+                print(
+                    f"  {k:22s} attainment {v['attainment']:.3f}, P99 {v['p99_ms']:.0f} ms, "
+                    f"peak replicas {v['peak_replicas_bursty']}, scale events {v['scale_events']}"
+                )
     if "masked_step" not in res:
         return
     print("mask ratio | full ms | masked ms | speed-up | cache load ms")
