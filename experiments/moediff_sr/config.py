@@ -60,6 +60,11 @@ def get_config(arg=None):
     c.gate_upsample = "linear"
     # gate input divided by its local w x w mean (bias-field robust routing; 0 = raw input)
     c.gate_local_norm = 0
+    # session 8: width of each expert's own blocks (0 = the trunk's `expert_width`; otherwise
+    # a residual bottleneck branch of that width on the trunk's output)
+    c.head_width = 0
+    # depth of the parameter-matched single expert (0 = trunk_depth + expert_depth)
+    c.single_depth = 0
     c.feature_dim = 16
     c.patch_sizes = (4, 8)
     c.transformer_depth = 1
@@ -106,6 +111,10 @@ def get_config(arg=None):
     # training signal between three different predictors and the MoE fell below one head)
     c.identical_experts = True
     c.region_warmup = 0
+    # session 8: after the warm-up the routing anneals from the region masks to the learned
+    # gate over `region_anneal` steps in `region_stages` equal stages (0 = a hard switch)
+    c.region_anneal = 0
+    c.region_stages = 2
     c.region_routing = 0.0
     c.diversity = "similarity"
     # training: a `level_fraction` of each batch at the noise levels of the sampler's grid

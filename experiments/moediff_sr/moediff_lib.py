@@ -135,13 +135,16 @@ def make_models(config, cond_channels: int = 1):
             fuse_features=config.get("fuse_features", False),
             gate_upsample=config.get("gate_upsample", "nearest"),
             gate_local_norm=config.get("gate_local_norm", 0),
+            head_width=config.get("head_width", 0),
             scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
         ),
         seed=config.seed,
     )
     target = msr.count_params(moe)
-    depth = config.expert_depth + config.get("trunk_depth", 0)  # same depth as one expert's path
+    # same depth as one expert's path, unless `single_depth` fixes it (session 8: experts with
+    # their own blocks keep the 3-block single expert of sessions 4-7 as the reference)
+    depth = config.get("single_depth", 0) or config.expert_depth + config.get("trunk_depth", 0)
     width = msr.conv_denoiser_width(cond_channels, depth, config.emb_dim, target)
     single = msr.init_fast(
         lambda: msr.ConvDenoiser(

@@ -41,6 +41,17 @@ def timed_call(fn, *args):
     return out, time.perf_counter() - t0
 
 
+def region_routing_schedule(config):
+    """[(until_step, region_routing), ...] of the MoE's region-routed warm-up and anneal."""
+    warm = config.get("region_warmup", 0)
+    anneal, stages = config.get("region_anneal", 0), config.get("region_stages", 2)
+    out = [(warm, 1.0)] if warm else []
+    if anneal:
+        for j in range(stages):
+            out.append((warm + anneal * (j + 1) // stages, (stages - j) / (stages + 1)))
+    return out
+
+
 def train_model(name, model, pool, config, schedule, workdir, *, key, val_score=None):
     """Train (or resume) one model; returns (graphdef, params, seconds per step, best step).
 
@@ -54,14 +65,19 @@ def train_model(name, model, pool, config, schedule, workdir, *, key, val_score=
     trainer = msr.make_trainer(
         graphdef, lib.loss_for(name, config, schedule), lib.optimizer(config), mesh=mesh
     )
-    warm = config.get("region_warmup", 0) if name == "moediff_sr" else 0
-    if warm:  # experts routed hard to their regions first, then the gate takes over
-        warm_trainer = msr.make_trainer(
+    # experts routed hard to their regions first (`region_warmup` steps), then the routing
+    # anneals to the learned gate over `region_anneal` steps in `region_stages` equal stages
+    # (region_routing (S - j) / (S + 1) in stage j), then the gate alone routes them
+    routing = region_routing_schedule(config) if name == "moediff_sr" else []
+    stage_trainers = {
+        r: msr.make_trainer(
             graphdef,
-            lib.loss_for(name, config, schedule, region_routing=1.0),
+            lib.loss_for(name, config, schedule, region_routing=r),
             lib.optimizer(config),
             mesh=mesh,
         )
+        for r in sorted({r for _, r in routing})
+    }
     state = trainer.init(params)
     ckpt = {
         "state": state,
@@ -86,7 +102,8 @@ def train_model(name, model, pool, config, schedule, workdir, *, key, val_score=
         hr, up, _, _, labels = _sample_patches(pool, config.patch, config.batch_size, key=k_data)
         regions = lib.region_onehot(labels, config.num_experts) if name == "moediff_sr" else None
         batch = msr.make_batch(hr, up, residual_scale=config.residual_scale, regions=regions)
-        update = warm_trainer.update if step < warm else trainer.update
+        stage = [r for until, r in routing if step < until]
+        update = stage_trainers[stage[0]].update if stage else trainer.update
         state, metrics = update(state, batch, k_loss)
         steps_done += 1
         done = step + 1 == config.train_steps

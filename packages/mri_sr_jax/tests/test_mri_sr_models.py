@@ -109,6 +109,41 @@ def test_shared_trunk_experts_differ_only_in_their_heads_and_see_the_features():
     # the trunk sees the transformer features: zeroing their projection changes every expert
     model.trunk.fuse.kernel[...] = jnp.zeros_like(model.trunk.fuse.kernel[...])
     assert float(jnp.abs(model.forward_all(b.x0, b.cond, ab)[1] - outs_same).max()) > 1e-4
+    # experts with their own narrow blocks: a residual bottleneck branch on the trunk
+    narrow = build(head_width=6)
+    narrow_deep = msr.MoEDiffSR(
+        1, expert_width=4, expert_depth=1, trunk_depth=1, feature_dim=8, emb_dim=8,
+        head_width=6, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    head = narrow_deep.experts[2]
+    assert head.down.kernel.shape == (1, 1, 4, 6) and head.up.kernel.shape == (1, 1, 6, 4)
+    assert head.blocks[0].c1.kernel.shape == (3, 3, 6, 6) and head.out.kernel.shape[2] == 4
+    shapes = jax.eval_shape(lambda: narrow_deep.forward_all(b.x0, b.cond, ab))
+    assert shapes[0].shape == (2, H, H, 1) and shapes[1].shape == (2, H, H, 3)
+    assert build().experts[0].down is None
+    # each head adds its down (4 -> 6) and up (6 -> 4) projections
+    assert msr.count_params(narrow) - msr.count_params(build()) == 3 * (4 * 6 + 6 + 6 * 4 + 4)
+
+    plain = nnx.clone(head)  # the same head with a zero `up` projection
+    plain.up.kernel[...] = jnp.zeros_like(plain.up.kernel[...])
+    plain.up.bias[...] = jnp.zeros_like(plain.up.bias[...])
+    head_gd = nnx.graphdef(head)
+
+    @jax.jit
+    def head_out(state, h, emb):
+        m = nnx.merge(head_gd, state)
+        return m(h, emb), m.out(nnx.silu(h))
+
+    trunk_h = jax.random.normal(jax.random.key(1), (1, 8, 8, 4))
+    emb = jax.random.normal(jax.random.key(2), (1, 8))
+    with_branch, without = head_out(nnx.state(head), trunk_h, emb)
+    assert float(jnp.abs(with_branch - without).max()) > 1e-4
+    # a zero `up` projection leaves the trunk's features unchanged: out(silu(h))
+    assert_trees_close(*head_out(nnx.state(plain), trunk_h, emb), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="head_width"):
+        msr.MoEDiffSR(1, head_width=4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="head_width"):
+        msr.MoEDiffSR(1, trunk_depth=1, head_width=-1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="fuse_features"):
         msr.MoEDiffSR(1, fuse_features=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="gate_upsample"):

@@ -182,15 +182,33 @@ class SharedTrunk(nnx.Module):
 
 
 class ExpertHead(nnx.Module):
-    """An expert on top of the shared trunk: its own FiLM residual blocks and output conv."""
+    """An expert on top of the shared trunk: its own FiLM residual blocks and output conv.
 
-    def __init__(self, width: int, depth: int, emb_dim: int, *, rngs: nnx.Rngs):
+    `in_width` (the trunk's width) != `width`: the expert's blocks form a bottleneck branch,
+    h + up(blocks(down(h))) with 1 x 1 convolutions `down` (in_width -> width) and `up`
+    (width -> in_width), so the trunk's features still reach the output conv in full and the
+    expert adds its own nonlinear refinement at a small cost in parameters.
+    """
+
+    def __init__(
+        self, width: int, depth: int, emb_dim: int, in_width: int | None = None, *, rngs: nnx.Rngs
+    ):
+        in_width = width if in_width is None else in_width
+        branch = in_width != width
+        self.down = nnx.data(nnx.Conv(in_width, width, (1, 1), rngs=rngs) if branch else None)
+        self.up = nnx.data(nnx.Conv(width, in_width, (1, 1), rngs=rngs) if branch else None)
         self.blocks = nnx.List([FiLMResBlock(width, emb_dim, rngs=rngs) for _ in range(depth)])
-        self.out = nnx.Conv(width, 1, (3, 3), rngs=rngs)
+        self.out = nnx.Conv(in_width, 1, (3, 3), rngs=rngs)
 
     def __call__(self, h: Array, emb: Array) -> Array:
-        for block in self.blocks:
-            h = block(h, emb)
+        if self.down is None:
+            for block in self.blocks:
+                h = block(h, emb)
+        else:
+            b = self.down(h)
+            for block in self.blocks:
+                b = block(b, emb)
+            h = h + self.up(nnx.silu(b))
         return self.out(nnx.silu(h))
 
 
@@ -201,10 +219,12 @@ class MoEDiffSR(nnx.Module):
     `scale_input` is passed to every expert (see `ConvDenoiser`).
     `trunk_depth=0`: k independent `ConvDenoiser` experts of `expert_depth` blocks.
     `trunk_depth>0`: the experts share a `SharedTrunk` of `trunk_depth` blocks and differ in
-    their last `expert_depth` blocks and output conv (`ExpertHead`); `fuse_features=True`
-    also adds a linear projection of the transformer token features to the trunk's first
-    activations, so the denoiser sees the global context the gate sees. `gate_upsample`:
-    how token gates reach pixels for the aggregation (see `gate_to_pixels`).
+    their last `expert_depth` blocks and output conv (`ExpertHead`); the blocks are
+    `head_width` wide (0 = `expert_width`, the trunk's width; otherwise a residual bottleneck
+    branch on the trunk's output, see `ExpertHead`);
+    `fuse_features=True` also adds a linear projection of the transformer token features to
+    the trunk's first activations, so the denoiser sees the global context the gate sees.
+    `gate_upsample`: how token gates reach pixels for the aggregation (see `gate_to_pixels`).
     `gate_local_norm=w > 0`: the feature extractor (hence the gate) sees the conditioning
     divided by its local w x w mean (bias-field robust routing; the experts see the raw input).
     `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
@@ -226,10 +246,15 @@ class MoEDiffSR(nnx.Module):
         fuse_features: bool = False,
         gate_upsample: str = "nearest",
         gate_local_norm: int = 0,
+        head_width: int = 0,
         *,
         scale_input: bool = False,
         rngs: nnx.Rngs,
     ):
+        if head_width < 0:
+            raise ValueError(f"head_width: expected >= 0, got {head_width}")
+        if head_width and not trunk_depth:
+            raise ValueError("head_width: needs a shared trunk (trunk_depth >= 1)")
         if trunk_depth < 0:
             raise ValueError(f"trunk_depth: expected >= 0, got {trunk_depth}")
         if fuse_features and not trunk_depth:
@@ -268,7 +293,9 @@ class MoEDiffSR(nnx.Module):
                 )
             )
             experts = [
-                ExpertHead(expert_width, expert_depth, emb_dim, rngs=rngs)
+                ExpertHead(
+                    head_width or expert_width, expert_depth, emb_dim, expert_width, rngs=rngs
+                )
                 for _ in range(num_experts)
             ]
         else:
