@@ -99,21 +99,26 @@ def test_shared_trunk_experts_differ_only_in_their_heads_and_see_the_features():
     model = build(fuse_features=True)
     b = tiny_batch(b=2)
     ab = jnp.array([0.3, 0.8])
-    agg, outs, gate = model.forward_all(b.x0, b.cond, ab)
+    model_gd = nnx.graphdef(model)
+    # one compile for the three forward passes below instead of op-by-op eager compiles
+    forward = jax.jit(lambda st: nnx.merge(model_gd, st).forward_all(b.x0, b.cond, ab))
+    agg, outs, gate = forward(nnx.state(model))
     assert agg.shape == (2, H, H, 1) and outs.shape == (2, H, H, 3) and gate.shape == (2, 4, 4, 3)
     # copy expert 0's head into the others: the shared trunk then gives identical experts
     for e in model.experts[1:]:
         e.out.kernel[...] = model.experts[0].out.kernel[...]
-    outs_same = model.forward_all(b.x0, b.cond, ab)[1]
+    outs_same = forward(nnx.state(model))[1]
     np.testing.assert_allclose(outs_same[..., 1:], jnp.repeat(outs_same[..., :1], 2, -1))
     # the trunk sees the transformer features: zeroing their projection changes every expert
     model.trunk.fuse.kernel[...] = jnp.zeros_like(model.trunk.fuse.kernel[...])
-    assert float(jnp.abs(model.forward_all(b.x0, b.cond, ab)[1] - outs_same).max()) > 1e-4
+    assert float(jnp.abs(forward(nnx.state(model))[1] - outs_same).max()) > 1e-4
     # experts with their own narrow blocks: a residual bottleneck branch on the trunk
     narrow = build(head_width=6)
-    narrow_deep = msr.MoEDiffSR(
-        1, expert_width=4, expert_depth=1, trunk_depth=1, feature_dim=8, emb_dim=8,
-        head_width=6, rngs=nnx.Rngs(0),
+    narrow_deep = msr.init_fast(  # init_fast: eager per-parameter init costs ~12 s CPU
+        lambda: msr.MoEDiffSR(
+            1, expert_width=4, expert_depth=1, trunk_depth=1, feature_dim=8, emb_dim=8,
+            head_width=6, rngs=nnx.Rngs(0),
+        )
     )  # fmt: skip
     head = narrow_deep.experts[2]
     assert head.down.kernel.shape == (1, 1, 4, 6) and head.up.kernel.shape == (1, 1, 6, 4)
