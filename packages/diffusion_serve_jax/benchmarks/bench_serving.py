@@ -16,10 +16,19 @@
    micro-serving (work-conserving caps, or `autoscale`) and monolithic serving (replicas
    pinned equally, or per-workflow `autoscale`): SLO attainment, P99, peak replicas and
    scaling events of the bursty key, same arrivals for every system.
+6. Workflow variants (`--only variants`): the four digits-zoo workflows (fresh weights, timing
+   only) in `variants` copies each, every copy naming its own LoRA adapter of the DiT, on a
+   shifting Zipf mix; max Poisson rate at >= 90% SLO (a geometric rate grid, the three systems
+   back to back at each rate, median of two passes) of micro-serving
+   (one shared instance per model; variants cost it nothing: the regime's assumption),
+   the LoRA hot-swapping monolith (each worker one copy of the base models, swapping the
+   variant's merged DiT weights in: `variants` / `variant_loader`) and the whole-replica
+   monolith under the micro worker's memory budget (replicas loaded from host memory).
 """
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -334,6 +343,169 @@ def bench_autoscale(duration=4.0, slo_s=0.15):
     return out
 
 
+def bench_variants(
+    variants=4, workers=4, duration=1.5, slo_scale=5.0, lowest=0.08, step=1.35, points=7, repeats=2
+):
+    """Max rate at >= 90% SLO (median attainment over `repeats`) on a rate grid from `lowest`
+    x the capacity estimate: micro vs hot-swap monolith vs whole-replica monolith."""
+    zoo = ds.init_zoo(ds.ZooConfig(), key=jax.random.key(0))  # width 64, 3 blocks, 20 steps
+    base = ds.zoo_catalog(zoo)
+    cat = ds.Catalog()
+    for spec in base.models.values():
+        cat.register_model(spec)
+    for name, cw in sorted(base.workflows.items()):
+        for v in range(variants):
+            cat.register_workflow(dataclasses.replace(cw.workflow, name=f"{name}#{v}"))
+    names = sorted(cat.workflows)
+    used = sorted({n.model for cw in cat.workflows.values() for n in cw.workflow.nodes})
+    execs = {m: ds.NodeExecutor(cat.models[m], buckets=(1, 4)) for m in used}
+    for ex in execs.values():
+        ex.profile(repeats=1)  # compile every bucket before any timing
+    dit = cat.models["denoiser"].params
+    keys = jax.random.split(jax.random.key(1), variants)
+    adapters = {}
+    for v in range(variants):  # a trained-looking adapter: B != 0
+        ad = ds.lora_init(zoo.diffusion.dit, rank=4, key=keys[v])
+        adapters[f"lora{v}"] = {
+            layer: {
+                "a": np.asarray(ab["a"]),
+                "b": np.asarray(0.05 * jax.random.normal(keys[v], ab["b"].shape)),
+            }
+            for layer, ab in ad.items()
+        }
+
+    @jax.jit
+    def merge(state, adapter):
+        out = jax.tree.map(lambda x: x, state)
+        nnx.replace_by_pure_dict(out, ds.lora_merge(nnx.to_pure_dict(state), adapter))
+        return out
+
+    def variant_loader(model, v):  # host adapter -> device, merged into the base DiT
+        return jax.block_until_ready(merge(dit, adapters[v]))
+
+    dits = ("denoiser", "denoiser_ctrl")
+    per_wf = {
+        w: {
+            n.model: f"lora{w.split('#')[1]}"
+            for n in cat.workflows[w].workflow.nodes
+            if n.model in dits
+        }
+        for w in names
+    }
+    host = {m: jax.tree.map(np.array, cat.models[m].params) for m in used}
+    swap_s = _median_time(lambda: variant_loader("denoiser", "lora1"))
+    load_s = {
+        m: _median_time(lambda m=m: jax.block_until_ready(jax.device_put(host[m]))) for m in used
+    }
+    budget = float(sum(cat.models[m].param_bytes for m in used))
+    rng = np.random.default_rng(0)
+    edges = rng.uniform(-1, 1, (8, 8)).astype(np.float32)
+
+    def inputs(w, j):
+        x = {"label": j % 10, "seed": j}
+        return x | ({"edges": edges} if "edges" in cat.workflows[w].workflow.inputs else {})
+
+    systems = {
+        "micro": dict(mode="micro"),
+        "monolithic_hot_swap": dict(
+            mode="monolithic", variants=per_wf, variant_loader=variant_loader
+        ),
+        "monolithic_host_loads": dict(
+            mode="monolithic",
+            memory_bytes=budget,
+            loader=lambda m: jax.block_until_ready(jax.device_put(host[m])),
+            load_s=load_s,
+        ),
+    }
+
+    async def run(system, rate, slo):
+        rt = ds.ServingRuntime(
+            cat,
+            num_workers=workers,
+            max_batch=4,
+            queue_limit=64,
+            executors=execs,
+            **systems[system],
+        )
+        await rt.start()
+        for w in names[::variants]:  # one timed batch per base workflow (EWMA)
+            await rt.submit(w, inputs(w, 0)).future
+        arr = ds.shifting_mix(
+            names, rate, duration, phase_s=0.3, skew=1.2, key=jax.random.key(int(rate * 1e3))
+        )
+        t0, reqs, refused = time.perf_counter(), [], 0
+        for j, (t, w) in enumerate(arr):
+            await asyncio.sleep(max(0.0, t0 + t - time.perf_counter()))
+            try:
+                reqs.append((w, rt.submit(w, inputs(w, j), slo_s=slo[w])))
+            except ds.Overloaded:
+                refused += 1
+        await asyncio.gather(*(r.future for _, r in reqs), return_exceptions=True)
+        ok = sum(r.status == "done" and r.latency <= slo[w] for w, r in reqs)
+        lat = [r.latency for _, r in reqs if r.status == "done"]
+        await rt.stop()
+        return {
+            "rate": rate,
+            "attainment": ok / max(1, len(arr)),
+            "p99_ms": 1e3 * float(np.percentile(lat, 99)) if lat else float("nan"),
+            "swaps": rt.stats.swaps,
+            "loads": rt.stats.loads,
+        }
+
+    async def standalone():
+        rt = ds.ServingRuntime(cat, num_workers=1, executors=execs)
+        await rt.start()
+        out = {}
+        for w in names[::variants]:
+            await rt.submit(w, inputs(w, 0)).future
+            ts = []
+            for j in range(3):
+                req = rt.submit(w, inputs(w, j))
+                await req.future
+                ts.append(req.latency)
+            out[w.split("#")[0]] = float(np.median(ts))
+        await rt.stop()
+        return out
+
+    alone = asyncio.run(standalone())
+    slo = {w: slo_scale * alone[w.split("#")[0]] for w in names}
+    capacity = workers / float(np.mean(list(alone.values())))
+    out = {
+        "variants": variants,
+        "workers": workers,
+        "capacity_req_s": capacity,
+        "lora_swap_ms": 1e3 * swap_s,
+        "replica_load_ms": {m: 1e3 * t for m, t in load_s.items()},
+    }
+    # a rate grid (steps of `step`x), every system run back to back at each rate (the
+    # machine's load drifts), `repeats` passes; a system stops after two failed rates
+    grid = [capacity * lowest * step**i for i in range(points)]
+    att = {k: [[] for _ in grid] for k in systems}
+    for _ in range(repeats):
+        fails = dict.fromkeys(systems, 0)
+        for i, rate in enumerate(grid):
+            for system in systems:
+                if fails[system] >= 2:
+                    att[system][i].append(0.0)
+                    continue
+                p = asyncio.run(run(system, rate, slo))
+                att[system][i].append(p["attainment"])
+                out.setdefault(f"{system}_points", []).append(p)
+                fails[system] = 0 if p["attainment"] >= 0.9 else fails[system] + 1
+    for system in systems:
+        med = [float(np.median(a)) for a in att[system]]
+        ok = [r for r, m in zip(grid, med, strict=True) if m >= 0.9]
+        out[system] = {
+            "max_rate": max(ok, default=0.0),
+            "attainment": dict(zip([round(r, 1) for r in grid], med, strict=True)),
+            "points": out.pop(f"{system}_points"),
+        }
+    for system in ("monolithic_hot_swap", "monolithic_host_loads"):
+        mono = out[system]["max_rate"]
+        out[f"micro_over_{system}"] = out["micro"]["max_rate"] / mono if mono else float("inf")
+    return out
+
+
 def _ready(f, *args):
     return lambda: jax.block_until_ready(f(*args))
 
@@ -350,6 +522,7 @@ def main():
         "overlap": bench_overlap,
         "split": bench_split,
         "autoscale": bench_autoscale,
+        "variants": bench_variants,
     }
     res = {k: benches[k]() for k in args.only.split(",")}
     with open(args.out, "w") as f:
@@ -392,6 +565,21 @@ def main():
                     f"  {k:22s} attainment {v['attainment']:.3f}, P99 {v['p99_ms']:.0f} ms, "
                     f"peak replicas {v['peak_replicas_bursty']}, scale events {v['scale_events']}"
                 )
+    if "variants" in res:
+        v = res["variants"]
+        print(
+            f"variants: {v['variants']} per workflow, {v['workers']} workers, LoRA swap "
+            f"{v['lora_swap_ms']:.1f} ms, capacity estimate {v['capacity_req_s']:.1f} req/s"
+        )
+        for k in ("micro", "monolithic_hot_swap", "monolithic_host_loads"):
+            pts = "; ".join(f"{r}: {a:.2f}" for r, a in v[k]["attainment"].items())
+            pts += "; swaps " + "/".join(str(p["swaps"]) for p in v[k]["points"])
+            pts += ", loads " + "/".join(str(p["loads"]) for p in v[k]["points"])
+            print(f"  {k:22s} max rate at >= 90% SLO {v[k]['max_rate']:.1f} req/s [{pts}]")
+        print(
+            f"  micro / hot-swap monolith {v['micro_over_monolithic_hot_swap']:.2f}x, "
+            f"micro / whole-replica monolith {v['micro_over_monolithic_host_loads']:.2f}x"
+        )
     if "masked_step" not in res:
         return
     print("mask ratio | full ms | masked ms | speed-up | cache load ms")

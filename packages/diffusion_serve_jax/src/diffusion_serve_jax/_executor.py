@@ -8,6 +8,7 @@ mesh and the model shards itself (e.g. `sequence_parallel_specs`: one image's to
 over the devices).
 """
 
+import copy
 import time
 from collections.abc import Sequence
 
@@ -79,6 +80,11 @@ class NodeExecutor:
         if jax.tree.structure(params) != jax.tree.structure(self._params):
             raise ValueError(f"params: expected the tree of model {self.spec.name!r}")
         self._params = jax.device_put(params, self._rep)
+
+    def replica(self) -> "NodeExecutor":
+        """Another executor of the same model with its own parameters (a second copy of the
+        weights, e.g. one per monolithic replica) sharing this one's compiled functions."""
+        return copy.copy(self)
 
     def _call(self, batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         b = pick_bucket(n, self.buckets)

@@ -70,6 +70,8 @@ class RuntimeStats:
     latency_buckets: dict = dataclasses.field(default_factory=lambda: defaultdict(int))
     loads: int = 0  # model (micro) or workflow-replica (mono) loads under a memory budget
     load_seconds: float = 0.0
+    swaps: int = 0  # batches a hot-swapping monolithic replica swapped adapter weights for
+    swap_seconds: float = 0.0
     waits: int = 0  # times a queue held back for a fuller batch (`BatchPolicy`)
     splits: dict = dataclasses.field(default_factory=lambda: defaultdict(int))  # per model
     scale_ups: dict = dataclasses.field(default_factory=lambda: defaultdict(int))  # per key
@@ -108,6 +110,8 @@ def metrics_text(
         lines.append(f'diffusion_batch_rows_total{{queue="{k}"}} {stats.batch_rows[k]}')
     lines.append("# TYPE diffusion_loads_total counter")
     lines.append(f"diffusion_loads_total {stats.loads}")
+    lines.append("# TYPE diffusion_swaps_total counter")
+    lines.append(f"diffusion_swaps_total {stats.swaps}")
     lines.append("# TYPE diffusion_batch_waits_total counter")
     lines.append(f"diffusion_batch_waits_total {stats.waits}")
     lines.append("# TYPE diffusion_split_batches_total counter")

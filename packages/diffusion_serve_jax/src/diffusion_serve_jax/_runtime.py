@@ -48,11 +48,12 @@ from ._requests import Request as Request
 from ._requests import RuntimeStats, fail_future, metrics_text, wait_settled
 from ._requests import ShuttingDown as ShuttingDown
 from ._scaling import ScalingWorkers
+from ._swap_workers import SwapWorkers
 from ._workers import ModelWorkers
 from ._workflow import Catalog, CompiledWorkflow
 
 
-class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
+class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers, SwapWorkers):
     def __init__(
         self,
         catalog: Catalog,
@@ -75,6 +76,8 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         split_executors: Mapping[str, NodeExecutor] | None = None,
         autoscale: Autoscaler | None = None,
         workflow_executors: Mapping[str, Any] | None = None,
+        variants: Mapping[str, Mapping[str, str]] | None = None,
+        variant_loader: Callable[[str, str], Any] | None = None,
     ):
         """`memory_bytes` (per worker slot) with `loader` (model name -> its params, the real
         load) and `load_s` (expected seconds per model load) makes workers hold what fits
@@ -92,7 +95,12 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         follow the load, summing to at most `num_workers` (`_scaling`).
         `workflow_executors` (monolithic, no memory budget) maps a workflow to an object
         whose `run(batch)` runs its whole DAG on a batch keyed `input.<name>` and returns
-        its outputs' sources (`node.output`), e.g. a group of Ray workflow actors."""
+        its outputs' sources (`node.output`), e.g. a group of Ray workflow actors.
+        `variants` (workflow -> {model: variant}) with `variant_loader` ((model, variant)
+        -> that model's weights, e.g. the base with a LoRA merged) makes a monolithic
+        runtime the hot-swapping baseline: each of `num_workers` replicas holds one copy of
+        the base models, serves any workflow and swaps a variant's weights in before its
+        batch (`_swap_workers`, `stats.swaps`)."""
         if mode not in ("micro", "monolithic"):
             raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
         if num_workers < 1 or max_batch < 1 or queue_limit < 1:
@@ -115,7 +123,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
                 self.executors[m] = NodeExecutor(catalog.models[m], buckets=buckets)
         if autoscale is not None and replicas:
             raise ValueError("replicas: fixed replica counts and autoscale exclude each other")
-        pinned = memory_bytes is None and autoscale is None
+        pinned = memory_bytes is None and autoscale is None and variants is None
         self.replicas = self._plan_replicas(replicas, used, pinned=pinned)
         self.split_executors = self._check_splits(split_executors or {}, used, memory_bytes)
         self.workflow_executors = dict(workflow_executors or {})
@@ -157,6 +165,7 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         self.stats = RuntimeStats()
         self._init_memory(memory_bytes, loader, load_s)
         self._init_scaling(autoscale, memory_bytes)
+        self._init_swap(variants, variant_loader, memory_bytes, autoscale)
 
     # -- planning --------------------------------------------------------------------------
     def _plan_replicas(
@@ -204,10 +213,13 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         return dict(splits)
 
     def memory_bytes(self) -> int:
-        """Parameter bytes held: shared models once (micro) or one copy per workflow (mono)."""
+        """Parameter bytes held: shared models once (micro), one copy of every model per
+        replica (hot-swapping monolith) or one copy per workflow replica (mono)."""
         models = self.catalog.models
         if self.mode == "micro":
             return sum(models[m].param_bytes for m in self.executors)
+        if self.variants is not None:
+            return self.num_workers * sum(models[m].param_bytes for m in self.executors)
         total = 0
         for w, n in self.replicas.items():
             wf = self.catalog.workflows[w].workflow
@@ -225,6 +237,10 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers):
         if self._memory is not None:
             self._tasks = [
                 asyncio.create_task(self._memory_worker(i)) for i in range(self.num_workers)
+            ]
+        elif self.variants is not None:
+            self._tasks = [
+                asyncio.create_task(self._swap_worker(i)) for i in range(self.num_workers)
             ]
         elif self.mode == "micro":
             self._tasks = [

@@ -176,7 +176,7 @@ class ModelWorkers:
         return batch
 
     # -- monolithic ------------------------------------------------------------------------
-    def _run_workflow(self, cw: CompiledWorkflow, reqs: list[Request]) -> None:
+    def _run_workflow(self, cw: CompiledWorkflow, reqs: list[Request], executors=None) -> None:
         remote = self.workflow_executors.get(cw.name)
         if remote is not None:  # the whole DAG in one call (a Ray workflow actor)
             keys = [f"input.{k}" for k in cw.workflow.inputs]
@@ -190,7 +190,7 @@ class ModelWorkers:
             batch = {
                 arg: stack_rows([r.values[src] for r in reqs]) for arg, src in node.inputs.items()
             }
-            outs = self.executors[node.model].run(batch)
+            outs = (executors or self.executors)[node.model].run(batch)
             for i, r in enumerate(reqs):
                 for k, arr in outs.items():
                     r.values[f"{name}.{k}"] = (arr, i)
