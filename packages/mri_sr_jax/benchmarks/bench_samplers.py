@@ -4,8 +4,8 @@
     python packages/mri_sr_jax/benchmarks/bench_samplers.py --out /tmp/bench_mri_sr.json
 
 Times are medians of repeats after one compile; the network is freshly initialised (time does
-not depend on the weights). Quality at matched steps is measured on trained models by the
-moediff_sr experiment.
+not depend on the weights). Quality at matched steps, on a denoiser trained over the whole
+noise schedule, is measured by bench_matched_quality.py.
 """
 
 import argparse
