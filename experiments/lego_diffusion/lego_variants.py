@@ -11,7 +11,6 @@ the popular scene change. Max rate (Poisson) and max CV (Gamma) at >= 90% SLO ar
 geometric bisection on real runs, and the simulator, given the same arrivals, budget and
 measured load times, predicts every point and its own maxima (its error is reported)."""
 
-import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -24,17 +23,6 @@ from absl import logging
 
 import diffusion_serve_jax as ds
 import xplib
-
-
-def variant_catalog(catalog, variants):
-    """The catalog's models with `variants` copies `w#v` of each workflow (same nodes)."""
-    out = ds.Catalog()
-    for spec in catalog.models.values():
-        out.register_model(spec)
-    for name, cw in sorted(catalog.workflows.items()):
-        for v in range(variants):
-            out.register_workflow(dataclasses.replace(cw.workflow, name=f"{name}#{v}"))
-    return out
 
 
 class Setting(NamedTuple):
@@ -145,7 +133,7 @@ async def run_variants(config, catalog, executors, load, load_times, edges, logg
             logger=logger,
         )
         for k in config.real_variants:
-            vcat = variant_catalog(catalog, k)
+            vcat = catalog.with_variants(k)
             summary += await sweep_variants(st, vcat, k, load, serving, rows)
     err = [abs(r[5] - r[9]) for r in rows]
     return {

@@ -29,7 +29,6 @@
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -350,13 +349,7 @@ def bench_variants(
     """Max rate at >= 90% SLO (median attainment over `repeats`) on a rate grid from `lowest`
     x the capacity estimate: micro vs hot-swap monolith vs whole-replica monolith."""
     zoo = ds.init_zoo(ds.ZooConfig(), key=jax.random.key(0))  # width 64, 3 blocks, 20 steps
-    base = ds.zoo_catalog(zoo)
-    cat = ds.Catalog()
-    for spec in base.models.values():
-        cat.register_model(spec)
-    for name, cw in sorted(base.workflows.items()):
-        for v in range(variants):
-            cat.register_workflow(dataclasses.replace(cw.workflow, name=f"{name}#{v}"))
+    cat = ds.zoo_catalog(zoo).with_variants(variants)
     names = sorted(cat.workflows)
     used = sorted({n.model for cw in cat.workflows.values() for n in cw.workflow.nodes})
     execs = {m: ds.NodeExecutor(cat.models[m], buckets=(1, 4)) for m in used}

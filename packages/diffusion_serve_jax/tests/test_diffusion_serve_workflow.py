@@ -75,6 +75,17 @@ def test_duplicate_registration_errors(catalog):
         catalog.register_workflow(wf)
 
 
+def test_with_variants_copies_every_workflow_over_the_same_models(catalog):
+    catalog.register_workflow(_base("v").node("n", "a", x="input.x").output("o", "n.y").build())
+    catalog.register_workflow(_base("u").node("n", "b", x="input.x").output("o", "n.y").build())
+    out = catalog.with_variants(3)
+    assert sorted(out.workflows) == [f"{w}#{v}" for w in "uv" for v in range(3)]
+    assert out.models == catalog.models
+    assert out.workflows["v#2"].node("n").model == "a"
+    with pytest.raises(ValueError, match="variants"):
+        catalog.with_variants(0)
+
+
 def test_tensor_spec_checks_values():
     spec = TensorSpec((2,), "float32")
     np.testing.assert_array_equal(spec.check("v", [1, 2]), np.array([1, 2], np.float32))

@@ -142,6 +142,19 @@ class Catalog:
         self.workflows[wf.name] = compiled
         return compiled
 
+    def with_variants(self, variants: int) -> "Catalog":
+        """A catalog of the same models with `variants` copies `<name>#<v>` of each workflow
+        (same nodes): variant traffic that shares every model, as LoRA'd scenes do."""
+        if not isinstance(variants, int) or variants < 1:
+            raise ValueError(f"variants: expected a positive int, got {variants!r}")
+        out = Catalog()
+        for spec in self.models.values():
+            out.register_model(spec)
+        for name, cw in sorted(self.workflows.items()):
+            for v in range(variants):
+                out.register_workflow(dataclasses.replace(cw.workflow, name=f"{name}#{v}"))
+        return out
+
     def validate(self, wf: Workflow) -> CompiledWorkflow:
         w = f"workflow {wf.name!r}"
         if wf.name in self.workflows:
