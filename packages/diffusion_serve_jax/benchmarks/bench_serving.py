@@ -20,15 +20,18 @@
    only) in `variants` copies each, every copy naming its own LoRA adapter of the DiT, on a
    shifting Zipf mix; max Poisson rate at >= 90% SLO (a geometric rate grid, the three systems
    back to back at each rate, median of three passes; the rate below the first miss) of
-   micro-serving
-   (one shared instance per model; variants cost it nothing: the regime's assumption),
-   the LoRA hot-swapping monolith (each worker one copy of the base models, swapping the
-   variant's merged DiT weights in: `variants` / `variant_loader`) and the whole-replica
-   monolith under the micro worker's memory budget (replicas loaded from host memory).
+   micro-serving (one shared instance per model; its DiT nodes are stacked-adapter nodes:
+   every request carries its variant's adapter index and the batch computes each row with its
+   own adapter, Punica / S-LoRA style, so micro pays the real per-row adapter cost; checked
+   equal to the hot-swap monolith's output per variant before timing), the LoRA hot-swapping
+   monolith (each worker one copy of the base models, swapping the variant's merged DiT
+   weights in: `variants` / `variant_loader`) and the whole-replica monolith under the micro
+   worker's memory budget (base models + adapter stack; replicas loaded from host memory).
 """
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -343,6 +346,65 @@ def bench_autoscale(duration=4.0, slo_s=0.15):
     return out
 
 
+def _stacked_dit(spec, zoo, stack):
+    """`spec` (the zoo's `denoiser` / `denoiser_ctrl`) as a multi-adapter node: params = the
+    shared DiT weights + the adapter stack, input `lora` = each row's adapter index; every row
+    samples with its own merged weights (a vmap over the batch, as `denoiser_lora`)."""
+    dit_gd, c, sched = nnx.graphdef(zoo.diffusion.dit), zoo.config, zoo.schedule
+
+    def fn(p, x):
+        def one(cond, uncond, seed, idx, control):
+            adapter = jax.tree.map(lambda a: a[idx], p["lora"])
+            out = ds.ddim_sample(
+                ds.lora_module(dit_gd, p["dit"], adapter),
+                cond[None],
+                uncond[None],
+                ds.sample_noise(seed[None], (8, 8)),
+                schedule=sched,
+                steps=c.sample_steps,
+                guidance=c.guidance,
+                control=None if control is None else control[None],
+            )
+            return out[0]
+
+        control = x.get("control")
+        axes = (0, 0, 0, 0, None if control is None else 0)
+        return {
+            "image": jax.vmap(one, in_axes=axes)(
+                x["cond"], x["uncond"], x["seed"], x["lora"], control
+            )
+        }
+
+    return dataclasses.replace(
+        spec,
+        inputs={**spec.inputs, "lora": ds.TensorSpec((), "int32")},
+        fn=fn,
+        params={"dit": spec.params, "lora": stack},
+    )
+
+
+def _stacked_catalog(cat, stacked):
+    """`cat` with the `stacked` models swapped in and every variant workflow `<name>#<v>`
+    taking an int input `lora` that feeds those models' nodes."""
+    out = ds.Catalog()
+    for name, spec in cat.models.items():
+        out.register_model(stacked.get(name, spec))
+    for cw in cat.workflows.values():
+        wf = cw.workflow
+        nodes = tuple(
+            dataclasses.replace(n, inputs={**n.inputs, "lora": "input.lora"})
+            if n.model in stacked
+            else n
+            for n in wf.nodes
+        )
+        out.register_workflow(
+            dataclasses.replace(
+                wf, inputs={**wf.inputs, "lora": ds.TensorSpec((), "int32")}, nodes=nodes
+            )
+        )
+    return out
+
+
 def bench_variants(
     variants=4, workers=4, duration=1.5, slo_scale=5.0, lowest=0.08, step=1.35, points=9, repeats=3
 ):
@@ -386,21 +448,41 @@ def bench_variants(
         }
         for w in names
     }
+    # micro-serving: the DiT nodes hold the stack of every variant's adapter (on device)
+    stack = jax.device_put(ds.lora_stack([adapters[f"lora{v}"] for v in range(variants)]))
+    mcat = _stacked_catalog(cat, {m: _stacked_dit(cat.models[m], zoo, stack) for m in dits})
+    mexecs = dict(execs)
+    for m in dits:
+        mexecs[m] = ds.NodeExecutor(mcat.models[m], buckets=(1, 4))
+        mexecs[m].profile(repeats=1)
     host = {m: jax.tree.map(np.array, cat.models[m].params) for m in used}
     swap_s = _median_time(lambda: variant_loader("denoiser", "lora1"))
     load_s = {
         m: _median_time(lambda m=m: jax.block_until_ready(jax.device_put(host[m]))) for m in used
     }
-    budget = float(sum(cat.models[m].param_bytes for m in used))
+    # the per-batch adapter cost of micro: a 4-row batch (mixed adapters) of the stacked node
+    # minus the same batch of the plain DiT node
+    adapter_ms = {}
+    for m in dits:
+        b = mexecs[m].example_batch(4)
+        b["lora"] = np.arange(4, dtype=np.int32) % variants
+        plain = execs[m].example_batch(4)
+        adapter_ms[m] = 1e3 * (
+            _median_time(lambda b=b, m=m: mexecs[m].run(b))
+            - _median_time(lambda b=plain, m=m: execs[m].run(b))
+        )
+    # the whole-replica monolith gets micro's memory budget (base models + adapter stack)
+    budget = float(sum(mcat.models[m].param_bytes for m in used))
     rng = np.random.default_rng(0)
     edges = rng.uniform(-1, 1, (8, 8)).astype(np.float32)
 
-    def inputs(w, j):
+    def inputs(w, j, system="monolithic"):
         x = {"label": j % 10, "seed": j}
-        return x | ({"edges": edges} if "edges" in cat.workflows[w].workflow.inputs else {})
+        x |= {"edges": edges} if "edges" in cat.workflows[w].workflow.inputs else {}
+        return x | ({"lora": int(w.split("#")[1])} if system == "micro" else {})
 
     systems = {
-        "micro": dict(mode="micro"),
+        "micro": dict(mode="micro", catalog=mcat, executors=mexecs),
         "monolithic_hot_swap": dict(
             mode="monolithic", variants=per_wf, variant_loader=variant_loader
         ),
@@ -412,18 +494,37 @@ def bench_variants(
         ),
     }
 
-    async def run(system, rate, slo):
-        rt = ds.ServingRuntime(
-            cat,
-            num_workers=workers,
-            max_batch=4,
-            queue_limit=64,
-            executors=execs,
-            **systems[system],
+    def runtime(system):
+        kw = {"catalog": cat, "executors": execs} | systems[system]
+        return ds.ServingRuntime(
+            kw.pop("catalog"), num_workers=workers, max_batch=4, queue_limit=64, **kw
         )
+
+    async def same_outputs():
+        """Max |micro - hot-swap| over every variant workflow's output (one request each, all
+        submitted at once, so micro batches rows of different adapters together)."""
+        outs = {}
+        for system in ("micro", "monolithic_hot_swap"):
+            rt = runtime(system)
+            await rt.start()
+            reqs = [rt.submit(w, inputs(w, 3, system)) for w in names]
+            outs[system] = [await r.future for r in reqs]
+            await rt.stop()
+        return max(
+            float(np.abs(np.asarray(a[k]) - np.asarray(b[k])).max())
+            for a, b in zip(outs["micro"], outs["monolithic_hot_swap"], strict=True)
+            for k in a
+        )
+
+    diff = asyncio.run(same_outputs())
+    if diff > 1e-4:
+        raise AssertionError(f"micro's stacked-adapter output differs from hot-swap by {diff}")
+
+    async def run(system, rate, slo):
+        rt = runtime(system)
         await rt.start()
         for w in names[::variants]:  # one timed batch per base workflow (EWMA)
-            await rt.submit(w, inputs(w, 0)).future
+            await rt.submit(w, inputs(w, 0, system)).future
         arr = ds.shifting_mix(
             names, rate, duration, phase_s=0.3, skew=1.2, key=jax.random.key(int(rate * 1e3))
         )
@@ -431,7 +532,7 @@ def bench_variants(
         for j, (t, w) in enumerate(arr):
             await asyncio.sleep(max(0.0, t0 + t - time.perf_counter()))
             try:
-                reqs.append((w, rt.submit(w, inputs(w, j), slo_s=slo[w])))
+                reqs.append((w, rt.submit(w, inputs(w, j, system), slo_s=slo[w])))
             except ds.Overloaded:
                 refused += 1
         await asyncio.gather(*(r.future for _, r in reqs), return_exceptions=True)
@@ -469,6 +570,8 @@ def bench_variants(
         "workers": workers,
         "capacity_req_s": capacity,
         "lora_swap_ms": 1e3 * swap_s,
+        "adapter_ms_per_batch4": adapter_ms,
+        "micro_vs_hot_swap_max_abs_diff": diff,
         "replica_load_ms": {m: 1e3 * t for m, t in load_s.items()},
     }
     # a rate grid (steps of `step`x), every system run back to back at each rate (the
@@ -566,6 +669,11 @@ def main():
         print(
             f"variants: {v['variants']} per workflow, {v['workers']} workers, LoRA swap "
             f"{v['lora_swap_ms']:.1f} ms, capacity estimate {v['capacity_req_s']:.1f} req/s"
+        )
+        cost = ", ".join(f"{m} {ms:.1f} ms" for m, ms in v["adapter_ms_per_batch4"].items())
+        print(
+            f"  micro's per-row adapter cost per 4-row batch: {cost}; micro vs hot-swap output "
+            f"max |diff| {v['micro_vs_hot_swap_max_abs_diff']:.1e}"
         )
         for k in ("micro", "monolithic_hot_swap", "monolithic_host_loads"):
             pts = "; ".join(f"{r}: {a:.2f}" for r, a in v[k]["attainment"].items())
