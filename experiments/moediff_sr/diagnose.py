@@ -20,7 +20,6 @@ import sys
 import config as moediff_config
 import jax
 import jax.numpy as jnp
-import moediff_lib as lib
 import numpy as np
 import train as T
 from flax import nnx
@@ -38,12 +37,7 @@ def load(workdir):
 
 def run(workdir):
     c = load(workdir)
-    key = jax.random.key(c.seed)
-    k_pool, k_train, k_eval, k_sample = jax.random.split(key, 4)
-    schedule = msr.make_schedule(c.schedule)
-    train, _, val, *_ = lib.load_split(c)
-    pool = lib.build_pool(train, c, key=k_pool)
-    nets = lib.make_models(c)
+    k_train, _, k_sample, schedule, _, pool, nets, val_sets = T.setup(c)
     trained = {}
     for i, name in enumerate(T.MODELS):
         if name == "edsr_lite":
@@ -52,7 +46,6 @@ def run(workdir):
             name, nets[name], pool, c, schedule, workdir, key=jax.random.fold_in(k_train, i)
         )
         trained[name] = (gd, params)
-    val_sets = T.eval_sets(val, c, key=jax.random.fold_in(k_eval, 7), dipy=False)
     ab1 = msr.discrete_alpha_bars(schedule, 1)[1]
     gd, params = trained["moediff_sr"]
 

@@ -7,6 +7,7 @@ bias+noise); evaluation is on held-out axial slabs and on dipy's real coronal T1
 import os
 import pathlib
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -166,15 +167,37 @@ def median_rows(rows):
     return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
 
 
+class Setup(NamedTuple):
+    """What one seed's run derives from its config before training. diagnose.py and
+    variant_study.py re-train a seed's models from it, so they stay in step with this file."""
+
+    k_train: jax.Array
+    k_eval: jax.Array
+    k_sample: jax.Array
+    schedule: msr.Schedule
+    split: tuple  # lib.load_split: (train, test, val, train_idx, test_idx, val_idx)
+    pool: tuple
+    models: dict
+    val_sets: dict
+
+
+def setup(config) -> Setup:
+    k_pool, k_train, k_eval, k_sample = jax.random.split(jax.random.key(config.seed), 4)
+    split = lib.load_split(config)
+    pool = lib.build_pool(split[0], config, key=k_pool)
+    val_sets = eval_sets(split[2], config, key=jax.random.fold_in(k_eval, 7), dipy=False)
+    schedule = msr.make_schedule(config.schedule)
+    return Setup(
+        k_train, k_eval, k_sample, schedule, split, pool, lib.make_models(config), val_sets
+    )
+
+
 def train_and_evaluate(config, workdir):
     if config.xla_flags:  # read when the backend starts, i.e. at the first computation below
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {config.xla_flags}".strip()
     workdir = pathlib.Path(workdir)
-    key = jax.random.key(config.seed)
-    k_pool, k_train, k_eval, k_sample = jax.random.split(key, 4)
-    schedule = msr.make_schedule(config.schedule)
-    train, test, val, train_idx, test_idx, val_idx = lib.load_split(config)
-    pool = lib.build_pool(train, config, key=k_pool)
+    k_train, k_eval, k_sample, schedule, split, pool, models, val_sets = setup(config)
+    train, test, val, train_idx, test_idx, val_idx = split
     logging.info(
         "train slices %d, validation %d, test %d, pool %d; process CPU %.1f s",
         len(train_idx),
@@ -183,9 +206,7 @@ def train_and_evaluate(config, workdir):
         pool[0].shape[0],
         time.process_time(),
     )
-    models = lib.make_models(config)
     params_count = {n: msr.count_params(m) for n, m in models.items()}
-    val_sets = eval_sets(val, config, key=jax.random.fold_in(k_eval, 7), dipy=False)
     compiled = {}
     sampler_key = (config.sampler, config.sample_steps)
 

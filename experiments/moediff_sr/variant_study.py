@@ -16,7 +16,6 @@ import time
 
 import config as moediff_config
 import jax
-import moediff_lib as lib
 import numpy as np
 import train as T
 from flax import nnx
@@ -27,13 +26,7 @@ import mri_sr_jax as msr
 def run(overrides, models, out, preset="small"):
     c = moediff_config.get_config(preset)
     c.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    key = jax.random.key(c.seed)
-    k_pool, k_train, k_eval, k_sample = jax.random.split(key, 4)
-    schedule = msr.make_schedule(c.schedule)
-    train, _, val, *_ = lib.load_split(c)
-    pool = lib.build_pool(train, c, key=k_pool)
-    nets = lib.make_models(c)
-    val_sets = T.eval_sets(val, c, key=jax.random.fold_in(k_eval, 7), dipy=False)
+    k_train, _, k_sample, schedule, _, pool, nets, val_sets = T.setup(c)
     for i, name in enumerate(T.MODELS):
         if name not in models:
             continue
