@@ -65,15 +65,18 @@ def test_swap_equals_a_replica_holding_the_variant():
         direct.set_params(holding[w])
         return direct.run({"x": x})["y"][0]
 
-    async def main():
-        rt = ServingRuntime(
+    def swapping_runtime(num_workers):
+        return ServingRuntime(
             cat,
             mode="monolithic",
-            num_workers=1,
+            num_workers=num_workers,
             executors={"lin": ex},
             variants=variants,
             variant_loader=loader,
         )
+
+    async def main():
+        rt = swapping_runtime(1)
         await rt.start()
         for w in ("w#1", "w#2", "w#0", "w#1", "w#1"):
             got = await rt.submit(w, {"x": x[0]}).future
@@ -81,14 +84,7 @@ def test_swap_equals_a_replica_holding_the_variant():
         assert rt.stats.swaps == 4, rt.stats.swaps  # the repeated w#1 needs no swap
         assert "diffusion_swaps_total 4" in rt.metrics_text()
         # a burst over two replicas: each keeps its own weights while the other swaps
-        rt2 = ServingRuntime(
-            cat,
-            mode="monolithic",
-            num_workers=2,
-            executors={"lin": ex},
-            variants=variants,
-            variant_loader=loader,
-        )
+        rt2 = swapping_runtime(2)
         await rt2.start()
         names = [f"w#{i % 3}" for i in range(24)]
         outs = await asyncio.gather(*(rt2.submit(w, {"x": x[0]}).future for w in names))
