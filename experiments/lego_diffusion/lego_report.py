@@ -4,6 +4,7 @@ extra data, written with the tables (`lego_tables.py`) and figures."""
 import os
 
 import lego_cluster
+import lego_hotswap
 import lego_tables
 import lego_variants
 
@@ -326,14 +327,17 @@ def write_report(
     train_s,
     cpu_s,
     t_start,
+    hot,
 ):
-    """Claims, tables, notes and extra data -> `workdir`/results.json."""
+    """Claims, tables, notes and extra data -> `workdir`/results.json (`hot`: the simulated
+    hot-swap comparison, `lego_hotswap.run`)."""
     xplib.write_results(
         workdir,
         experiment=EXPERIMENT,
         paper=PAPER,
         preset=config.preset,
-        claims=claims(config, max_rate, max_cv, load, var, quality, sims, gpu),
+        claims=claims(config, max_rate, max_cv, load, var, quality, sims, gpu)
+        + lego_hotswap.claims(config, hot),
         tables=lego_tables.tables(
             config,
             catalog,
@@ -347,10 +351,10 @@ def write_report(
             train_s,
             cpu_s,
             t_start,
-        ),
+        )
+        + lego_hotswap.tables(hot),
         figures=figs,
         notes=notes(config, load, gcl, gpu, gpu_path),
-        extra=extra(
-            config, max_rate, max_cv, load, var, quality, sims, gcl, gpu, load_times, cpu_s
-        ),
+        extra=extra(config, max_rate, max_cv, load, var, quality, sims, gcl, gpu, load_times, cpu_s)
+        | {"hot_swap_sim": hot},
     )

@@ -11,7 +11,8 @@ extends the comparison to a cluster with swept device memory and workflow varian
 
 Modules by topic: `lego_zoo` (training, quality), `lego_server` (real-server runs, all
 models resident), `lego_variants` (real server, variants under a memory budget),
-`lego_cluster` (simulated sweeps), `lego_figures`, `lego_report` + `lego_tables` (results)."""
+`lego_cluster` (simulated sweeps), `lego_hotswap` (simulated, vs the LoRA hot-swapping
+monolith), `lego_figures`, `lego_report` + `lego_tables` (results)."""
 
 import asyncio
 import os
@@ -19,6 +20,7 @@ import time
 
 import lego_cluster
 import lego_figures
+import lego_hotswap
 import lego_report
 import lego_server
 import lego_variants
@@ -79,6 +81,9 @@ def train_and_evaluate(config, workdir):
     if gpu is not None:
         logging.info("GPU-calibrated (%s) sweep: %s", gpu["kind"], gcl["rows"])
     cpu["simulated, GPU-calibrated"] = time.process_time()
+    # ... and against the LoRA hot-swapping monolith, both calibrations
+    hot = lego_hotswap.run(config, catalog, zoo, load["prof"], gpu_path, sims["cl"]["capacity"])
+    cpu["simulated, hot-swap monolith"] = time.process_time()
     phases = list(cpu)
     cpu_s = {b: cpu[b] - cpu[a] for a, b in zip(phases, phases[1:], strict=False)}
     logging.info("CPU seconds per phase: %s", cpu_s)
@@ -102,5 +107,6 @@ def train_and_evaluate(config, workdir):
         train_s=train_s,
         cpu_s=cpu_s,
         t_start=t_start,
+        hot=hot,
     )
     logging.info("max rate %s, max cv %s, sim %s", max_rate, max_cv, sims["cl"]["rows"])

@@ -99,7 +99,8 @@ def test_memory_budget_makes_monolithic_swap_while_micro_shares():
     micro, us = simulate(wfs, PROF, arr, mode="micro", num_workers=1, memory_bytes=2, **kw)
     np.testing.assert_allclose(mono, [0.004, 0.2 + 0.003, 0.3 + 0.004])
     np.testing.assert_allclose(micro, [0.004, 0.003, 0.004])
-    assert ms == {"loads": 2, "load_s": pytest.approx(0.5)} and us["loads"] == 0
+    assert ms == {"loads": 2, "load_s": pytest.approx(0.5), "swaps": 0, "swap_s": 0.0}
+    assert us["loads"] == 0
 
 
 @given(st.lists(st.floats(0, 0.02), min_size=6, max_size=6))
@@ -142,3 +143,86 @@ def test_shifting_mix_changes_the_popular_workflow():
     assert len(set(tops)) > 1
     with pytest.raises(ValueError, match="phase_s"):
         shifting_mix(names, 10.0, 1.0, phase_s=0.0, key=jax.random.key(0))
+
+
+HOT = {"w1": {"b": "v1"}, "w2": {}}  # w1 runs variant v1 of model b, w2 the base weights
+
+
+@given(st.lists(st.sampled_from(["w1", "w2"]), min_size=4, max_size=4))
+def test_hot_swap_pays_the_swap_time_exactly_when_the_variant_changes(seq):
+    # one device, isolated requests: latency = the workflow's service time, plus swap_s
+    # whenever the held variant of b differs from the one the workflow needs
+    wfs = _catalog()
+    arr = [(float(i), w) for i, w in enumerate(seq)]
+    kw = dict(max_batch=4, slo_s={"w1": 1, "w2": 1}, with_stats=True)
+    lat, st_ = simulate(
+        wfs, PROF, arr, mode="hot_swap", num_workers=1, variants=HOT, swap_s=0.1, **kw
+    )
+    service = {"w1": 0.004, "w2": 0.003}
+    held, want = None, []
+    for w in seq:
+        v = HOT[w].get("b")
+        want.append(service[w] + (0.1 if v != held else 0.0))
+        held = v
+    np.testing.assert_allclose(lat, want)
+    assert st_["swaps"] == sum(t > 0.05 for t in want)
+    assert st_["swap_s"] == pytest.approx(0.1 * st_["swaps"])
+
+
+@given(st.lists(st.floats(0, 0.004), min_size=8, max_size=8))
+def test_hot_swap_without_variants_is_the_monolith_holding_every_replica(gaps):
+    wfs = _catalog()
+    arr = [(float(t), ("w1", "w2")[i % 3 == 0]) for i, t in enumerate(np.cumsum(gaps))]
+    kw = dict(num_workers=2, max_batch=4, slo_s={"w1": 1, "w2": 1})
+    hot = simulate(wfs, PROF, arr, mode="hot_swap", variants={}, swap_s=0.1, **kw)
+    mono = simulate(
+        wfs, PROF, arr, mode="monolithic", memory_bytes=3, model_bytes=SIZES, load_s=LOADS, **kw
+    )
+    np.testing.assert_allclose(hot, mono)
+
+
+def test_hot_swap_batches_one_variant_and_an_idle_holder_takes_its_variant():
+    wfs = _catalog()
+    kw = dict(max_batch=4, slo_s={"w1": 1, "w2": 1}, variants=HOT, swap_s=0.1)
+    # four w1 requests at once on one device: one swap, then batches of one (the
+    # bucket-filling rule: 3 queued rows and buckets 1 / 4 make 1 + 1 + 1), none swapping
+    lat, st_ = simulate(
+        wfs, PROF, [(0.0, "w1")] * 4, mode="hot_swap", num_workers=1, with_stats=True, **kw
+    )
+    np.testing.assert_allclose(lat, [0.104, 0.108, 0.112, 0.116])
+    assert st_["swaps"] == 1
+    # two devices: after a w1 batch, device 0 holds v1; a later w1 goes to it, not device 1
+    arr = [(0.0, "w1"), (1.0, "w1")]
+    lat = simulate(wfs, PROF, arr, mode="hot_swap", num_workers=2, **kw)
+    np.testing.assert_allclose(lat, [0.104, 0.004])
+
+
+def test_hot_swap_arguments_are_checked():
+    wfs = _catalog()
+    kw = dict(num_workers=1, max_batch=4, slo_s={"w1": 1, "w2": 1})
+    arr = [(0.0, "w1")]
+    with pytest.raises(ValueError, match="needs both"):
+        simulate(wfs, PROF, arr, mode="hot_swap", variants=HOT, **kw)
+    with pytest.raises(ValueError, match="only with mode='hot_swap'"):
+        simulate(wfs, PROF, arr, mode="monolithic", swap_s=0.1, **kw)
+    with pytest.raises(ValueError, match="unknown workflows"):
+        simulate(wfs, PROF, arr, mode="hot_swap", variants={"w9": {}}, swap_s=0.1, **kw)
+    with pytest.raises(ValueError, match="not nodes of workflow 'w2'"):
+        simulate(wfs, PROF, arr, mode="hot_swap", variants={"w2": {"a": "v"}}, swap_s=0.1, **kw)
+    with pytest.raises(ValueError, match="no swap time for swapped models"):
+        simulate(wfs, PROF, arr, mode="hot_swap", variants=HOT, swap_s={"a": 0.1}, **kw)
+    with pytest.raises(ValueError, match="seconds >= 0"):
+        simulate(wfs, PROF, arr, mode="hot_swap", variants=HOT, swap_s=-1.0, **kw)
+    with pytest.raises(ValueError, match="memory_bytes"):
+        simulate(
+            wfs,
+            PROF,
+            arr,
+            mode="hot_swap",
+            variants=HOT,
+            swap_s=0.1,
+            memory_bytes=3,
+            model_bytes=SIZES,
+            load_s=LOADS,
+            **kw,
+        )

@@ -17,6 +17,13 @@ a device with nothing of its own to do loads (scales out) the key whose head dea
 time is earliest, unless an idle device holds that key or a busy holder frees up sooner than
 the load would finish. Device d starts holding workflow d's models (or replica), then fills
 its memory with the other keys in turn.
+
+The hot-swapping monolith (`mode="hot_swap"`, the runtime's `variants` / `variant_loader`
+monolith, `_swap_workers`): every device holds one copy of the base models and serves any
+workflow, one workflow's requests per batch; workflow w needs variant `variants[w][m]` of
+model m (absent: the base weights), and a device whose held variant of m differs pays
+`swap_s[m]` before the batch. A device takes the most urgent queue it can serve without a
+swap, else the most urgent queue that no idle device holds (the runtime's `_pick_swap`).
 """
 
 import dataclasses
@@ -69,6 +76,8 @@ def simulate(
     model_bytes: Mapping[str, float] | None = None,
     load_s: Mapping[str, float] | None = None,
     batching: BatchPolicy | None = None,
+    variants: Mapping[str, Mapping[str, str]] | None = None,
+    swap_s: Mapping[str, float] | float | None = None,
     with_stats: bool = False,
 ):
     """Latency (seconds; inf if rejected) of each arrival `(time, workflow)`.
@@ -79,16 +88,20 @@ def simulate(
     models as described in the module docstring, and monolithic replicas are no longer pinned
     to one workflow. `batching` replaces the bucket-filling dispatch with the profile-driven
     `BatchPolicy` (take the whole queue where that is cheaper, wait for a fuller batch within
-    a bound; `_batching`). `with_stats=True` returns `(latencies, {"loads", "load_s"})`.
+    a bound; `_batching`). `mode="hot_swap"` needs `variants` (workflow -> {model: variant})
+    and `swap_s` (seconds per swapped model: one number, or per model); see the module
+    docstring. `with_stats=True` returns `(latencies, {"loads", "load_s", "swaps",
+    "swap_s"})` (`swaps`: batches that swapped).
     """
-    if mode not in ("micro", "monolithic"):
-        raise ValueError(f"mode: expected 'micro' or 'monolithic', got {mode!r}")
+    if mode not in ("micro", "monolithic", "hot_swap"):
+        raise ValueError(f"mode: expected 'micro', 'monolithic' or 'hot_swap', got {mode!r}")
     names = sorted(workflows)
     models = sorted({n.model for w in workflows.values() for n in w.workflow.nodes})
     missing = sorted(set(models) - set(profiles))
     if missing:
         raise ValueError(f"profiles: no measurement for models {missing}")
     wf_models = {w: sorted({n.model for n in workflows[w].workflow.nodes}) for w in names}
+    swap_cost = _check_swap(mode, variants, swap_s, memory_bytes, wf_models, models)
     if memory_bytes is not None:
         if not memory_bytes > 0:
             raise ValueError(f"memory_bytes: expected a positive budget, got {memory_bytes}")
@@ -97,6 +110,8 @@ def simulate(
             if lacking:
                 raise ValueError(f"{arg}: with memory_bytes, need every model; missing {lacking}")
     pinned = mode == "monolithic" and memory_bytes is None
+    held = [{} for _ in range(num_workers)] if mode == "hot_swap" else []  # model -> variant
+    swaps = [0, 0.0]
     if pinned and replicas is None:
         if num_workers < len(names):
             raise ValueError(
@@ -108,7 +123,7 @@ def simulate(
     kprof = {}
     if batching is not None:
         check_policy(batching, models)
-        kprof = key_profiles(batching, mode, workflows)
+        kprof = key_profiles(batching, "micro" if mode == "micro" else "monolithic", workflows)
     queues: dict[str, list] = {k: [] for k in keys}
     if mode == "micro":
         buckets_of = {m: tuple(sorted(profiles[m])) for m in models}
@@ -122,7 +137,9 @@ def simulate(
         size = {w: sum(model_bytes[m] for m in wf_models[w]) for w in names} if model_bytes else {}
         load = {w: sum(load_s[m] for m in wf_models[w]) for w in names} if load_s else {}
     owners = [w for w in names for _ in range(replicas[w])] if pinned else [None] * num_workers
-    placement = initial_placement(mode, names, wf_models, len(owners))
+    placement = initial_placement(
+        "micro" if mode == "micro" else "monolithic", names, wf_models, len(owners)
+    )
     mem = DeviceMemory(memory_bytes, size, load, placement)
     seq = 0
     lat = np.full(len(arrivals), np.inf)
@@ -173,6 +190,14 @@ def simulate(
             cost[(key, n)] = t
         return t
 
+    def wants(wi, w):
+        """{model: variant} that device `wi` must swap in to serve workflow `w` (hot_swap)."""
+        want = variants.get(w, {})
+        return {m: want.get(m) for m in wf_models[w] if held[wi].get(m) != want.get(m)}
+
+    def holds(wi, k):
+        return not wants(wi, k) if held else mem.holds(wi, k)
+
     def pick_held(wi):
         """The most urgent queue among the keys this device holds."""
         if owners[wi] is not None:
@@ -180,7 +205,18 @@ def simulate(
         best, best_score = None, None
         for k in avail:
             q = queues[k]
-            if mem.holds(wi, k) and (best_score is None or q[0][:2] < best_score):
+            if holds(wi, k) and (best_score is None or q[0][:2] < best_score):
+                best, best_score = k, q[0][:2]
+        return best
+
+    def pick_swap(wi):
+        """hot_swap, nothing held to do: the most urgent queue no other idle device holds."""
+        best, best_score = None, None
+        for k in avail:
+            q = queues[k]
+            if any(holds(d, k) for d in free if d != wi):
+                continue  # an idle device holding this variant takes it
+            if best_score is None or q[0][:2] < best_score:
                 best, best_score = k, q[0][:2]
         return best
 
@@ -206,6 +242,14 @@ def simulate(
         replan(key)
         free.remove(wi)
         work = mem.bring(wi, key) + service(key, len(items))
+        if held:
+            need = wants(wi, key)
+            if need:
+                t = sum(swap_cost[m] for m in need)
+                held[wi].update(need)
+                swaps[0] += 1
+                swaps[1] += t
+                work += t
         running.append([work, wi, key, items])
 
     def dispatch():
@@ -222,6 +266,13 @@ def simulate(
                 if key is not None:
                     start(wi, key)
                     progress = True
+            if held and not progress:
+                for wi in list(free):
+                    key = pick_swap(wi) if avail else None
+                    if key is not None:
+                        start(wi, key)
+                        progress = True
+                continue
             if memory_bytes is None or progress or not free:
                 continue
             key = pick_load()  # every free device is idle: the first one loads
@@ -281,4 +332,33 @@ def simulate(
                 push(w, req, None)
         dispatch()
     out = lat + request_overhead_s
-    return (out, {"loads": mem.loads, "load_s": mem.load_s}) if with_stats else out
+    stats = {"loads": mem.loads, "load_s": mem.load_s, "swaps": swaps[0], "swap_s": swaps[1]}
+    return (out, stats) if with_stats else out
+
+
+def _check_swap(mode, variants, swap_s, memory_bytes, wf_models, models) -> dict[str, float]:
+    """{model: seconds per swap} for `mode="hot_swap"`, after checking its arguments."""
+    if mode != "hot_swap":
+        if variants is not None or swap_s is not None:
+            raise ValueError(f"variants, swap_s: only with mode='hot_swap', got mode {mode!r}")
+        return {}
+    if variants is None or swap_s is None:
+        raise ValueError("variants, swap_s: mode='hot_swap' needs both")
+    if memory_bytes is not None:
+        raise ValueError("memory_bytes: not with mode='hot_swap' (a device holds the base models)")
+    unknown = sorted(set(variants) - set(wf_models))
+    if unknown:
+        raise ValueError(f"variants: unknown workflows {unknown}")
+    for w, per_model in variants.items():
+        extra = sorted(set(per_model) - set(wf_models[w]))
+        if extra:
+            raise ValueError(f"variants[{w!r}]: models {extra} are not nodes of workflow {w!r}")
+    cost = dict.fromkeys(models, swap_s) if isinstance(swap_s, int | float) else dict(swap_s)
+    swapped = sorted({m for per_model in variants.values() for m in per_model})
+    lacking = sorted(set(swapped) - set(cost))
+    if lacking:
+        raise ValueError(f"swap_s: no swap time for swapped models {lacking}")
+    bad = sorted(m for m, t in cost.items() if not t >= 0)
+    if bad:
+        raise ValueError(f"swap_s: expected seconds >= 0, got {[cost[m] for m in bad]} for {bad}")
+    return cost
