@@ -6,9 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from diffusion_serve_jax import (
+    LORA_LAYERS,
     DiffusionModels,
+    DiT,
     NodeExecutor,
     ZooConfig,
     bold_style,
@@ -18,6 +22,7 @@ from diffusion_serve_jax import (
     lora_init,
     lora_merge,
     lora_module,
+    lora_rows_module,
     lora_stack,
     lora_trainer,
     make_schedule,
@@ -121,3 +126,73 @@ def test_zoo_lora_node_picks_each_rows_adapter():
         want = reference(adapters[idx], cond[sl], uncond[sl], noise[sl])
         np.testing.assert_allclose(got[row], np.asarray(want[0]), atol=1e-5)
     assert np.abs(got[0] - got[1]).max() > 1e-3
+
+
+_ROWS = {}
+
+
+def _rows_setup():
+    """A tiny DiT with three random adapters (built once: hypothesis draws only indices)."""
+    if not _ROWS:
+        # random weights drawn on the host for an abstract DiT: eager JAX init compiles per op
+        dit = nnx.eval_shape(lambda: DiT(width=8, depth=1, heads=1, cond_dim=8, rngs=nnx.Rngs(0)))
+        gd, state = nnx.split(dit)
+        rng = np.random.default_rng(0)
+        state = jax.tree.map(
+            lambda a: np.float32(0.3) * rng.standard_normal(a.shape, np.float32), state
+        )
+        stack = {}
+        for name in LORA_LAYERS:
+            k_in, k_out = getattr(dit.blocks[0], name).kernel.shape
+            stack[f"0.{name}"] = {
+                "a": rng.standard_normal((3, k_in, 2), np.float32) / np.sqrt(k_in),
+                "b": np.float32(0.3) * rng.standard_normal((3, 2, k_out), np.float32),
+            }
+        state, stack = jax.device_put((state, stack))  # jax arrays, also when closed over
+        x = rng.standard_normal((4, 8, 8), np.float32)
+        t, c = np.array([3, 7, 1, 9]), rng.standard_normal((4, 8), np.float32)
+
+        def reference(state, stack, idx):  # merge each row's adapter into a full kernel
+            def one(i, x, t, c):
+                adapter = jax.tree.map(lambda a: a[i], stack)
+                return lora_module(gd, state, adapter, scale=0.5)(x[None], t[None], c[None])[0]
+
+            return jax.vmap(one)(idx, x, t, c)
+
+        def rows(state, stack, idx):  # shared base matmul + per-row low-rank update
+            return lora_rows_module(gd, state, stack, idx, scale=0.5)(x, t, c)
+
+        _ROWS.update(
+            state=state, stack=stack, ref=jax.jit(reference), rows=jax.jit(rows), raw=rows, gd=gd
+        )
+    return _ROWS
+
+
+@given(st.lists(st.integers(0, 2), min_size=4, max_size=4))
+def test_lora_rows_module_equals_merging_each_rows_adapter(idx):
+    s = _rows_setup()
+    idx = np.asarray(idx, np.int32)  # host-side checks: eager jnp ops would each compile
+    want = np.asarray(s["ref"](s["state"], s["stack"], idx))
+    got = np.asarray(s["rows"](s["state"], s["stack"], idx))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # each row really uses its own adapter: row 0 with another adapter gives another output
+    other = idx.copy()
+    other[0] = (idx[0] + 1) % 3
+    moved = np.asarray(s["rows"](s["state"], s["stack"], other))
+    assert np.abs(moved[0] - want[0]).max() > 1e-3
+    np.testing.assert_allclose(moved[1:], want[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_lora_rows_module_grad_reaches_only_the_adapters_in_use_and_checks_shapes():
+    s = _rows_setup()
+    idx = np.array([2, 0, 2, 0], np.int32)  # adapter 1 unused
+    grad = jax.jit(jax.grad(lambda stack: jnp.sum(s["raw"](s["state"], stack, idx) ** 2)))
+    g = jax.tree.map(np.asarray, grad(s["stack"]))
+    assert set(g) == {"0.qkv", "0.proj"}
+    for layer, ab in g.items():
+        for name, x in ab.items():
+            assert np.abs(x[1]).max() == 0.0, (layer, name)
+            assert np.abs(x[0]).max() > 0 and np.abs(x[2]).max() > 0
+    bad = jax.tree.map(lambda a: a[:, :-1] if a.shape[-1] == 2 else a, g)  # a: 7 inputs
+    with pytest.raises(ValueError, match="expects kernels with 7 inputs"):
+        s["raw"](s["state"], bad, idx)

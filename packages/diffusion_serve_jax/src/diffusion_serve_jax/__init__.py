@@ -59,6 +59,7 @@ from ._lora import bold_style as bold_style
 from ._lora import lora_init as lora_init
 from ._lora import lora_merge as lora_merge
 from ._lora import lora_module as lora_module
+from ._lora import lora_rows_module as lora_rows_module
 from ._lora import lora_stack as lora_stack
 from ._lora import lora_trainer as lora_trainer
 from ._models import NULL_LABEL as NULL_LABEL

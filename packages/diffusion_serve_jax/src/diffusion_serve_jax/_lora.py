@@ -1,7 +1,8 @@
 """LoRA style adapters for the DiT: low-rank updates W + scale * A @ B of every block's `qkv` and
 `proj` kernels, trained with the base weights frozen, and served as one node holding a stack of
-adapters that each request picks by index (the base weights are shared; the per-row merge is
-a vmap over the batch).
+adapters that each request picks by index (the base weights are shared; `lora_rows_module`
+adds each row's low-rank update to the shared base output, SGMV / Punica style, where the
+reference merges a full kernel per row: `lora_module` in a vmap over the batch).
 
 Adapters are plain pytrees `{"<block>.<layer>": {"a": (L, in, r), "b": (L, r, out)}}` for a
 stack of L adapters (`lora_stack`); one adapter is the same without the leading axis.
@@ -66,6 +67,43 @@ def lora_module(dit_graphdef, dit_state: nnx.State, adapter: dict, *, scale: flo
     state = jax.tree.map(lambda x: x, dit_state)
     nnx.replace_by_pure_dict(state, lora_merge(nnx.to_pure_dict(dit_state), adapter, scale=scale))
     return nnx.merge(dit_graphdef, state)
+
+
+class _RowLoRA:
+    """`base(x) + scale * (x @ A_r) @ B_r` for every row r of a batch, each row with its own
+    adapter (`a`: (rows, in, rank), `b`: (rows, rank, out)); a batch of k x rows (the
+    guidance pair stacks [cond rows; uncond rows]) repeats the adapters k times."""
+
+    def __init__(self, base, a, b, scale):
+        self.base, self.a, self.b, self.scale = base, a, b, scale
+
+    def __call__(self, x):
+        reps = x.shape[0] // self.a.shape[0]
+        a, b = jnp.tile(self.a, (reps, 1, 1)), jnp.tile(self.b, (reps, 1, 1))
+        low = jnp.einsum("bni,bir->bnr", x, a)
+        return self.base(x) + self.scale * jnp.einsum("bnr,bro->bno", low, b)
+
+
+def lora_rows_module(
+    dit_graphdef, dit_state: nnx.State, stack: dict, idx: jax.Array, *, scale: float = 1.0
+) -> DiT:
+    """The DiT with row r of each batch using adapter `idx[r]` of `stack`, unmerged (SGMV /
+    Punica style): every adapted layer computes the shared base output `x @ W` once for the
+    whole batch and adds two small batched matmuls `(x @ A[idx]) @ B[idx]`, instead of
+    merging a full kernel `W + A_i @ B_i` per row (the `lora_module`-per-row reference).
+    Call it on batches of len(idx) rows (or a multiple, as `guided_eps` does); under jit."""
+    dit = nnx.merge(dit_graphdef, dit_state)
+    for key, ab in stack.items():
+        i, name = key.split(".")
+        block = dit.blocks[int(i)]
+        base = getattr(block, name)
+        if ab["a"].shape[1] != base.kernel.shape[0]:
+            raise ValueError(
+                f"stack: {key} expects kernels with {ab['a'].shape[1]} inputs, "
+                f"the model has {base.kernel.shape}"
+            )
+        object.__setattr__(block, name, _RowLoRA(base, ab["a"][idx], ab["b"][idx], scale))
+    return dit
 
 
 def lora_trainer(
