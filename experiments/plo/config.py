@@ -32,6 +32,9 @@ def get_config(arg=None):
     # environments cross-fitted ("minibatch") or from the same sample ("minibatch_same");
     # README: quality check of all four.
     c.surrogate_batch = "full"
+    # PLO's gradient products recomputed every `products_every` iterations, reused in between
+    # (README: quality check, session 9).
+    c.products_every = 1
     c.plo_horizon = 5
     c.plo_q_over = 1.0
     c.plo_q_under = 0.1

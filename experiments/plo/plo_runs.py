@@ -53,6 +53,7 @@ def run_task(config, task, workdir):
         shuffle=config.shuffle,
         batched_values=config.batched_values,
         surrogate_batch=config.surrogate_batch,
+        products_every=config.products_every,
     )
     controller = srl.switch([CONTROLLERS[m](config) for m in config.methods])
     trainer = srl.make_trainer(env, controller, ppo)

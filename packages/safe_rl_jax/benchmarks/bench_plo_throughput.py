@@ -12,10 +12,11 @@ normalisation. Ours is `trainer.run` (one `lax.scan` over iterations, state dona
 DEFAULT configuration (`PPOConfig` defaults: separate reward and cost critics, minibatches of
 whole per-env unrolls, critic once after the unroll) with a velocity cost on the cart
 (`1[|cart velocity| > 1]`), the cost GAE and a multiplier controller (PID Lagrangian, and PLO,
-which also computes the surrogate-gradient products once per iteration, by default
-(`surrogate_batch="full"`) from the whole batch; the other estimates, `"half"` (the first
-half of the environments) and `"minibatch"` (the first minibatch's environments), both
-cross-fitted between two halves, are timed beside it); brax's is
+which also computes the surrogate-gradient products, by default (`surrogate_batch="full"`)
+from the whole batch, every `products_every` iterations; PLO with the other refresh periods
+of `--products-every` is timed beside it, and with `--subsets` the other estimates, `"half"`
+(the first half of the environments) and `"minibatch"` (the first minibatch's
+environments), both cross-fitted between two halves); brax's is
 `brax.training.agents.ppo.train` (reward only, its own `AutoResetWrapper`).
 
 Interleaved timing: every trainer is compiled first; then, after each of brax's training
@@ -189,6 +190,16 @@ def main():
     )
     p.add_argument("--pure-jax", action="store_true", help="time one small-preset setting")
     p.add_argument(
+        "--products-every",
+        type=int,
+        nargs="*",
+        default=[1, 2, 4],
+        help="also time PLO with its products refreshed every k iterations (k != the default)",
+    )
+    p.add_argument(
+        "--subsets", action="store_true", help="also time PLO's half and minibatch products"
+    )
+    p.add_argument(
         "--ablate", action="store_true", help="also time PLO (jacrev) and PID (shared critic)"
     )
     p.add_argument(
@@ -211,9 +222,14 @@ def main():
     callbacks, compile_cpu = {}, {}
     variants = [("ours, PID Lagrangian", srl.pid_lagrangian(), {})]
     variants.append(("ours, PLO", srl.plo(horizon=5), {}))
+    # PLO with its products refreshed every k iterations (reused in between), k != default
+    for every in args.products_every:
+        if every != srl.PPOConfig().products_every:
+            over = {"products_every": every}
+            variants.append((f"ours, PLO, products every {every}", srl.plo(horizon=5), over))
     # PLO with the other estimates of its gradient products (whole batch, first half of the
     # environments cross-fitted, one minibatch's environments cross-fitted)
-    for other in ("full", "half", "minibatch"):
+    for other in ("full", "half", "minibatch") if args.subsets else ():
         if other != srl.PPOConfig().surrogate_batch:
             variants.append(
                 (f"ours, PLO, {other} products", srl.plo(horizon=5), {"surrogate_batch": other})

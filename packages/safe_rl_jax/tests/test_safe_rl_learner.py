@@ -86,6 +86,8 @@ def test_bad_learner_arguments_raise():
         srl.make_trainer(ENV, object(), CFG)
     with pytest.raises(ValueError, match="num_costs"):
         srl.make_trainer(ENV, srl.lagrangian(), CFG, num_costs=2)
+    with pytest.raises(ValueError, match="products_every"):
+        srl.make_trainer(ENV, srl.plo(), CFG._replace(products_every=0))
     with pytest.raises(ValueError, match="costs"):
         srl.constraint_curve_stats(jnp.array([1.0]), jnp.float32(1.0))
 
@@ -134,27 +136,53 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
         srl.Agent(4, 2, 1, index_dim=2, shared_critic=True, rngs=nnx.Rngs(0))
 
 
+def _cond_branch_sizes(jaxpr):
+    """[(equations per branch), ...] of every `cond` in a jaxpr, sub-jaxprs included."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond":
+            out.append(tuple(len(b.jaxpr.eqns) for b in eqn.params["branches"]))
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, tuple) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    out += _cond_branch_sizes(inner)
+    return out
+
+
 def test_default_fast_paths_match_reference_paths():
     # Fast paths (defaults): minibatches of whole per-env unrolls, the critic once after the
     # unroll (+ one fused GAE scan), PLO's gradient products by the hand-written backward pass
     # on the rollout's activations. Reference: shuffled single transitions, the critic inside
     # the unroll, one jacrev of the surrogates. With one minibatch (whose loss is invariant to
-    # the row order) the PLO step must match: a misaligned reshape, GAE or product would not.
-    # Products from the first minibatch's environments (two minibatches): same rollout, a
-    # different signal (a strict subset of the batch).
-    ctrl, outs = srl.plo(horizon=2, solver_steps=5), []
+    # the row order) three PLO iterations must match: a misaligned reshape, GAE or product
+    # would not. Both run with products_every=2: iteration 0 computes PLO's products,
+    # iteration 1 reuses them exactly (a recompute on its new rollout would differ), iteration
+    # 2 refreshes. Products from the first minibatch's environments (two minibatches): same
+    # first rollout, a different signal (a strict subset of the batch).
+    assert srl.PPOConfig().products_every == 1  # the default recomputes every iteration
+    ctrl, outs, trainers = srl.plo(horizon=2, solver_steps=5), [], []
     ref = dict(shuffle="transitions", batched_values=False, surrogate_gradients="jacrev")
     sub = dict(num_minibatches=2, surrogate_batch="minibatch")
-    for over in (dict(ref, num_minibatches=1), dict(num_minibatches=1), sub):
+    every = dict(num_minibatches=1, products_every=2)
+    for over in (dict(ref, **every), every, sub):
         tr = srl.make_trainer(ENV, ctrl, CFG._replace(hidden=(8, 8), **over))
+        trainers.append(tr)
         st = tr.init(jax.random.key(4), 0.5)
-        outs.append(jax.jit(tr.step)(st))
+        outs.append(jax.jit(lambda s, tr=tr: tr.run(s, 3))(st))
     assert_trees_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
     full, m = outs[1][1], outs[2][1]
-    assert float(jnp.abs(full["reward_dot"][0])) > 0 and float(jnp.abs(m["reward_dot"][0])) > 0
-    assert float(full["lam"][0]) >= 0 and bool(jnp.isfinite(full["lam"][0]))
-    np.testing.assert_array_equal(m["episode_cost"], full["episode_cost"])  # same rollout
-    assert abs(float(m["reward_dot"][0] - full["reward_dot"][0])) > 1e-6  # a strict subset
+    rdot = np.asarray(full["reward_dot"][:, 0])
+    assert "gram" not in full and rdot.shape == (3,)
+    assert rdot[1] == rdot[0] and abs(rdot[2] - rdot[1]) > 1e-6 and abs(rdot[0]) > 0
+    assert float(full["lam"][0, 0]) >= 0 and bool(jnp.all(jnp.isfinite(full["lam"])))
+    np.testing.assert_array_equal(m["episode_cost"][0], full["episode_cost"][0])  # same rollout
+    assert abs(float(m["reward_dot"][0, 0] - full["reward_dot"][0, 0])) > 1e-6  # a subset
     for new in (outs[1][0], outs[2][0]):
         diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, st.params)
         assert min(jax.tree.leaves(diff)) > 0  # every parameter (both critics included) moved
+    # under vmap the skip is still a branch (loop-counter predicate), not a select of both
+    batched = jax.tree.map(lambda x: jnp.stack([x, x]), st)
+    run3 = jax.vmap(lambda s: trainers[1].run(s, 3))
+    sizes = _cond_branch_sizes(jax.make_jaxpr(run3)(batched).jaxpr)
+    assert any(min(b) == 0 and max(b) > 20 for b in sizes), sizes

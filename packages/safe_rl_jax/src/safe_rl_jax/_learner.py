@@ -71,6 +71,12 @@ class PPOConfig(NamedTuple):
     # the same way (half the cost). "minibatch_same": the minibatch subset, products of
     # gradients from the same sample (biased upward by the noise; kept for comparison).
     surrogate_batch: str = "full"
+    # PLO's gradient products are recomputed every `products_every` policy iterations of a
+    # `run` call (its first iteration included) and reused, stale, in between; the multiplier
+    # update still runs every iteration on the freshly measured cost. 1 (default): every
+    # iteration. The skip is a `lax.cond` on the scan's loop counter, so it stays a real
+    # branch under `vmap` (the pass is not run on skipped iterations). `step` always recomputes.
+    products_every: int = 1
 
 
 class TrainState(NamedTuple):
@@ -107,7 +113,7 @@ class Rollout(NamedTuple):
 
 
 def _check_config(config: PPOConfig, env) -> None:
-    for name in ("num_envs", "num_epochs", "num_minibatches"):
+    for name in ("num_envs", "num_epochs", "num_minibatches", "products_every"):
         v = getattr(config, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"config.{name}: expected a positive int, got {v!r}")
@@ -364,6 +370,10 @@ def make_trainer(
         return centred / (sd + 1e-8)
 
     def step(state: TrainState):
+        return iterate(state)
+
+    def iterate(state: TrainState, refresh=None, stale=None):
+        """One policy iteration; with a traced `refresh`, PLO's products are `stale` unless it."""
         key = jax.random.wrap_key_data(state.key)
         key, k_roll, k_perm = jax.random.split(key, 3)
         traj, boot_v, boot_c = rollout(state.params, state.index, k_roll)
@@ -403,14 +413,19 @@ def make_trainer(
         ep_return = jnp.mean(jnp.sum(traj.reward, 0))
         ep_cost = jnp.mean(jnp.sum(traj.cost, 0), 0)
         if controller.uses_gradients:
-            args = tuple(x[:, :B_grad] for x in (traj.obs, traj.action, traj.valid, adv_r, adv_c))
-            if config.surrogate_gradients == "jacrev":
-                rdot, gram = surrogate_products_reference(
-                    graphdef, state.params, *args, split=split
-                )
-            else:
+
+            def products():
+                args = (traj.obs, traj.action, traj.valid, adv_r, adv_c)
+                args = tuple(x[:, :B_grad] for x in args)
+                if config.surrogate_gradients == "jacrev":
+                    return surrogate_products_reference(graphdef, state.params, *args, split=split)
                 model = nnx.merge(graphdef, state.params)
-                rdot, gram = surrogate_products(model, *args, features=traj.features, split=split)
+                return surrogate_products(model, *args, features=traj.features, split=split)
+
+            if refresh is None:
+                rdot, gram = products()
+            else:
+                rdot, gram = jax.lax.cond(refresh, products, lambda: stale)
         else:
             rdot, gram = jnp.zeros((k,)), jnp.zeros((k, k))
         signal = ConstraintSignal(ep_cost, state.limit, state.mask, rdot, gram)
@@ -456,10 +471,27 @@ def make_trainer(
             "lam": lam,
             "reward_dot": rdot,
         }
+        if refresh is not None:
+            metrics["gram"] = gram  # carried to the next iteration by `run`, then dropped
         return new, metrics
 
     def run(state: TrainState, num_iterations: int):
-        return jax.lax.scan(lambda s, _: step(s), state, None, length=num_iterations)
+        every = config.products_every
+        if every == 1 or not controller.uses_gradients:
+            return jax.lax.scan(lambda s, _: step(s), state, None, length=num_iterations)
+
+        def body(carry, i):
+            s, stale = carry
+            # the loop counter (not state.iteration) is never batched under vmap, so the
+            # cond stays a branch instead of becoming a select of both
+            s, m = iterate(s, i % every == 0, stale)
+            return (s, (m["reward_dot"], m["gram"])), {n: v for n, v in m.items() if n != "gram"}
+
+        zeros = (jnp.zeros((k,)), jnp.zeros((k, k)))
+        (state, _), metrics = jax.lax.scan(
+            body, (state, zeros), jnp.arange(num_iterations, dtype=jnp.int32)
+        )
+        return state, metrics
 
     return Trainer(init, step, run, graphdef, k)
 
