@@ -74,8 +74,10 @@ def get_config(arg=None):
     # "before"; in full only since session 6, the session-5 README keeps its numbers)
     c.sim_before = False
     # simulated micro-serving vs the LoRA hot-swapping monolith (lego_hotswap.py): variants of
-    # each workflow (k LoRAs of its DiT) x device counts, CPU- and H200-calibrated
-    c.hs_variants, c.hs_devices, c.hs_bisect = (1, 4, 16, 64), (8, 32), 3
+    # each workflow (k LoRAs of its DiT) x device counts, CPU- and H200-calibrated; small runs
+    # 8 devices (~4 s CPU; the device sweep 8/32/128 is `python lego_hotswap.py --workdir=..`
+    # on a finished run, and in full), rate steps of 1.29x (4 bisection steps over 0.05-3x)
+    c.hs_variants, c.hs_devices, c.hs_bisect, c.hs_duration_s = (1, 4, 16, 64), (8,), 4, 1.0
     # the paper's regime on the real server (lego_variants.py): `real_variants` copies of each
     # workflow sharing its models, every worker holding the bytes of all distinct models (a
     # micro worker holds one instance of each; a monolithic worker a few whole workflow
@@ -109,7 +111,7 @@ def get_config(arg=None):
         c.sim_bisect = 2
         c.real_var_bisect, c.real_var_cv_bisect, c.real_var_duration_s = 0, 0, 0.3
         c.real_var_phase_s, c.real_var_min_requests = 0.15, 6
-        c.hs_variants, c.hs_devices, c.hs_bisect = (1, 4), (8,), 1
+        c.hs_variants, c.hs_devices, c.hs_bisect, c.hs_duration_s = (1, 4), (8,), 1, 0.3
     elif preset == "full":
         c.diffusion_steps, c.aux_steps = 3000, 600
         c.quality_samples = 1000
@@ -128,5 +130,5 @@ def get_config(arg=None):
         c.real_variants, c.real_var_bisect, c.real_var_cv_bisect = (1, 4, 16), 5, 4
         c.real_var_workers, c.real_var_duration_s = 8, 10.0
         c.sim_duration_s = 2.0
-        c.hs_devices, c.hs_bisect = (8, 32, 128, 256), 5
+        c.hs_devices, c.hs_bisect, c.hs_duration_s = (8, 32, 128, 256), 5, 2.0
     return c
