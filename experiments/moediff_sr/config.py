@@ -60,6 +60,9 @@ def get_config(arg=None):
     c.gate_upsample = "linear"
     # gate input divided by its local w x w mean (bias-field robust routing; 0 = raw input)
     c.gate_local_norm = 0
+    # session 9: "divide" (the input over its local mean) or "log" (log-intensity minus its
+    # low-pass: homomorphic bias removal) when gate_local_norm > 0
+    c.gate_norm = "divide"
     # session 8: width of each expert's own blocks (0 = the trunk's `expert_width`; otherwise
     # a residual bottleneck branch of that width on the trunk's output)
     c.head_width = 0
@@ -116,6 +119,13 @@ def get_config(arg=None):
     c.region_anneal = 0
     c.region_stages = 2
     c.region_routing = 0.0
+    # session 9: region-specialised experts under the learned gate: each expert's own
+    # diffusion and task losses are restricted to its region's pixels, the aggregate keeps
+    # the learned gate (`moe_loss(region_experts=True)`; with moe_objective "both" the
+    # aggregate is trained too)
+    c.region_experts = False
+    # session 9: only the experts' task losses (edge / GDL / FFT) restricted to their regions
+    c.region_tasks = False
     c.diversity = "similarity"
     # training: a `level_fraction` of each batch at the noise levels of the sampler's grid
     c.train_levels = 1

@@ -135,6 +135,7 @@ def make_models(config, cond_channels: int = 1):
             fuse_features=config.get("fuse_features", False),
             gate_upsample=config.get("gate_upsample", "nearest"),
             gate_local_norm=config.get("gate_local_norm", 0),
+            gate_norm=config.get("gate_norm", "divide"),
             head_width=config.get("head_width", 0),
             scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
@@ -215,6 +216,8 @@ def loss_for(name, config, schedule, *, region_routing=None):
             level_fraction=config.get("level_fraction", 1.0),
             detach_gate=config.get("detach_gate", False),
             region_routing=routing,
+            region_experts=config.get("region_experts", False),
+            region_tasks=config.get("region_tasks", False),
         )
     if name == "edsr_lite":
         return msr.regression_loss

@@ -459,7 +459,9 @@ def train_and_evaluate(config, workdir):
             f"zero-initialised {config.get('zero_init_gate', False)}, gate detached in the "
             f"gated losses {config.get('detach_gate', False)}, region-routing warm-up "
             f"{config.get('region_warmup', 0)} steps (anneal {config.get('region_anneal', 0)} "
-            "steps); the single "
+            f"steps), gate input local normalisation window {config.get('gate_local_norm', 0)} "
+            f"('{config.get('gate_norm', 'divide')}'), region-restricted expert losses "
+            f"{config.get('region_experts', False)}; the single "
             "expert is widened to the MoE's parameter count. "
             "PSNR on a template brain is not comparable with the paper's HCP 3T->7T numbers."
         ),

@@ -16,11 +16,57 @@ import time
 
 import config as moediff_config
 import jax
+import jax.numpy as jnp
 import numpy as np
 import train as T
 from flax import nnx
 
 import mri_sr_jax as msr
+
+
+def routing_stats(trained, val_sets, c, schedule, key):
+    """Per validation setting: the gate's normalised entropy (1 = uniform), its region /
+    top-expert mutual information (bits), the share of pixels whose top expert differs from
+    the clean version of the same slice (bias+noise settings), and each expert's validation
+    PSNR alone (gate forced to that expert; DDIM-1 from the same noise)."""
+    gd, params = trained
+    ab1 = msr.discrete_alpha_bars(schedule, 1)[1]
+
+    @jax.jit
+    def parts(params, up):
+        model = nnx.merge(gd, params)
+        x = jax.random.normal(key, up.shape + (1,))
+        _, outs, gate = model.forward_all(x, up[..., None], jnp.full((up.shape[0],), ab1))
+        return outs, msr.gate_to_pixels(gate, model.patch, model.gate_upsample)
+
+    out, tops = {}, {}
+    for (s, cond), (hr, up, masks) in val_sets.items():
+        outs, g = (np.asarray(a) for a in parts(params, up))
+        top = g.argmax(-1)
+        tops[(s, cond)] = top
+        m = np.asarray(masks)
+        joint = np.stack(
+            [np.bincount(top[m[..., r]], minlength=g.shape[-1]) for r in range(m.shape[-1])]
+        ).astype(float)
+        p = joint / max(joint.sum(), 1.0)
+        outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
+        nz = p > 0
+        alone = [
+            T.median_rows(T.slice_metrics(up + c.residual_scale * outs[..., i], hr, masks))
+            for i in range(outs.shape[-1])
+        ]
+        out[f"x{s} {cond}"] = {
+            "gate_entropy": round(
+                float((-(g * np.log(g + 1e-12)).sum(-1)).mean() / np.log(g.shape[-1])), 4
+            ),
+            "gate_mi_bits": round(float((p[nz] * np.log2(p[nz] / outer[nz])).sum()), 4),
+            "expert_alone_psnr": [round(a["psnr"], 3) for a in alone],
+        }
+    for s in c.eval_scales:
+        if (s, "clean") in tops and (s, "noisy") in tops:
+            changed = float((tops[(s, "clean")] != tops[(s, "noisy")]).mean())
+            out[f"x{s} noisy"]["top_changed_vs_clean"] = round(changed, 4)
+    return out
 
 
 def run(overrides, models, out, preset="small"):
@@ -63,11 +109,12 @@ def run(overrides, models, out, preset="small"):
                 val_score=mean_score,
             )
         res = {k: round(v, 3) for k, v in scores(params).items()}
-        mi = None
+        mi, routing = None, None
         if name == "moediff_sr":
             up = val_sets[(max(c.eval_scales), c.eval_conditions[-1])][1]
             gates = np.asarray(T._gates((gd, params), up, schedule, c.gate_t))
             mi = T._gate_table(gates, val_sets, c)[1]["mutual_information_bits"]
+            routing = routing_stats((gd, params), val_sets, c, schedule, k_sample)
         row = {
             "variant": overrides,
             "model": name,
@@ -77,6 +124,7 @@ def run(overrides, models, out, preset="small"):
             "val_mean": round(float(np.mean(list(res.values()))), 3),
             "val_curve": curve,
             "gate_mi_bits": mi,
+            "routing": routing,
             "cpu_s": round(time.process_time() - t0, 1),
         }
         print(json.dumps(row), flush=True)

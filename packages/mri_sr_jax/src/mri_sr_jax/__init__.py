@@ -69,6 +69,7 @@ from ._moe import aggregate as aggregate
 from ._moe import aggregate_reference as aggregate_reference
 from ._moe import gate_to_pixels as gate_to_pixels
 from ._moe import local_normalise as local_normalise
+from ._moe import log_highpass as log_highpass
 from ._nets import ConvDenoiser as ConvDenoiser
 from ._nets import EDSRLite as EDSRLite
 from ._nets import TinyUNet as TinyUNet
@@ -101,6 +102,7 @@ from ._train import diffusion_loss as diffusion_loss
 from ._train import make_batch as make_batch
 from ._train import make_trainer as make_trainer
 from ._train import moe_loss as moe_loss
+from ._train import region_task_loss as region_task_loss
 from ._train import regression_loss as regression_loss
 from ._train import sample_residual as sample_residual
 from ._unet import FeatureAdapters as FeatureAdapters

@@ -8,7 +8,8 @@ is added, and pre-norm transformer blocks mix all tokens. The gate is a linear l
 token features, softmax over experts, broadcast to the token's p0 x p0 pixels.
 `gate_local_norm=w` (off by default) divides the gate's input by its local w x w mean
 (`local_normalise`), so a smooth multiplicative bias field, which scales an image region's
-intensities, hardly changes what the gate sees.
+intensities, hardly changes what the gate sees; `gate_norm="log"` uses the log-intensity
+minus its low-pass (`log_highpass`, homomorphic bias removal) instead.
 """
 
 import jax
@@ -65,11 +66,33 @@ def local_normalise(x: Array, window: int, eps: float = 0.05) -> Array:
     return x / (mean + eps)
 
 
+def log_highpass(x: Array, window: int, eps: float = 0.05) -> Array:
+    """log(|x| + eps) minus its low-pass, per channel, for images (b, h, w, c).
+
+    Homomorphic bias removal: a multiplicative field b becomes the additive log b, which a
+    low-pass keeps and the difference removes. The low-pass is the `window` x `window` box
+    mean applied twice (a triangle filter of support 2 window - 1, counting only pixels
+    inside the image), so a log field that is affine over the support cancels exactly away
+    from the borders. Zero-mean over smooth regions, unlike `local_normalise` (around 1).
+    """
+    if window < 1:
+        raise ValueError(f"window: expected >= 1, got {window}")
+    lx = jnp.log(jnp.abs(x) + eps)
+    low = lx
+    for _ in range(2):
+        low = _box_mean(_box_mean(low, window, 1), window, 2)
+    return lx - low
+
+
+GATE_NORMS = ("divide", "log")
+
+
 class FeatureExtractor(nnx.Module):
     """Multi-scale patch embeddings + transformer -> token features (b, h/p0, w/p0, dim).
 
     `local_norm=w > 0`: the conditioning is divided by its local w x w mean first
     (`local_normalise`: invariant to a smooth multiplicative bias field); 0 = raw input.
+    `local_norm_kind="log"`: log-intensity minus its low-pass instead (`log_highpass`).
     """
 
     def __init__(
@@ -80,12 +103,18 @@ class FeatureExtractor(nnx.Module):
         depth: int = 1,
         heads: int = 2,
         local_norm: int = 0,
+        local_norm_kind: str = "divide",
         *,
         rngs: nnx.Rngs,
     ):
         if local_norm < 0:
             raise ValueError(f"local_norm: expected >= 0, got {local_norm}")
+        if local_norm_kind not in GATE_NORMS:
+            raise ValueError(
+                f"local_norm_kind: expected one of {GATE_NORMS}, got {local_norm_kind!r}"
+            )
         self.local_norm = local_norm
+        self.local_norm_kind = local_norm_kind
         self.patch_sizes = tuple(patch_sizes)
         self.embeds = nnx.List(
             [
@@ -100,7 +129,8 @@ class FeatureExtractor(nnx.Module):
 
     def __call__(self, cond: Channels, alpha_bar: NoiseLevel) -> Array:
         if self.local_norm:
-            cond = local_normalise(cond, self.local_norm)
+            norm = log_highpass if self.local_norm_kind == "log" else local_normalise
+            cond = norm(cond, self.local_norm)
         p0 = self.patch_sizes[0]
         b, h, w, _ = cond.shape
         th, tw = h // p0, w // p0
@@ -226,7 +256,8 @@ class MoEDiffSR(nnx.Module):
     the trunk's first activations, so the denoiser sees the global context the gate sees.
     `gate_upsample`: how token gates reach pixels for the aggregation (see `gate_to_pixels`).
     `gate_local_norm=w > 0`: the feature extractor (hence the gate) sees the conditioning
-    divided by its local w x w mean (bias-field robust routing; the experts see the raw input).
+    divided by its local w x w mean (bias-field robust routing; the experts see the raw input);
+    `gate_norm="log"`: the log-intensity minus its low-pass instead (`log_highpass`).
     `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
     probabilities (b, h/p0, w/p0, k), which the training losses need.
     """
@@ -247,12 +278,15 @@ class MoEDiffSR(nnx.Module):
         gate_upsample: str = "nearest",
         gate_local_norm: int = 0,
         head_width: int = 0,
+        gate_norm: str = "divide",
         *,
         scale_input: bool = False,
         rngs: nnx.Rngs,
     ):
         if head_width < 0:
             raise ValueError(f"head_width: expected >= 0, got {head_width}")
+        if gate_norm not in GATE_NORMS:
+            raise ValueError(f"gate_norm: expected one of {GATE_NORMS}, got {gate_norm!r}")
         if head_width and not trunk_depth:
             raise ValueError("head_width: needs a shared trunk (trunk_depth >= 1)")
         if trunk_depth < 0:
@@ -277,6 +311,7 @@ class MoEDiffSR(nnx.Module):
             transformer_depth,
             heads,
             gate_local_norm,
+            gate_norm,
             rngs=rngs,
         )
         self.gate = nnx.Linear(feature_dim, num_experts, rngs=rngs)

@@ -156,6 +156,8 @@ def moe_loss(
     diversity: str = "balance",
     detach_gate: bool = False,
     region_routing: float = 0.0,
+    region_experts: bool = False,
+    region_tasks: bool = False,
 ):
     """MoEDiff-SR objective: diffusion loss + expert task losses + gate terms.
 
@@ -183,6 +185,13 @@ def moe_loss(
     are weighted by (1 - lambda) gate + lambda r, r the pixel's region mask (the gate itself
     on pixels outside every region); lambda = 1 routes each expert hard to its region (a
     warm-up before the gate takes over), the gate is still trained by its target.
+    `region_experts=True` (needs `batch.regions`): region-specialised experts under the
+    learned gate. Only the per-expert terms are restricted: expert i's gated diffusion loss is
+    weighted by region i's mask (by the gate on pixels outside every region) and its task loss
+    is computed on the region only (`region_task_loss`), while the aggregate (`objective=
+    "aggregate"` or `"both"`) and the inference path keep the learned gate, which learns the
+    regions from its target. `region_tasks=True` restricts only the task losses to the
+    regions (the gated diffusion losses keep the learned gate); `region_experts` implies it.
     """
     _check_levels(num_levels, level_fraction)
     if not 0.0 <= region_routing <= 1.0:
@@ -195,12 +204,14 @@ def moe_loss(
     target = training_target(batch.x0, eps, ab, parameterisation)
     agg, outs, gate = model.forward_all(x_t, batch.cond, ab)
     k = outs.shape[-1]
-    if (region_weight or region_gate or region_routing) and (
+    region_tasks = region_tasks or region_experts
+    if (region_weight or region_gate or region_routing or region_tasks) and (
         batch.regions is None or batch.regions.shape[-1] != k
     ):
         raise ValueError(
-            f"batch.regions: region_weight / region_gate / region_routing need {k} region "
-            f"masks, got {None if batch.regions is None else batch.regions.shape}"
+            "batch.regions: region_weight / region_gate / region_routing / region_experts / "
+            f"region_tasks need {k} region masks, got "
+            f"{None if batch.regions is None else batch.regions.shape}"
         )
     g = gate_to_pixels(gate, model.patch, getattr(model, "gate_upsample", "nearest"))
     gate_w = jax.lax.stop_gradient(gate) if detach_gate else gate
@@ -213,9 +224,18 @@ def moe_loss(
         f = token_fractions(m, model.patch)
         routed_tokens = f + (1.0 - f.sum(-1, keepdims=True)) * gate_w
         gate_w = (1.0 - region_routing) * gate_w + region_routing * routed_tokens
+    if region_experts:  # the experts' own terms follow the regions, the aggregate the gate
+        m = batch.regions
+        g_w = m + (1.0 - m.sum(-1, keepdims=True)) * g_w
+        f = token_fractions(m, model.patch)
+        gate_w = f + (1.0 - f.sum(-1, keepdims=True)) * gate_w
     expert_x0, _ = to_x0_eps(outs, jnp.broadcast_to(x_t, outs.shape), ab, parameterisation)
     x0 = batch.x0[..., 0]
-    tasks = [TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(k)]
+    if region_tasks:
+        m = batch.regions
+        tasks = [region_task_loss(i, expert_x0[..., i], x0, m[..., i]) for i in range(k)]
+    else:
+        tasks = [TASK_LOSSES[i % len(TASK_LOSSES)](expert_x0[..., i], x0) for i in range(k)]
     main = reduce_loss(agg - target, kind)
     metrics = {"main": main}
     if objective == "aggregate":
@@ -223,7 +243,8 @@ def moe_loss(
     else:
         per_pixel = jnp.abs(outs - target) if kind == "l1" else (outs - target) ** 2
         gated = (g_w * per_pixel).sum(-1).mean()
-        task = (gate_w.reshape(-1, k).mean(0) * jnp.stack(tasks)).sum()
+        usage = 1.0 / k if region_tasks else gate_w.reshape(-1, k).mean(0)
+        task = (usage * jnp.stack(tasks)).sum()
         loss = gated + (main if objective == "both" else 0.0)
         metrics["gated"] = gated
     target_gate = gate_targets(
@@ -248,6 +269,15 @@ def moe_loss(
         loss = loss + region_weight * region
         metrics["region"] = region
     return loss, {"loss": loss, **metrics}
+
+
+def region_task_loss(i: int, x: Array, ref: Array, mask: Array) -> Array:
+    """Expert i's task loss (`TASK_LOSSES[i % 3]`) on its region: the loss of the masked
+    images x * mask vs ref * mask, divided by the region's share of the batch's pixels (a mean
+    over the region, on the whole-image loss's scale; 0 where the batch has no such pixels)."""
+    share = mask.mean()
+    loss = TASK_LOSSES[i % len(TASK_LOSSES)](x * mask, ref * mask)
+    return jnp.where(share > 0, loss / jnp.maximum(share, 1e-3), 0.0)
 
 
 def regression_loss(model, batch: SRBatch, key: Key, *, kind: str = "l1"):
