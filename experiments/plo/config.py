@@ -25,6 +25,8 @@ def get_config(arg=None):
     # Learner layout (PPOConfig; these are its defaults): separate reward and cost critics,
     # minibatches of whole per-env unrolls, the critic evaluated once after the unroll.
     c.shared_critic = False
+    # The cost critic's hidden sizes; () = the same as `hidden` (README: session-9 check).
+    c.cost_hidden = ()
     c.shuffle = "envs"
     c.batched_values = True
     # PLO's gradient products from the whole batch ("full"), from the first half of the

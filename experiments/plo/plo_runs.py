@@ -50,6 +50,7 @@ def run_task(config, task, workdir):
         learning_rate=config.learning_rate,
         hidden=tuple(config.hidden),
         shared_critic=config.shared_critic,
+        cost_hidden=tuple(config.cost_hidden) or None,
         shuffle=config.shuffle,
         batched_values=config.batched_values,
         surrogate_batch=config.surrogate_batch,

@@ -200,6 +200,12 @@ def main():
         "--subsets", action="store_true", help="also time PLO's half and minibatch products"
     )
     p.add_argument(
+        "--cost-hidden",
+        type=int,
+        default=0,
+        help="> 0: also time PID and PLO with a cost critic of this width (PPOConfig.cost_hidden)",
+    )
+    p.add_argument(
         "--ablate", action="store_true", help="also time PLO (jacrev) and PID (shared critic)"
     )
     p.add_argument(
@@ -227,6 +233,10 @@ def main():
         if every != srl.PPOConfig().products_every:
             over = {"products_every": every}
             variants.append((f"ours, PLO, products every {every}", srl.plo(horizon=5), over))
+    if args.cost_hidden:  # both controllers with a narrower cost critic (opt-in learner)
+        over = {"cost_hidden": (args.cost_hidden, args.cost_hidden)}
+        for name, ctrl in (("PID", srl.pid_lagrangian()), ("PLO", srl.plo(horizon=5))):
+            variants.append((f"ours, {name}, cost critic {args.cost_hidden}x2", ctrl, over))
     # PLO with the other estimates of its gradient products (whole batch, first half of the
     # environments cross-fitted, one minibatch's environments cross-fitted)
     for other in ("full", "half", "minibatch") if args.subsets else ():

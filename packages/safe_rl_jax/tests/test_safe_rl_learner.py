@@ -134,6 +134,13 @@ def test_bad_shuffle_and_shared_critic_arguments_raise():
         srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(shuffle="envs", num_minibatches=3))
     with pytest.raises(ValueError, match="shared_critic"):
         srl.Agent(4, 2, 1, index_dim=2, shared_critic=True, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="cost_hidden"):
+        srl.Agent(4, 2, 1, shared_critic=True, cost_hidden=(3,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="cost_hidden"):
+        srl.make_trainer(ENV, srl.lagrangian(), CFG._replace(cost_hidden=(0,)))
+    narrow = srl.Agent(4, 2, 1, hidden=(5, 5), cost_hidden=(3,), rngs=nnx.Rngs(0))
+    assert narrow.cost_value.net.layers[0].kernel.shape == (4, 3)
+    assert narrow.value.layers[1].kernel.shape == (5, 5)  # the reward critic keeps `hidden`
 
 
 def _cond_branch_sizes(jaxpr):

@@ -48,6 +48,8 @@ class PPOConfig(NamedTuple):
     # True: one critic MLP with a reward head and one head per cost channel (half the critic
     # compute of separate reward and cost MLPs); needs unindexed costs (index_dim=0).
     shared_critic: bool = False
+    # The cost critic's hidden sizes (separate critics only); None: the same as `hidden`.
+    cost_hidden: Sequence[int] | None = None
     # Minibatches of whole per-env unrolls, "envs" (the default, as brax's PPO: a permutation of
     # num_envs items, cheap on CPU, where XLA's sort is slow; num_minibatches must divide
     # num_envs), or of all num_envs * episode_length single "transitions" (OmniSafe's layout).
@@ -174,6 +176,12 @@ def _check_config(config: PPOConfig, env) -> None:
             "config.surrogate_batch: 'half' cross-fits two halves of the first num_envs // 2 "
             f"environments, so num_envs must be a multiple of 4, got {config.num_envs}"
         )
+    if config.cost_hidden is not None and (
+        not all(isinstance(h, int) and h > 0 for h in config.cost_hidden)
+    ):
+        raise ValueError(
+            f"config.cost_hidden: expected None or positive ints, got {config.cost_hidden!r}"
+        )
     if config.learning_rate <= 0:
         raise ValueError(f"config.learning_rate: expected > 0, got {config.learning_rate}")
 
@@ -217,6 +225,7 @@ def make_trainer(
         index_dim=index_dim,
         hidden=config.hidden,
         shared_critic=config.shared_critic,
+        cost_hidden=config.cost_hidden,
         rngs=nnx.Rngs(0),
     )
     graphdef, _ = nnx.split(agent)
@@ -271,6 +280,7 @@ def make_trainer(
                 index_dim=index_dim,
                 hidden=config.hidden,
                 shared_critic=config.shared_critic,
+                cost_hidden=config.cost_hidden,
                 rngs=nnx.Rngs(params=k_net),
             )
         )

@@ -71,6 +71,7 @@ class Agent(nnx.Module):
     `shared_critic=True` (unindexed costs only) uses one critic network with `1 + num_costs`
     linear heads (reward value first) instead of a reward MLP beside a cost MLP: half the
     critic compute, at the price of the two value losses sharing the hidden layers.
+    `cost_hidden` sets the cost critic's hidden sizes (default: `hidden`).
     """
 
     def __init__(
@@ -82,8 +83,13 @@ class Agent(nnx.Module):
         index_dim: int = 0,
         hidden: Sequence[int] = (64, 64),
         shared_critic: bool = False,
+        cost_hidden: Sequence[int] | None = None,
         rngs: nnx.Rngs,
     ):
+        if shared_critic and cost_hidden is not None:
+            raise ValueError(
+                f"cost_hidden: needs separate critics (shared_critic=False), got {cost_hidden}"
+            )
         if shared_critic and index_dim:
             raise ValueError(
                 f"shared_critic: needs unindexed costs (index_dim=0), got index_dim={index_dim}"
@@ -95,7 +101,8 @@ class Agent(nnx.Module):
             self.value = MLP([obs_size, *hidden, 1 + num_costs], rngs=rngs)
         else:
             self.value = MLP([obs_size, *hidden, 1], rngs=rngs)
-            self.cost_value = CostCritic(obs_size, num_costs, index_dim, hidden, rngs=rngs)
+            cost_hidden = hidden if cost_hidden is None else cost_hidden
+            self.cost_value = CostCritic(obs_size, num_costs, index_dim, cost_hidden, rngs=rngs)
 
     def dist(self, obs):
         return self.policy(obs), jnp.broadcast_to(
