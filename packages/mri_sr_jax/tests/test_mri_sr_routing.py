@@ -141,36 +141,33 @@ def test_region_experts_train_each_expert_only_on_its_region():
         num_levels=1,
     )
 
-    @functools.partial(jax.jit, static_argnames=("region_experts", "objective"))
-    def grads(batch, region_experts, objective="gated"):
+    @functools.partial(jax.jit, static_argnames=("region_experts", "region_tasks", "objective"))
+    def grads(o, batch, region_experts, region_tasks=False, objective="gated"):
         def f(o, lg):
-            kw = {"region_experts": region_experts, "objective": objective}
-            return loss(_LearnableExperts(o, lg), batch, jax.random.key(0), **kw)[0]
+            kw = {"region_experts": region_experts, "region_tasks": region_tasks}
+            model = _LearnableExperts(o, lg)
+            return loss(model, batch, jax.random.key(0), objective=objective, **kw)
 
-        return jax.grad(f, argnums=(0, 1))(outs, jnp.array([0.2, -0.1, 0.0]))
+        return jax.grad(f, argnums=(0, 1), has_aux=True)(o, jnp.array([0.2, -0.1, 0.0]))
 
-    g_outs, g_gate = (np.asarray(a) for a in grads(batch, True))
+    (g_outs, g_gate), _ = grads(outs, batch, True)
+    g_outs = np.asarray(g_outs)
     top, bottom_left, bottom_right = (slice(0, 4), slice(None)), (4, slice(0, 4)), (4, 6)
     assert np.abs(g_outs[0][top][..., 1:]).max() == 0.0  # experts 1, 2 untouched in region 0
     assert np.abs(g_outs[0][top][..., 0]).min() > 0.0
     assert np.abs(g_outs[0][bottom_left][..., [0, 2]]).max() == 0.0
     assert np.abs(g_outs[0][bottom_left][..., 1]).min() > 0.0
     assert np.abs(g_outs[0][bottom_right]).min() > 0.0  # unlabelled: the gate routes all three
-    plain = np.asarray(grads(batch, False)[0])
+    plain = np.asarray(grads(outs, batch, False)[0][0])
     assert np.abs(plain[0][top][..., 1:]).min() > 0.0
     full = batch._replace(regions=jax.nn.one_hot(jnp.zeros((1, 8, 8), jnp.int32), 3))
-    np.testing.assert_array_equal(np.asarray(grads(full, True)[1]), 0.0)
-    assert np.abs(np.asarray(grads(full, True, "both")[1])).max() > 1e-4
+    np.testing.assert_array_equal(np.asarray(grads(outs, full, True)[0][1]), 0.0)
+    assert np.abs(np.asarray(grads(outs, full, True, objective="both")[0][1])).max() > 1e-4
     # `region_tasks=True`: only the task losses follow the regions; errors placed outside each
     # expert's region cost no task loss there, but do cost the region-blind task losses
     off = jnp.stack([x0 + 0.4 * (1.0 - regions[..., i]) * x0 for i in range(3)], -1)
-
-    @functools.partial(jax.jit, static_argnames="region_tasks")
-    def task(region_tasks):
-        model = _LearnableExperts(off, jnp.zeros(3))
-        return loss(model, batch, jax.random.key(0), region_tasks=region_tasks)[1]["task"]
-
-    assert float(task(True)) < 1e-6 < float(task(False))
+    assert float(grads(off, batch, False, True)[1]["task"]) < 1e-6
+    assert float(grads(off, batch, False)[1]["task"]) > 1e-6
     with pytest.raises(ValueError, match="batch.regions"):
         loss(
             _LearnableExperts(outs, jnp.zeros(3)),
