@@ -35,25 +35,42 @@ SCHED = make_schedule(10)
 
 
 def _perturb(module):
-    """Give the zero-initialised output/modulation layers weights so outputs depend on them."""
-    nnx.update(
-        module,
-        jax.tree.map(
-            lambda a: a + 0.1 * jax.random.normal(jax.random.key(5), a.shape), nnx.state(module)
-        ),
+    """Give the zero-initialised output/modulation layers weights so outputs depend on them
+    (drawn with numpy: an eager JAX draw compiles a program per shape)."""
+    rng = np.random.default_rng(5)
+    state = jax.tree.map(
+        lambda a: np.asarray(a) + np.float32(0.1) * rng.standard_normal(a.shape, np.float32),
+        nnx.state(module),
     )
+    nnx.update(module, jax.device_put(state))
+
+
+def _random_models(width=16, depth=2, heads=2):
+    """`DiffusionModels` with every parameter drawn on the host (no zero layers), built
+    abstractly: eager initialisation compiles a random-number program per parameter."""
+    models = nnx.eval_shape(
+        lambda: DiffusionModels(width=width, depth=depth, heads=heads, rngs=nnx.Rngs(0))
+    )
+    rng = np.random.default_rng(5)
+    state = jax.tree.map(
+        lambda a: np.float32(0.1) * rng.standard_normal(a.shape, np.float32), nnx.state(models)
+    )
+    nnx.update(models, jax.device_put(state))
+    return models
 
 
 def _randomise_b(adapter, seed):
-    return {
-        k: {"a": v["a"], "b": 0.3 * jax.random.normal(jax.random.key(seed), v["b"].shape)}
-        for k, v in adapter.items()
-    }
+    rng = np.random.default_rng(seed)
+    return jax.device_put(
+        {
+            k: {"a": v["a"], "b": np.float32(0.3) * rng.standard_normal(v["b"].shape, np.float32)}
+            for k, v in adapter.items()
+        }
+    )
 
 
 def test_lora_merge_algebra_and_fresh_adapter_is_identity():
-    models = DiffusionModels(width=16, depth=2, heads=2, rngs=nnx.Rngs(0))
-    _perturb(models.dit)
+    models = _random_models()
     gd, state = nnx.split(models.dit)
     fresh = lora_init(models.dit, rank=2, key=jax.random.key(1))
     x = jax.random.normal(jax.random.key(2), (2, 8, 8))
@@ -76,8 +93,7 @@ def test_lora_merge_algebra_and_fresh_adapter_is_identity():
 
 
 def test_lora_training_moves_only_the_adapter():
-    models = DiffusionModels(width=16, depth=2, heads=2, rngs=nnx.Rngs(0))
-    _perturb(models.dit)  # a zero output layer would pass no gradient to the adapter
+    models = _random_models()  # a zero output layer would pass no gradient to the adapter
     before = jax.tree.map(np.asarray, nnx.state(models))
     images, labels = load_digits_dataset()
     bold = bold_style(images[:64])
