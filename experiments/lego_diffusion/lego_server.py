@@ -32,6 +32,16 @@ def make_workload(rows, edges, lora_names):
     return wfs, make
 
 
+async def warm_up(url, make_one, names):
+    """Two unmeasured requests per workflow within 0.3 s, so that a fresh server's first
+    measured point does not pay for connections, threads and caches."""
+    await ds.run_open_loop(
+        url,
+        np.linspace(0, 0.3, 2 * len(names)),
+        lambda i: make_one(names[i % len(names)], i),
+    )
+
+
 async def measure_standalone(url, make_one, workflows, repeats=5):
     """Median latency of each workflow alone (batch 1, idle server), through HTTP."""
     out = {}
@@ -112,12 +122,8 @@ async def run_load(config, catalog, executors, edges, logger, load_s, workdir):
     names = sorted(catalog.workflows)
 
     make_one = request_maker(config, edges)
-    for v in systems:  # warm up connections, threads and caches before measuring
-        await ds.run_open_loop(
-            servers[v].url,
-            np.linspace(0, 0.3, 2 * len(names)),
-            lambda i: make_one(names[i % len(names)], i),
-        )
+    for v in systems:
+        await warm_up(servers[v].url, make_one, names)
     standalone = await measure_standalone(servers["micro"].url, make_one, sorted(catalog.workflows))
     slo = {w: config.slo_scale * t for w, t in standalone.items()}
     # capacity estimate: the device slots (cores) serving requests one at a time

@@ -175,6 +175,8 @@ async def sweep_variants(st, vcat, k, load, serving, rows):
         for mode in ("micro", "monolithic")
     }
     servers = {mode: await ds.serve(rt) for mode, rt in runtimes.items()}
+    for server in servers.values():
+        await lego_server.warm_up(server.url, serving["make_one"], names)
     got = {mode: {} for mode in runtimes}
 
     async def probe(mode, rate, cv):
