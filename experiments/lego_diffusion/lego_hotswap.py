@@ -28,6 +28,7 @@ import time
 
 import jax
 import lego_cluster
+import lego_zoo
 import numpy as np
 from flax import nnx
 
@@ -277,17 +278,8 @@ def main():
     with open(os.path.join(args.workdir, "results.json")) as f:
         res = json.load(f)
     prof = {m: {int(b): t for b, t in p.items()} for m, p in res["extra"]["profiles"].items()}
-    zc = ds.ZooConfig(
-        width=config.width,
-        depth=config.depth,
-        heads=config.heads,
-        num_timesteps=config.num_timesteps,
-        sample_steps=config.sample_steps,
-        latent=True,
-        latent_width=config.latent_width,
-        latent_depth=config.latent_depth,
-    )
-    zoo = ds.init_zoo(zc, key=jax.random.key(0))  # the run's shapes (swap timing only)
+    # the run's shapes (for the swap timing only)
+    zoo = ds.init_zoo(lego_zoo.zoo_config(config), key=jax.random.key(0))
     zoo.lora = ds.lora_stack(
         [ds.lora_init(zoo.diffusion.dit, rank=config.lora_rank, key=jax.random.key(100))]
     )

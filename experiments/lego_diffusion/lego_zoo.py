@@ -27,10 +27,9 @@ def load_digits():
     return images, d[:, -1].astype(np.int32)
 
 
-def build_zoo(config, workdir, logger):
-    """Train the zoo from scratch, or restore it from the workdir's checkpoint; returns
-    (zoo, images, labels, edges, seconds spent)."""
-    zc = ds.ZooConfig(
+def zoo_config(config) -> ds.ZooConfig:
+    """The experiment's model family (latent DiT workflows) from its config."""
+    return ds.ZooConfig(
         width=config.width,
         depth=config.depth,
         heads=config.heads,
@@ -41,6 +40,12 @@ def build_zoo(config, workdir, logger):
         latent_width=config.latent_width,
         latent_depth=config.latent_depth,
     )
+
+
+def build_zoo(config, workdir, logger):
+    """Train the zoo from scratch, or restore it from the workdir's checkpoint; returns
+    (zoo, images, labels, edges, seconds spent)."""
+    zc = zoo_config(config)
     zoo = ds.init_zoo(zc, key=jax.random.key(config.seed, impl=config.init_prng))
     images, labels = load_digits()
     edges = ds.edge_map(images)
