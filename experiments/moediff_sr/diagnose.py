@@ -78,17 +78,10 @@ def run(workdir):
             rows[f"expert{i}"] = up + c.residual_scale * outs[..., i]
         res = {n: T.median_rows(T.slice_metrics(p, hr, masks)) for n, p in rows.items()}
         g = np.asarray(g)
-        ent = float((-(g * np.log(g + 1e-12)).sum(-1)).mean() / np.log(g.shape[-1]))
+        ent = T.gate_entropy(g)
         top = g.argmax(-1)
         tops[(s, cond)] = top
-        m = np.asarray(masks)
-        joint = np.stack(
-            [np.bincount(top[m[..., r]], minlength=g.shape[-1]) for r in range(m.shape[-1])]
-        ).astype(float)
-        p = joint / joint.sum()
-        outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
-        nz = p > 0
-        mi = float((p[nz] * np.log2(p[nz] / outer[nz])).sum())
+        mi = T.region_expert_mi(top, np.asarray(masks), g.shape[-1])
         brain = np.asarray(hr) > 0.05
         upn = np.asarray(up)
         corr = [float(np.corrcoef(g[..., i][brain], upn[brain])[0, 1]) for i in range(g.shape[-1])]

@@ -529,6 +529,23 @@ def _gate_figure(workdir, gates, sets, config):
     return xplib.save_figure(fig, workdir, "gate_maps")
 
 
+def region_expert_mi(top, masks, k: int) -> float:
+    """Mutual information (bits) between region (`masks`: (..., regions) bool) and top expert
+    (`top`: (...) ints < k) over the labelled pixels; 0 = no specialisation."""
+    joint = np.stack(
+        [np.bincount(top[masks[..., r]], minlength=k) for r in range(masks.shape[-1])]
+    ).astype(float)
+    p = joint / max(joint.sum(), 1.0)
+    outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log2(p[nz] / outer[nz])).sum())
+
+
+def gate_entropy(gates) -> float:
+    """Mean entropy of the gate probabilities (..., k), as a fraction of log k (1 = uniform)."""
+    return float((-(gates * np.log(gates + 1e-12)).sum(-1)).mean() / np.log(gates.shape[-1]))
+
+
 def _gate_table(gates, sets, config):
     """Expert usage per tissue class: mean gate probability and share of pixels where each
     expert has the largest gate; plus a specialisation score, the mutual information (bits)
@@ -537,20 +554,16 @@ def _gate_table(gates, sets, config):
     m = np.asarray(sets[(scale, condition)][2])
     k = gates.shape[-1]
     top = gates.argmax(-1)
-    rows, joint = [], np.zeros((len(msr.REGIONS), k))
+    rows = []
     for r, region in enumerate(msr.REGIONS):
         sel = m[..., r]
         share = np.bincount(top[sel], minlength=k) / max(sel.sum(), 1)
-        joint[r] = np.bincount(top[sel], minlength=k)
         rows.append(
             [region]
             + [round(float(gates[..., i][sel].mean()), 3) for i in range(k)]
             + [round(float(v), 3) for v in share]
         )
-    p = joint / max(joint.sum(), 1)
-    outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
-    nz = p > 0
-    mi = float((p[nz] * np.log2(p[nz] / outer[nz])).sum())
+    mi = region_expert_mi(top, m, k)
     table = xplib.Table(
         f"Expert usage per tissue class (x{scale}, {condition}, t = {config.gate_t}): "
         "mean gate and "

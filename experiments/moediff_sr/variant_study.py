@@ -44,22 +44,13 @@ def routing_stats(trained, val_sets, c, schedule, key):
         outs, g = (np.asarray(a) for a in parts(params, up))
         top = g.argmax(-1)
         tops[(s, cond)] = top
-        m = np.asarray(masks)
-        joint = np.stack(
-            [np.bincount(top[m[..., r]], minlength=g.shape[-1]) for r in range(m.shape[-1])]
-        ).astype(float)
-        p = joint / max(joint.sum(), 1.0)
-        outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
-        nz = p > 0
         alone = [
             T.median_rows(T.slice_metrics(up + c.residual_scale * outs[..., i], hr, masks))
             for i in range(outs.shape[-1])
         ]
         out[f"x{s} {cond}"] = {
-            "gate_entropy": round(
-                float((-(g * np.log(g + 1e-12)).sum(-1)).mean() / np.log(g.shape[-1])), 4
-            ),
-            "gate_mi_bits": round(float((p[nz] * np.log2(p[nz] / outer[nz])).sum()), 4),
+            "gate_entropy": round(T.gate_entropy(g), 4),
+            "gate_mi_bits": round(T.region_expert_mi(top, np.asarray(masks), g.shape[-1]), 4),
             "expert_alone_psnr": [round(a["psnr"], 3) for a in alone],
         }
     for s in c.eval_scales:
