@@ -34,7 +34,7 @@ def get_config(arg=None):
     c.cost_advantage_scale = "shared"
     # Learner layout (PPOConfig's defaults; EPO's cost critic is index-conditioned, so no
     # shared_critic): minibatches of whole per-env unrolls, critic once after the unroll.
-    # ("transitions", False) is the session-5 layout (README: both compared).
+    # ("transitions", False) is the session-5 layout (HISTORY.md, session 6: both compared).
     c.shuffle = "envs"
     c.batched_values = True
     c.lagrangian_lr = 0.5
@@ -56,7 +56,7 @@ def get_config(arg=None):
         c.num_seeds = 5
         c.num_envs = 16
         # 16 outer x 5 inner PPO iterations (20 x 5 until session 6: 191 s CPU, above the
-        # ~150 s budget; README: both compared)
+        # ~150 s budget; HISTORY.md, session 6: both compared)
         c.outer_iterations = 16
         c.inner_iterations = 5
     elif preset == "full":
