@@ -48,7 +48,7 @@ def get_config(arg=None):
     c.cv_rate_fraction = 0.7
     c.latent_share = 0.15  # trace rows asking for the latent base model
     # True: also serve both modes with inline_below_s=0 (rate sweep; +~40 s CPU, off to keep
-    # the main job near its budget; the README records a run with it on)
+    # the main job near its budget; HISTORY.md, "Session 3", records a run with it on)
     c.inline_off = False
     c.duration_s = 1.0
     c.repeats = 1
@@ -71,7 +71,7 @@ def get_config(arg=None):
     # absolute; skipped when the file is absent)
     c.gpu_profile = "profiles/h200.json"
     # also run the claim point with session 4's bucket-filling dispatch (the batching policy's
-    # "before"; in full only since session 6, the session-5 README keeps its numbers)
+    # "before"; in full only since session 6; HISTORY.md keeps session 5's numbers)
     c.sim_before = False
     # simulated micro-serving vs the LoRA hot-swapping monolith (lego_hotswap.py): variants of
     # each workflow (k LoRAs of its DiT) x device counts, CPU- and H200-calibrated; small runs
