@@ -5,7 +5,7 @@
     python experiments/reproduce.py --only=chon,edgc
 
 Each experiment runs in its own process so a crash or a timeout in one is recorded and the
-rest still run. Output: reports/<timestamp>/{REPORT.md, summary.json, <experiment>/...}.
+rest still run. Output: reports/<timestamp>-<preset>/{REPORT.md, summary.json, <experiment>/...}.
 """
 
 import datetime

@@ -5,6 +5,7 @@ actor finishing its batch first."""
 
 import asyncio
 import concurrent.futures
+import os
 import time
 
 import jax
@@ -46,6 +47,8 @@ def local_ray():
         configure_logging=False,
         object_store_memory=80 * 1024 * 1024,
     )
+    # Ray reports usage statistics over the network by default; nothing here may reach out
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         ray.init(**options)
     except Exception as e:  # noqa: BLE001 - Ray's fixed 30 s startup wait on a loaded machine
