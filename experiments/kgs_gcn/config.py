@@ -25,15 +25,16 @@ def get_config(arg=None):
     c.num_persons = {"smoke": 1, "small": 1, "full": 2}[preset]
     c.second_person_prob = 0.0 if preset != "full" else 0.3
     # models
-    full_channels = (64, 64, 64, 128, 128, 128, 192, 192, 192)  # ~1.4M parameters, like the paper
+    # 9 blocks as the paper's backbone: 1.19M parameters (the paper: ~1.4M)
+    full_channels = (64, 64, 64, 128, 128, 128, 192, 192, 192)
     c.channels = {"smoke": (16,), "small": (16, 32), "full": full_channels}[preset]
     c.grid = {"smoke": 8, "small": 8, "full": 32}[preset]
     c.separable = True  # separable (product-of-marginals) splat renderer; False: exact 2-D
     # the heatmap-only baseline (PoseC3D-lite): its own, finer isotropic heatmaps
     c.hcnn_grid = {"smoke": 8, "small": 8, "full": 48}[preset]
     c.hcnn_width = {"smoke": 8, "small": 8, "full": 64}[preset]
-    # main comparison (X-Sub, with robustness curves); st_gcn_wide is ST-GCN widened to
-    # KGS-GCN's parameter count (full only: the CPU budget of small)
+    # main comparison (X-Sub, with robustness curves); ctr_gcn is always scaled to KGS-GCN's
+    # parameter count; st_gcn_wide is ST-GCN scaled likewise (full only: the CPU budget of small)
     c.models = {
         "smoke": ("kgs_gcn", "st_gcn", "heatmap_cnn"),
         "small": ("kgs_gcn", "st_gcn", "ctr_gcn", "heatmap_cnn"),
@@ -53,12 +54,14 @@ def get_config(arg=None):
         "full": ("bone", "joint_motion", "bone_motion"),
     }[preset]
     c.stream_splits = {"smoke": ("xsub",), "small": ("xsub",), "full": ("xsub", "xview")}[preset]
-    # ablations (X-Sub, with robustness): isotropic vs anisotropic splats; physical vs learned
-    # vs Bhattacharyya adjacency; concatenation vs gating; no visual stream at all
+    # ablations (X-Sub, with robustness): isotropic vs anisotropic splats; adjacency: physical,
+    # physical + learned offset, + Bhattacharyya prior alone (kgs_prior_only), prior + offset
+    # (KGS-GCN itself); concatenation vs gating; no visual stream at all
     all_ablations = (
         "kgs_isotropic",
         "kgs_physical",
         "kgs_no_prob",
+        "kgs_prior_only",
         "kgs_concat",
         "kgs_no_splat",
     )
@@ -74,8 +77,9 @@ def get_config(arg=None):
     c.batch_size = {"smoke": 16, "small": 24, "full": 64}[preset]
     c.learning_rate = {"smoke": 3e-3, "small": 5e-3, "full": 3e-3}[preset]
     c.weight_decay = 1e-4
-    # robustness: X-Sub models on degraded test sets; level 0 of each curve is the clean test
-    # set (generator defaults: no frame loss, no dropout, noise std 1-2 cm)
+    # robustness: X-Sub models on degraded copies of the same test sequences
+    # (`sg.degrade_skeletons`: frames lost, joints dropped, noise std in m added to the
+    # generator's 1-2 cm); level 0 of each curve is the clean test set
     c.sparsity_levels = (0.0, 0.5, 0.75)
     c.dropout_levels = (0.0, 0.2, 0.4)
     c.noise_levels = (0.0, 0.04, 0.08)

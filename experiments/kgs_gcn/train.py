@@ -36,16 +36,17 @@ def _model_config(name, config, num_classes):
     splat = sg.SplatConfig(grid=config.grid, separable=config.separable)
     ch = tuple(config.channels)
     kgs = sg.kgs_gcn_config(num_classes, ch, splat=splat)
-    if name == "st_gcn_wide":
-        return sg.widen_to_params(sg.st_gcn_config(num_classes, ch), sg.config_params(kgs))
+    if name in ("st_gcn_wide", "ctr_gcn"):  # baselines at KGS-GCN's parameter count
+        make = sg.st_gcn_config if name == "st_gcn_wide" else sg.ctr_gcn_config
+        return sg.widen_to_params(make(num_classes, ch), sg.config_params(kgs))
     if name.startswith(STREAM_PREFIX):
         return kgs
     return {
         "kgs_gcn": kgs,
         "st_gcn": sg.st_gcn_config(num_classes, ch),
-        "ctr_gcn": sg.ctr_gcn_config(num_classes, ch),
         "kgs_no_splat": kgs._replace(fusion="none"),
         "kgs_no_prob": kgs._replace(topology="learned"),
+        "kgs_prior_only": kgs._replace(learn_offset=False),
         "kgs_graph_only": kgs._replace(topology="learned", fusion="none"),
         "kgs_isotropic": kgs._replace(splat=splat._replace(isotropic=True)),
         "kgs_physical": kgs._replace(topology="physical"),
@@ -98,13 +99,11 @@ class Data:
         x = sg.generate_skeletons(
             grid[:, 0], grid[:, 1], grid[:, 2], self.subjects, self.gen, key=k_gen
         )
-        ds = sg.SkeletonDataset(
-            self._centre(x),
-            grid[:, 0].astype(np.int32),
-            grid[:, 1].astype(np.int32),
-            grid[:, 2].astype(np.int32),
-        )
+        labels = [grid[:, j].astype(np.int32) for j in range(3)]
+        ds = sg.SkeletonDataset(self._centre(x), *labels)
         self.splits = {"xsub": sg.cross_subject_split(ds), "xview": sg.cross_view_split(ds)}
+        # the X-Sub test sequences before centring: the robustness sets degrade these
+        self.raw_xsub_test = sg.cross_subject_split(sg.SkeletonDataset(x, *labels))[1].x
         self.k_rob = k_rob
 
     @staticmethod
@@ -121,15 +120,15 @@ class Data:
 
     @functools.cache  # noqa: B019  (one Data per run; every model reuses the degraded sets)
     def degraded_xsub_test(self, kind, level):
+        """The X-Sub test sequences themselves, degraded (level 0: the clean test set). One key
+        per kind for all its levels, so the dropped joints / lost frames nest as the level grows
+        and a curve measures the degradation alone, never a fresh draw of the test sequences."""
         te = self.splits["xsub"][1]
-        if level == 0.0:  # level 0 of every curve is the clean test set itself
+        if level == 0.0:
             return te.x, te.label
-        gen = {
-            "sparsity": self.gen._replace(frame_sparsity=level),
-            "dropout": self.gen._replace(dropout_range=(level, level)),
-            "noise": self.gen._replace(noise_std_range=(level, level)),
-        }[kind]
-        x = sg.generate_skeletons(te.label, te.subject, te.view, self.subjects, gen, key=self.k_rob)
+        arg = {"sparsity": "frame_sparsity", "dropout": "dropout", "noise": "noise_std"}[kind]
+        key = jax.random.fold_in(self.k_rob, KINDS.index(kind))
+        x = sg.degrade_skeletons(self.raw_xsub_test, key=key, **{arg: level})
         return self._centre(x), te.label
 
 

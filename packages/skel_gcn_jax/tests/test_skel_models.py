@@ -109,3 +109,44 @@ def test_heatmap_cnn_bad_inputs_are_named():
         nnx.eval_shape(lambda: model(X, wrong_groups))
     with pytest.raises(ValueError, match="heatmaps"):
         nnx.eval_shape(lambda: model(X, jnp.zeros((3, 4, 3, 5, 4, 4))))
+
+
+def test_adjacency_arms_are_distinct_and_the_default_is_prior_plus_offset():
+    kgs = sg.kgs_gcn_config(12, (8, 16), splat=SPLAT)
+    arms = {
+        "physical": kgs._replace(topology="physical"),
+        "learned": kgs._replace(topology="learned"),
+        "prior_only": kgs._replace(learn_offset=False),
+        "prior_offset": kgs,
+    }
+    models = {k: nnx.eval_shape(lambda c=c: _model(c)) for k, c in arms.items()}
+    # (learned offset, Bhattacharyya prior) per arm, in the order above
+    parts = [
+        (m.blocks[0].gcn.offset is not None, m.prior_weight is not None) for m in models.values()
+    ]
+    assert parts == [(False, False), (True, False), (False, True), (True, True)]
+    assert sg.config_params(kgs._replace(learn_offset=True)) == sg.config_params(kgs)
+    with pytest.raises(ValueError, match="learn_offset"):
+        _model(kgs._replace(topology="physical", learn_offset=True))
+    with pytest.raises(ValueError, match="learn_offset"):
+        _model(kgs._replace(topology="learned", learn_offset=False))
+
+
+def test_st_gcn_has_one_9x1_temporal_conv_and_kgs_keeps_the_multiscale_block():
+    st = nnx.eval_shape(lambda: _model(sg.st_gcn_config(5, (8, 16))))
+    assert isinstance(st.blocks[1].tcn, nnx.Conv) and st.blocks[1].tcn.kernel.shape == (
+        9,
+        1,
+        16,
+        16,
+    )
+    kgs = nnx.eval_shape(lambda: _model(sg.kgs_gcn_config(5, (8, 16), splat=SPLAT)))
+    assert not isinstance(kgs.blocks[1].tcn, nnx.Conv)
+    with pytest.raises(ValueError, match="config.temporal"):
+        _model(sg.st_gcn_config(5, (8,), temporal="lstm"))
+
+
+def test_ctr_gcn_can_be_matched_to_the_kgs_gcn_parameter_count():
+    target = sg.config_params(sg.kgs_gcn_config(12, (16, 32)))
+    ctr = sg.widen_to_params(sg.ctr_gcn_config(12, (16, 32)), target)
+    assert ctr.block == "ctr" and abs(sg.config_params(ctr) - target) / target < 0.03

@@ -51,6 +51,7 @@ from ._synthetic import SkeletonDataset as SkeletonDataset
 from ._synthetic import Subjects as Subjects
 from ._synthetic import cross_subject_split as cross_subject_split
 from ._synthetic import cross_view_split as cross_view_split
+from ._synthetic import degrade_skeletons as degrade_skeletons
 from ._synthetic import generate_skeletons as generate_skeletons
 from ._synthetic import make_subjects as make_subjects
 from ._synthetic import make_synthetic_dataset as make_synthetic_dataset

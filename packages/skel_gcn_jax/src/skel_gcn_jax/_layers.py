@@ -96,7 +96,8 @@ class TemporalConv(nnx.Module):
 
 class STBlock(nnx.Module):
     """Graph conv -> LayerNorm -> ReLU -> temporal conv -> LayerNorm, residual, ReLU; an optional
-    multiplicative gate `(N, T, C)` (visual context) scales the block output per frame/channel."""
+    multiplicative gate `(N, T, C)` (visual context) scales the block output per frame/channel.
+    `temporal`: "multiscale" (`TemporalConv`) or "single" (one `(9, 1)` convolution, ST-GCN's)."""
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class STBlock(nnx.Module):
         *,
         kind: str = "gcn",
         learn_offset: bool = False,
+        temporal: str = "multiscale",
         rngs: nnx.Rngs,
     ):
         if kind == "ctr":
@@ -113,7 +115,10 @@ class STBlock(nnx.Module):
         else:
             self.gcn = GraphConv(cin, cout, num_subsets, learn_offset=learn_offset, rngs=rngs)
         self.norm1 = nnx.LayerNorm(cout, rngs=rngs)
-        self.tcn = TemporalConv(cout, rngs=rngs)
+        if temporal == "single":
+            self.tcn = nnx.Conv(cout, cout, kernel_size=(9, 1), padding="SAME", rngs=rngs)
+        else:
+            self.tcn = TemporalConv(cout, rngs=rngs)
         self.norm2 = nnx.LayerNorm(cout, rngs=rngs)
         self.res = nnx.Linear(cin, cout, rngs=rngs) if cin != cout else None
 

@@ -2,8 +2,13 @@
 
 `GCNClassifier(config)` maps `(N, 3, T, 25, M)` skeletons to `(N, classes)` logits:
 - `topology`: "physical" (ST-GCN's fixed partitions), "learned" (+ a learned offset B, 2s-AGCN),
-  "bhattacharyya" (+ B + a per-sample prior from the Bhattacharyya overlap of the joints'
+  "bhattacharyya" (+ a per-sample prior from the Bhattacharyya overlap of the joints'
   Gaussians, mixed in with a learned weight per partition: KGS-GCN's probabilistic topology);
+- `learn_offset`: whether every block adds a learned offset B; None (default) means "with the
+  learned and Bhattacharyya topologies, not with the physical one", so `topology="bhattacharyya",
+  learn_offset=False` is the prior alone (KGS-GCN's default is prior + offset);
+- `temporal`: "multiscale" (dilated (5, 1) branches + 1x1, MS-G3D/CTR-GCN style) or "single"
+  (one (9, 1) convolution, ST-GCN's temporal block);
 - `block`: "gcn" (dense partitioned graph conv) or "ctr" (CTR-GCN-style channel-wise refinement);
 - `fusion`: "none", "gate" (KGS-GCN's visual context gating: the rendered heatmaps are encoded
   per frame and scale every block's output by `2 sigmoid(W c_t)`, identity at init) or "concat"
@@ -41,6 +46,15 @@ class ModelConfig(NamedTuple):
     visual_width: int = 16
     visual_dim: int = 32
     topology_temperature: float = 1.0
+    learn_offset: bool | None = None
+    temporal: str = "multiscale"
+
+
+def learns_offset(config: ModelConfig) -> bool:
+    """Whether the blocks of `GCNClassifier(config)` carry a learned adjacency offset."""
+    if config.learn_offset is None:
+        return config.topology != "physical"
+    return config.learn_offset
 
 
 def kgs_gcn_config(num_classes: int, channels=(32, 32, 64, 64), **kw) -> ModelConfig:
@@ -50,6 +64,8 @@ def kgs_gcn_config(num_classes: int, channels=(32, 32, 64, 64), **kw) -> ModelCo
 
 
 def st_gcn_config(num_classes: int, channels=(32, 32, 64, 64), **kw) -> ModelConfig:
+    """ST-GCN: physical partitions, no visual stream, one (9, 1) temporal convolution per block."""
+    kw.setdefault("temporal", "single")
     return ModelConfig(
         num_classes=num_classes, channels=tuple(channels), topology="physical", fusion="none", **kw
     )
@@ -74,6 +90,14 @@ def _check_config(c: ModelConfig) -> None:
             "config.topology: expected 'physical', 'learned' or 'bhattacharyya', "
             f"got {c.topology!r}"
         )
+    if c.topology == "physical" and c.learn_offset:
+        raise ValueError(
+            "config.learn_offset: the physical graph plus an offset is topology='learned'"
+        )
+    if c.topology == "learned" and c.learn_offset is False:
+        raise ValueError("config.learn_offset: topology='learned' without an offset is 'physical'")
+    if c.temporal not in ("multiscale", "single"):
+        raise ValueError(f"config.temporal: expected 'multiscale' or 'single', got {c.temporal!r}")
     if c.fusion not in ("none", "gate", "concat"):
         raise ValueError(f"config.fusion: expected 'none', 'gate' or 'concat', got {c.fusion!r}")
     if c.num_classes < 2 or not c.channels or min(c.channels) < 3:
@@ -121,7 +145,8 @@ class GCNClassifier(nnx.Module):
                     c,
                     k,
                     kind=config.block,
-                    learn_offset=config.topology != "physical",
+                    learn_offset=learns_offset(config),
+                    temporal=config.temporal,
                     rngs=rngs,
                 )
             )
@@ -158,7 +183,7 @@ class GCNClassifier(nnx.Module):
 
     def adjacency(self, x: SkeletonBatch) -> jax.Array:
         """The adjacency the blocks use: `(K, V, V)`, or `(N*M, K, V, V)` with the
-        Bhattacharyya prior (before each block's learned offset)."""
+        Bhattacharyya prior (before each block's learned offset, if any)."""
         base = jnp.asarray(_partitions(), x.dtype)
         prior = self.sample_prior(x)
         if prior is None:
@@ -247,8 +272,8 @@ def config_params(config: ModelConfig) -> int:
 
 
 def widen_to_params(config: ModelConfig, target: int) -> ModelConfig:
-    """`config` with every block's width scaled by one common factor so that its parameter
-    count is as close as possible to `target` (for parameter-matched baselines)."""
+    """`config` with every block's width scaled by one common factor (up or down) so that its
+    parameter count is as close as possible to `target` (for parameter-matched baselines)."""
     _check_config(config)
     if target < config_params(config._replace(channels=(3,) * len(config.channels))):
         raise ValueError(f"target: expected at least the narrowest model's size, got {target}")

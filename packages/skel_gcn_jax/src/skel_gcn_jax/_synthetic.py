@@ -191,10 +191,53 @@ def generate_skeletons(
 def hold_frames(x: np.ndarray, sparsity: float, rng: np.random.Generator) -> np.ndarray:
     """Drop a `sparsity` fraction of frames (never the first) and hold the last kept frame."""
     n, t = x.shape[0], x.shape[2]
-    keep = rng.random((n, t)) >= sparsity
+    return _hold(x, rng.random((n, t)) >= sparsity)
+
+
+def _hold(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Frames of `x` `(N, 3, T, V, M)` where `keep` `(N, T)` is False repeat the last kept one."""
+    keep = keep.copy()
     keep[:, 0] = True
+    t = x.shape[2]
     src = np.maximum.accumulate(np.where(keep, np.arange(t)[None], 0), axis=1)
     return np.take_along_axis(x, src[:, None, :, None, None], axis=2)
+
+
+def degrade_skeletons(
+    x: np.ndarray,
+    *,
+    key: jax.Array,
+    frame_sparsity: float = 0.0,
+    dropout: float = 0.0,
+    noise_std: float = 0.0,
+) -> np.ndarray:
+    """Degraded copies of the given sequences `(N, 3, T, 25, M)` (camera metres, before centring).
+
+    Gaussian noise of std `noise_std` metres on every observed joint (added to the generator's
+    own noise), then a `dropout` fraction of (frame, joint) entries per person zeroed, then a
+    `frame_sparsity` fraction of frames lost (sample-and-hold, as the generator's). Missing joints
+    (all-zero) stay zero, and all three zero leaves `x` unchanged. The random numbers depend on
+    `key` only, not on the levels: with one key the dropped entries and lost frames nest as the
+    level grows and the noise scales, so a robustness curve degrades the same samples throughout.
+    """
+    x = np.asarray(x)
+    if x.ndim != 5 or x.shape[1] != 3 or x.shape[3] != kin.NUM_JOINTS:
+        raise ValueError(f"x: expected shape (N, 3, T, 25, M), got {x.shape}")
+    if not 0.0 <= frame_sparsity < 1.0:
+        raise ValueError(f"frame_sparsity: expected [0, 1), got {frame_sparsity}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected [0, 1), got {dropout}")
+    if not noise_std >= 0.0:
+        raise ValueError(f"noise_std: expected >= 0, got {noise_std}")
+    rng = _rng(key)
+    n, _, t, v, m = x.shape
+    z = rng.standard_normal(x.shape).astype(x.dtype)
+    u_drop = rng.random((n, 1, t, v, m))
+    u_keep = rng.random((n, t))
+    observed = np.any(x != 0, axis=1, keepdims=True)
+    out = np.where(observed & (u_drop >= dropout), x + x.dtype.type(noise_std) * z, 0.0)
+    out = _hold(out, u_keep >= frame_sparsity) if frame_sparsity > 0 else out
+    return out.astype(x.dtype)
 
 
 def make_synthetic_dataset(
