@@ -66,6 +66,16 @@ def get_config(arg=None):
     # seed-settings, with 3-5x fewer top-expert changes under bias where the gate routes)
     c.gate_local_norm = 16
     c.gate_norm = "log"
+    # session 10: noise-level-aware routing, a zero-initialised per-expert offset of the gate's
+    # logits from the noise level ("none"; "embedding": a linear map of the trunk's noise
+    # embedding, +emb_dim x k parameters; "bands": piecewise linear in sqrt(alpha_bar) with
+    # `noise_knots` knots, +noise_knots x k). `small` trains and samples at t = 1 only, where
+    # either is a constant offset (the gate's own bias); see the README's session-10 study
+    c.noise_routing = "none"
+    c.noise_knots = 5
+    # with "bands": expert i starts favoured by this many logits on the i-th of k equal knot
+    # groups along sqrt(alpha_bar) (expert 0 = the noisiest band; 0 = no prior, zero init)
+    c.noise_band_prior = 0.0
     # session 8: width of each expert's own blocks (0 = the trunk's `expert_width`; otherwise
     # a residual bottleneck branch of that width on the trunk's output)
     c.head_width = 0

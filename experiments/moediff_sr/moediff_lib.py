@@ -137,6 +137,8 @@ def make_models(config, cond_channels: int = 1):
             gate_local_norm=config.get("gate_local_norm", 0),
             gate_norm=config.get("gate_norm", "divide"),
             head_width=config.get("head_width", 0),
+            noise_routing=config.get("noise_routing", "none"),
+            noise_knots=config.get("noise_knots", 5),
             scale_input=config.scale_input,
             rngs=nnx.Rngs(0),
         ),
@@ -171,6 +173,15 @@ def make_models(config, cond_channels: int = 1):
             zero_film_layers(m)
     if config.get("zero_init_gate", False):  # uniform routing until the gate has learned
         moe.gate.kernel[...] = jnp.zeros_like(moe.gate.kernel[...])
+    prior = config.get("noise_band_prior", 0.0)
+    if prior:  # session 10: expert i starts favoured by `prior` logits on the i-th noise band
+        if config.get("noise_routing", "none") != "bands":
+            raise ValueError("noise_band_prior: needs noise_routing='bands'")
+        bias = np.zeros(moe.vary_with_noise.bias.shape, np.float32)
+        # knot 0 is gamma = 0 (t = 1, pure noise): expert 0 takes the noisiest band
+        for i, rows in enumerate(np.array_split(np.arange(bias.shape[0]), bias.shape[1])):
+            bias[rows, i] = prior
+        moe.vary_with_noise.bias[...] = jnp.asarray(bias)
     if config.get("identical_experts", False):  # every expert starts as a copy of expert 0
         first = nnx.state(moe.experts[0])
         for e in moe.experts[1:]:

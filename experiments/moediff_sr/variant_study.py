@@ -23,12 +23,15 @@ from flax import nnx
 
 import mri_sr_jax as msr
 
+NOISE_LEVELS = (0.25, 0.5, 0.75, 1.0)
+
 
 def routing_stats(trained, val_sets, c, schedule, key):
     """Per validation setting: the gate's normalised entropy (1 = uniform), its region /
     top-expert mutual information (bits), the share of pixels whose top expert differs from
     the clean version of the same slice (bias+noise settings), and each expert's validation
-    PSNR alone (gate forced to that expert; DDIM-1 from the same noise)."""
+    PSNR alone (gate forced to that expert; DDIM-1 from the same noise); on the last setting
+    also the gate's mean expert weights, region MI and entropy at each of `NOISE_LEVELS`."""
     gd, params = trained
     ab1 = msr.discrete_alpha_bars(schedule, 1)[1]
 
@@ -53,6 +56,19 @@ def routing_stats(trained, val_sets, c, schedule, key):
             "gate_mi_bits": round(T.region_expert_mi(top, np.asarray(masks), g.shape[-1]), 4),
             "expert_alone_psnr": [round(a["psnr"], 3) for a in alone],
         }
+    # session 10: does the gate route by noise level? Its mean expert weights and region MI at
+    # a few noise levels on the last setting (the gate sees only the conditioning and t)
+    s_last = (max(c.eval_scales), c.eval_conditions[-1])
+    up, masks = val_sets[s_last][1], np.asarray(val_sets[s_last][2])
+    by_t = {}
+    for t in NOISE_LEVELS:
+        g = np.asarray(T._gates(trained, up, schedule, t))
+        by_t[str(t)] = {
+            "mean": [round(float(v), 4) for v in g.reshape(-1, g.shape[-1]).mean(0)],
+            "mi_bits": round(T.region_expert_mi(g.argmax(-1), masks, g.shape[-1]), 4),
+            "entropy": round(T.gate_entropy(g), 4),
+        }
+    out[f"x{s_last[0]} {s_last[1]} gate by t"] = by_t
     for s in c.eval_scales:
         if (s, "clean") in tops and (s, "noisy") in tops:
             changed = float((tops[(s, "clean")] != tops[(s, "noisy")]).mean())

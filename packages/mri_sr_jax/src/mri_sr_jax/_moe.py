@@ -10,6 +10,8 @@ token features, softmax over experts, broadcast to the token's p0 x p0 pixels.
 (`local_normalise`), so a smooth multiplicative bias field, which scales an image region's
 intensities, hardly changes what the gate sees; `gate_norm="log"` uses the log-intensity
 minus its low-pass (`log_highpass`, homomorphic bias removal) instead.
+`noise_routing` (off by default) adds a noise-level-dependent, zero-initialised offset to the
+gate's logits (`NoiseRouting`), so the routing can depend on noise level and region jointly.
 """
 
 import jax
@@ -177,6 +179,40 @@ def aggregate_reference(expert_outputs: Array, gate_pixels: Array) -> Array:
     return out[..., None]
 
 
+NOISE_ROUTINGS = ("none", "embedding", "bands")
+
+
+class NoiseRouting(nnx.Module):
+    """Per-expert gate logit offsets (b, k) that depend only on the noise level.
+
+    "embedding": a linear map of the noise embedding the experts receive (eDiff-I-style
+    noise-level experts, learned jointly with the region routing); "bands": a piecewise-linear
+    function of gamma = sqrt(alpha_bar) per expert with `knots` equally spaced knots on [0, 1]
+    (a learned split of the noise range between experts). The weights are named `bias` and
+    start at zero (so `init_fast` zeros them too): the model starts as the noise-blind gate.
+    """
+
+    def __init__(self, kind: str, num_experts: int, emb_dim: int, knots: int = 5):
+        if kind not in NOISE_ROUTINGS[1:]:
+            raise ValueError(f"noise_routing: expected one of {NOISE_ROUTINGS}, got {kind!r}")
+        if knots < 2:
+            raise ValueError(f"noise_knots: expected >= 2, got {knots}")
+        self.kind = kind
+        rows = emb_dim if kind == "embedding" else knots
+        self.bias = nnx.Param(jnp.zeros((rows, num_experts)))
+
+    def basis(self, alpha_bar: NoiseLevel, emb: Array) -> Array:
+        """The (b, rows) inputs of the linear map: `emb`, or the hat functions of gamma."""
+        if self.kind == "embedding":
+            return emb
+        knots = self.bias.shape[0]
+        pos = jnp.sqrt(alpha_bar)[:, None] * (knots - 1)
+        return nnx.relu(1.0 - jnp.abs(pos - jnp.arange(knots, dtype=pos.dtype)[None, :]))
+
+    def __call__(self, alpha_bar: NoiseLevel, emb: Array) -> Array:
+        return self.basis(alpha_bar, emb) @ self.bias[...]
+
+
 class SharedTrunk(nnx.Module):
     """Noise embedding, input convolution and FiLM residual blocks shared by all experts."""
 
@@ -258,6 +294,13 @@ class MoEDiffSR(nnx.Module):
     `gate_local_norm=w > 0`: the feature extractor (hence the gate) sees the conditioning
     divided by its local w x w mean (bias-field robust routing; the experts see the raw input);
     `gate_norm="log"`: the log-intensity minus its low-pass instead (`log_highpass`).
+    `noise_routing="embedding"`: the gate's logits also get a zero-initialised linear map of
+    the noise embedding the experts receive (the shared trunk's; the feature extractor's
+    without a trunk), so routing can depend on noise level and region jointly (+`emb_dim` x k
+    parameters, `feature_dim` x k without a trunk); `"bands"`: a zero-initialised per-expert
+    piecewise-linear function of sqrt(alpha_bar) with `noise_knots` knots (+`noise_knots` x k).
+    The feature extractor already adds its own noise embedding to the tokens, so the gate
+    could route by noise level before; this gives it a direct, per-expert path.
     `model.forward_all(...)` also returns every expert's output (b, h, w, k) and the token gate
     probabilities (b, h/p0, w/p0, k), which the training losses need.
     """
@@ -279,12 +322,20 @@ class MoEDiffSR(nnx.Module):
         gate_local_norm: int = 0,
         head_width: int = 0,
         gate_norm: str = "divide",
+        noise_routing: str = "none",
+        noise_knots: int = 5,
         *,
         scale_input: bool = False,
         rngs: nnx.Rngs,
     ):
         if head_width < 0:
             raise ValueError(f"head_width: expected >= 0, got {head_width}")
+        if noise_routing not in NOISE_ROUTINGS:
+            raise ValueError(
+                f"noise_routing: expected one of {NOISE_ROUTINGS}, got {noise_routing!r}"
+            )
+        if noise_knots < 2:
+            raise ValueError(f"noise_knots: expected >= 2, got {noise_knots}")
         if gate_norm not in GATE_NORMS:
             raise ValueError(f"gate_norm: expected one of {GATE_NORMS}, got {gate_norm!r}")
         if head_width and not trunk_depth:
@@ -347,6 +398,15 @@ class MoEDiffSR(nnx.Module):
                 for _ in range(num_experts)
             ]
         self.experts = nnx.List(experts)
+        # named to sort after every other attribute: `init_fast` fills the state in sorted
+        # order, so the rest of the model draws the same values as without it
+        self.vary_with_noise = nnx.data(
+            None
+            if noise_routing == "none"
+            else NoiseRouting(
+                noise_routing, num_experts, emb_dim if trunk_depth else feature_dim, noise_knots
+            )
+        )
 
     def forward_all(self, x_t: Channels, cond: Channels, alpha_bar: NoiseLevel):
         h, w = x_t.shape[1:3]
@@ -355,12 +415,18 @@ class MoEDiffSR(nnx.Module):
                 f"x_t: height and width must be multiples of {self.patch}, got {h}x{w}"
             )
         tokens = self.features(cond, alpha_bar)
-        gate_tokens = jax.nn.softmax(self.gate(tokens), axis=-1)
+        logits = self.gate(tokens)
         if self.trunk is None:
             outs = [e(x_t, cond, alpha_bar) for e in self.experts]
+            emb = None
         else:
             h, emb = self.trunk(x_t, cond, alpha_bar, tokens)
             outs = [e(h, emb) for e in self.experts]
+        if self.vary_with_noise is not None:
+            if emb is None and self.vary_with_noise.kind == "embedding":
+                emb = self.features.noise(alpha_bar)
+            logits = logits + self.vary_with_noise(alpha_bar, emb)[:, None, None, :]
+        gate_tokens = jax.nn.softmax(logits, axis=-1)
         outs = jnp.concatenate(outs, axis=-1)
         agg = aggregate(outs, gate_to_pixels(gate_tokens, self.patch, self.gate_upsample))
         return agg, outs, gate_tokens
