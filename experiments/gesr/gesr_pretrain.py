@@ -19,6 +19,7 @@ import shutil
 import time
 
 import jax
+import numpy as np
 import train
 from config import get_config
 from flax import nnx
@@ -65,24 +66,30 @@ def main():
         mm = sr.MutationModel(pset, **train._model_kw(config), rngs=nnx.Rngs(config.seed))
         cm = sr.CrossoverModel(pset, **train._model_kw(config), rngs=nnx.Rngs(config.seed + 1))
         gp_cfg = dataclasses.replace(train.gp_config(config), record="all")
-        runner = train._Runner(pset, gp_cfg, mm, cm)
-        key = jax.random.key(config.seed + nv)
-        data = train._pretrain_data(runner, pset, ranges, n_train, config, key)
+        x = train._sample_x(ranges, n_train, np.random.default_rng(config.seed))
         evals = (
             args.problems
             * config.seeds
             * (config.population_size + args.generations * round(0.9 * config.population_size))
         )
-        data = train.select_edits(data, config.record)
-        if config.guide_kind == "value":
-            mm, cm = train.fit_value_guides(
-                (mm, cm), data, pset, jax.random.fold_in(key, 7), args.steps
-            )
-            rows, losses = [len(data["mut_gain"]), len(data["xo_gain"])], [[0.0], [0.0]]
-        else:
-            (mm, cm), rows, losses = train._fit_guides(
-                (mm, cm), data, pset, config, jax.random.fold_in(key, 7), args.steps
-            )
+        mm, cm, got = sr.pretrain_guides(  # the library's recipe with this config's settings
+            pset,
+            x,
+            key=jax.random.key(config.seed + nv),
+            config=gp_cfg,  # records every edit; `record` selects the ones trained on
+            record=config.record,
+            kind=config.guide_kind,
+            problems=args.problems,
+            seeds=config.seeds,
+            generations=args.generations,
+            steps=args.steps,
+            chunk_steps=config.online_steps,
+            weight_sharpness=config.weight_sharpness,
+            models=(mm, cm),
+            shuffle_seed=config.seed,
+        )
+        rows = [got["rows_mutation"], got["rows_crossover"]]
+        losses = [got["loss_mutation"], got["loss_crossover"]]
         target = out_dir / f"nv{nv}"
         if target.exists():
             shutil.rmtree(target)

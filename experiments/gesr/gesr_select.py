@@ -115,7 +115,7 @@ def main():
             m2, c2m, info = train._shipped_guides(pset, c2, (mm, cm))
             rows, losses = [info["rows_mutation"]], [info["loss_mutation"]]
         else:
-            d = train.select_edits(data, v["record"])
+            d = sr.select_edits(data, v["record"])
             (m2, c2m), rows, losses = train._fit_guides(
                 (mm, cm), d, pset, c2, jax.random.fold_in(key, 7), config.pretrain_steps
             )

@@ -81,6 +81,7 @@ class _Runner:
     compiled `run` for GESR, plain GP and the online fine-tuned variants)."""
 
     def __init__(self, pset, gp_cfg, mm, cm):
+        self.gp_cfg = gp_cfg
         self.mgd, self.mst = mgd, _ = nnx.split(mm)
         self.cgd, self.cst = cgd, _ = nnx.split(cm)
         eng = sr.make_engine(pset, gp_cfg, mgd, cgd)
@@ -111,32 +112,20 @@ def _sample_x(ranges, n, rng):
 
 
 def _pretrain_data(runner, pset, ranges, n_train, config, key):
-    """Improving edits recorded by plain GP on random target expressions (the ramped half-
-    and-half initial populations of the engine itself, so nothing else is compiled; filtered
-    on the host: finite, not constant, at least 4 nodes)."""
+    """Edits recorded by plain GP (the runner's settings, guides off) on
+    `config.pretrain_problems` random target expressions: `sr.pretrain_edits` on
+    `n_train` inputs drawn from `ranges`."""
     x = _sample_x(ranges, n_train, np.random.default_rng(config.seed))
-    k_trees, k_runs = jax.random.split(key)
-    # Enough random expressions to pick `pretrain_problems` valid targets from.
-    n_pools = max(1, -(-16 * config.pretrain_problems // config.population_size))
-    pool = runner.init(x, x[:, 0], jax.random.split(k_trees, n_pools))
-    toks = np.asarray(pool.tokens).reshape(-1, pset.max_len)
-    consts = np.asarray(pool.consts).reshape(-1, pset.max_len)
-    bufs, made = [], 0
-    order = np.random.default_rng(config.seed).permutation(len(toks))
-    for i in xplib.progress(order, desc="pretrain data"):
-        if made == config.pretrain_problems:
-            break
-        y = sr.evaluate_reference(toks[i], consts[i], x, pset)
-        if not np.all(np.isfinite(y)) or np.std(y) < 1e-3 or (toks[i] != pset.pad).sum() < 4:
-            continue
-        keys = jax.random.split(jax.random.fold_in(k_runs, i), config.seeds)
-        s = runner.run(False, x, y.astype(np.float32), keys, config.pretrain_generations)
-        buf = jax.tree.map(np.asarray, s.buffer)  # index on the host: no per-seed dispatch
-        bufs += [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
-        made += 1
-    if made < config.pretrain_problems:
-        print(f"pre-training: only {made} usable random targets", flush=True)
-    return sr.merge_buffers(bufs)
+    return sr.pretrain_edits(
+        pset,
+        runner.gp_cfg,
+        x,
+        key=key,
+        problems=config.pretrain_problems,
+        seeds=config.seeds,
+        generations=config.pretrain_generations,
+        shuffle_seed=config.seed,
+    )
 
 
 def gp_config(config) -> sr.GPConfig:
@@ -156,76 +145,26 @@ def gp_config(config) -> sr.GPConfig:
     )
 
 
-def select_edits(data, record):
-    """The recorded edits a guide variant trains on: all of them, or only the improving ones
-    (gain > 0), from `merge_buffers` output."""
-    if record == "all":
-        return data
-    out = {}
-    for kind in ("mut", "xo"):
-        keep = data[f"{kind}_gain"] > 0
-        out |= {k: v[keep] for k, v in data.items() if k.startswith(kind + "_")}
-    return out
-
-
 def _fit_guides(models, data, pset, config, key, steps):
-    """Train both guides on recorded edits for about `steps` steps (weighted by their gains'
-    `edit_weights` where `config.weight_sharpness` is set). The rows are
-    zero-padded to one fixed size (`n_valid` marks the real ones) and training runs in chunks
-    of `online_steps` (Adam restarts per chunk), so pre-training and every online fine-tuning
-    share one compiled training loop per model."""
-    size = max(config.pretrain_problems, 1) * config.seeds * config.buffer_capacity
-    out, rows, losses = list(models), [], []
-    km, kc = jax.random.split(key)
-    for j, (loss, fields, k) in enumerate(
-        (
-            (sr.mutation_loss, sr.mutation_data(data, config.weight_sharpness), km),
-            (sr.crossover_loss, sr.crossover_data(data, config.weight_sharpness), kc),
-        )
-    ):
-        n = min(len(next(iter(fields.values()))), size)
-        rows.append(n)
-        losses.append([])
-        if n < 8:
-            continue
-        fields = {name: v[-n:] for name, v in fields.items()}  # the newest rows
-        padded = {
-            name: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
-            for name, v in fields.items()
-        }
-        for c in range(max(1, steps // config.online_steps)):  # one compiled chunk size
-            kc = jax.random.fold_in(k, c)
-            res = sr.train_model(
-                out[j], loss, padded, pset, key=kc, steps=config.online_steps, n_valid=n
-            )
-            out[j], losses[j] = res.model, losses[j] + res.losses.tolist()
-    return out, rows, losses
+    """Both guides trained on recorded edits with `sr.fit_guides` (policy losses), padded to
+    one fixed row count and chunked by `online_steps`, so pre-training and every online
+    fine-tuning share one compiled training loop per model."""
+    return sr.fit_guides(
+        models,
+        data,
+        pset,
+        key=key,
+        steps=steps,
+        chunk_steps=config.online_steps,
+        rows=max(config.pretrain_problems, 1) * config.seeds * config.buffer_capacity,
+        weight_sharpness=config.weight_sharpness,
+    )
 
 
-def fit_value_guides(models, data, pset, key, steps, batch_size=256):
-    """Both guides trained as VALUE models on all recorded edits (`record="all"` data):
-    binary cross-entropy of "the edit improved fitness" (`sr.mutation_value_loss`,
-    `sr.crossover_value_loss`), `steps` Adam steps each from `models`' weights."""
-    km, kc = jax.random.split(key)
-    mm = sr.train_model(
-        models[0],
-        sr.mutation_value_loss,
-        sr.mutation_data(data, gain=True),
-        pset,
-        key=km,
-        steps=steps,
-        batch_size=batch_size,
-    ).model
-    cm = sr.train_model(
-        models[1],
-        sr.crossover_value_loss,
-        sr.crossover_data(data, gain=True),
-        pset,
-        key=kc,
-        steps=steps,
-        batch_size=batch_size,
-    ).model
-    return mm, cm
+def fit_value_guides(models, data, pset, key, steps):
+    """Both guides trained as VALUE models on all recorded edits (`sr.fit_guides`,
+    ``kind="value"``)."""
+    return sr.fit_guides(models, data, pset, key=key, steps=steps, kind="value")[0]
 
 
 def _shipped_guides(pset, config, models):
@@ -274,18 +213,24 @@ def _guides(workdir, tag, pset, ranges, n_train, config, runner, models, key):
         mm, cm, info = shipped
         info["seconds"] = 0.0  # paid once, offline: info["cpu_seconds"]
         return mm, cm, info
-    data = select_edits(_pretrain_data(runner, pset, ranges, n_train, config, key), config.record)
-    if config.guide_kind == "value":  # trained on all edits to predict "improved"
-        mm, cm = fit_value_guides(
-            (mm, cm), data, pset, jax.random.fold_in(key, 7), config.pretrain_steps
-        )
-        rows, losses = [len(data["mut_gain"]), len(data["xo_gain"])], [[], []]
-    else:
-        (mm, cm), rows, losses = _fit_guides(
-            (mm, cm), data, pset, config, jax.random.fold_in(key, 7), config.pretrain_steps
-        )
-    info.update(rows_mutation=rows[0], rows_crossover=rows[1])
-    info.update(loss_mutation=losses[0], loss_crossover=losses[1])
+    mm, cm, got = sr.pretrain_guides(
+        pset,
+        _sample_x(ranges, n_train, np.random.default_rng(config.seed)),
+        key=key,
+        config=runner.gp_cfg,
+        record=config.record,
+        kind=config.guide_kind,
+        problems=config.pretrain_problems,
+        seeds=config.seeds,
+        generations=config.pretrain_generations,
+        steps=config.pretrain_steps,
+        chunk_steps=config.online_steps,
+        weight_sharpness=config.weight_sharpness,
+        models=(mm, cm),
+        shuffle_seed=config.seed,
+    )
+    info.update({k: got[k] for k in ("rows_mutation", "rows_crossover")})
+    info.update({k: got[k] for k in ("loss_mutation", "loss_crossover")})
     mngr.save(
         1, args=ocp.args.StandardSave({"mutation": nnx.state(mm), "crossover": nnx.state(cm)})
     )
@@ -372,7 +317,7 @@ def _online(runner, x, y, keys, models, pset, config, key):
         data = sr.merge_buffers(
             [jax.tree.map(lambda a, j=j: a[j], buf) for j in range(config.seeds)]
         )
-        data = select_edits(data, config.record)
+        data = sr.select_edits(data, config.record)
         (mm, cm), _, _ = _fit_guides(
             (mm, cm), data, pset, config, jax.random.fold_in(key, done), config.online_steps
         )

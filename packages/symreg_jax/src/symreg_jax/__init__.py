@@ -18,6 +18,13 @@ from ._gp import Engine as Engine
 from ._gp import GPConfig as GPConfig
 from ._gp import GPState as GPState
 from ._gp import make_engine as make_engine
+from ._pretrain import Guides as Guides
+from ._pretrain import fit_guides as fit_guides
+from ._pretrain import guide_settings as guide_settings
+from ._pretrain import pretrain_edits as pretrain_edits
+from ._pretrain import pretrain_guides as pretrain_guides
+from ._pretrain import select_edits as select_edits
+from ._pretrain import shipped_guides as shipped_guides
 from ._primitives import DEFAULT_OPERATORS as DEFAULT_OPERATORS
 from ._primitives import OPERATORS as OPERATORS
 from ._primitives import PrimitiveSet as PrimitiveSet

@@ -5,6 +5,7 @@ import inspect
 import json
 import pathlib
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -15,8 +16,20 @@ from ._bert import CrossoverModel, MutationModel
 from ._evaluate import evaluate_reference, to_jax_function
 from ._export import to_latex, to_sympy
 from ._gp import GPConfig, make_engine
+from ._pretrain import shipped_guides
 from ._primitives import DEFAULT_OPERATORS, PrimitiveSet
 from ._train import crossover_data, crossover_loss, mutation_data, mutation_loss, train_model
+
+try:  # scikit-learn is optional (extra `symreg-jax[sklearn]`): its tags, clone, CV, pipelines
+    from sklearn.base import BaseEstimator as _Base
+    from sklearn.base import RegressorMixin as _Regressor
+except ImportError:  # the estimator keeps the same API without it
+
+    class _Base:
+        pass
+
+    class _Regressor:
+        pass
 
 
 @functools.lru_cache(maxsize=16)
@@ -36,23 +49,29 @@ def pareto_front(nmse: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.asarray(front, np.int64)
 
 
-class GESRRegressor:
-    """Symbolic regression by BERT-guided genetic programming (GESR), scikit-learn API.
+class GESRRegressor(_Regressor, _Base):
+    """Symbolic regression by BERT-guided genetic programming (GESR), scikit-learn API (a
+    scikit-learn `RegressorMixin`/`BaseEstimator` where scikit-learn is installed, so
+    `clone`, `cross_val_score` and pipelines work).
 
     Args:
       population_size, generations, tournament_size, parsimony, elitism: GP settings.
       max_length: expression size limit in tokens. operators: names from `OPERATORS`.
       guided: use the two BERT models (GESR) or uniform edits (plain GP).
-      mutation_model, crossover_model: pre-trained models (e.g. from `load_model`); with
-        ``guided`` and none given, freshly initialised ones are used and trained online.
-      model_dim, model_depth, model_heads: size of freshly initialised models.
+      mutation_model, crossover_model: pre-trained models (from `pretrain_guides`, or
+        `load_model` of saved ones), both or neither. With ``guided`` and neither given, the
+        pair shipped with the package for this primitive set is used (`shipped_guides`: the
+        default operators, ``max_length=32``, constants on, 1 to 4 features); where none
+        is shipped the fit warns and runs plain GP (untrained guides were never measured
+        to help). ``guides_`` records which was used: "given", "shipped" or "none".
       screen, screen_mutation: each guided crossover is the best of ``screen`` uniform
         candidate point pairs by the crossover model (only that child is evaluated); point
         mutations are screened by the mutation model too where ``screen_mutation``, else
         uniform (the default, measured best in the GESR experiment). ``screen=1``: both
         edits are sampled from the models instead.
       online_every: fine-tune the models on the run's improving edits every this many
-        generations (0 disables online training).
+        generations (default 0: off, the measured setting; online fine-tuning did not help
+        in the GESR experiment).
       target_nmse, max_evaluations, time_limit: early stopping (error ``1 - R^2``, evaluation
         budget, seconds; the wall clock is checked between compiled chunks of generations).
       random_state: integer seed; equal seeds give equal results.
@@ -74,11 +93,8 @@ class GESRRegressor:
         crossover_model: CrossoverModel | None = None,
         screen: int = 4,
         screen_mutation: bool = False,
-        online_every: int = 25,
+        online_every: int = 0,
         online_steps: int = 50,
-        model_dim: int = 32,
-        model_depth: int = 2,
-        model_heads: int = 2,
         target_nmse: float = 1e-6,
         max_evaluations: int | None = None,
         time_limit: float | None = None,
@@ -99,9 +115,6 @@ class GESRRegressor:
         self.screen_mutation = screen_mutation
         self.online_every = online_every
         self.online_steps = online_steps
-        self.model_dim = model_dim
-        self.model_depth = model_depth
-        self.model_heads = model_heads
         self.target_nmse = target_nmse
         self.max_evaluations = max_evaluations
         self.time_limit = time_limit
@@ -166,23 +179,46 @@ class GESRRegressor:
             screen_mutation=bool(self.screen_mutation),
         )
         self.programs_, self.fronts_, self.history_ = [], [], []
+        models = self._models()
         for j, yj in enumerate(ys):
-            self._fit_one(x, yj, seed=int(self.random_state) * 1000 + j)
+            self._fit_one(x, yj, seed=int(self.random_state) * 1000 + j, models=models)
         return self
 
-    def _models(self):
-        rngs = nnx.Rngs(int(self.random_state))
-        kw = dict(dim=int(self.model_dim), depth=int(self.model_depth), heads=int(self.model_heads))
-        mm = self.mutation_model or MutationModel(self.pset_, **kw, rngs=rngs)
-        cm = self.crossover_model or CrossoverModel(self.pset_, **kw, rngs=rngs)
-        return mm, cm
+    def _models(self) -> tuple[MutationModel, CrossoverModel] | None:
+        """The guide pair of this fit (given or shipped), or None: plain GP."""
+        if not self.guided:
+            self.guides_ = "none"
+            return None
+        given = (self.mutation_model, self.crossover_model)
+        if all(m is not None for m in given):
+            self.guides_ = "given"
+            return given
+        if any(m is not None for m in given):
+            raise ValueError(
+                "mutation_model/crossover_model: expected both or neither, got only one"
+            )
+        shipped = shipped_guides(self.pset_)
+        if shipped is None:
+            warnings.warn(
+                f"GESRRegressor: no pre-trained guides ship for operators={self.pset_.operators}"
+                f", {self.pset_.n_vars} features, max_length={self.pset_.max_len}; running "
+                "plain GP. Pre-train a pair once with symreg_jax.pretrain_guides (~30 CPU s) "
+                "and pass mutation_model/crossover_model, or set guided=False to silence this.",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.guides_ = "none"
+            return None
+        self.guides_ = "shipped"
+        return shipped.mutation, shipped.crossover
 
-    def _fit_one(self, x: np.ndarray, y: np.ndarray, seed: int) -> None:
+    def _fit_one(self, x: np.ndarray, y: np.ndarray, seed: int, models) -> None:
         t0 = time.perf_counter()
         key = jax.random.key(seed)
         mm = cm = None
-        if self.guided:
-            mm, cm = self._models()
+        guided = models is not None
+        if guided:
+            mm, cm = models
             mgd, mst = nnx.split(mm)
             cgd, cst = nnx.split(cm)
             init, run = _compiled(self.pset_, self.config_, mgd, cgd)
@@ -191,7 +227,7 @@ class GESRRegressor:
             init, run = _compiled(self.pset_, self.config_, None, None)
             guide = None
         state = init(x, y, key=key)
-        chunk = int(self.online_every) if self.guided and self.online_every else 25
+        chunk = int(self.online_every) if guided and self.online_every else 25
         done = 0
         while done < self.generations:
             todo = min(chunk, self.generations - done)
@@ -202,7 +238,7 @@ class GESRRegressor:
             )
             if finished or (self.time_limit and time.perf_counter() - t0 > self.time_limit):
                 break
-            if self.guided and self.online_every:
+            if guided and self.online_every:
                 buf, cap = state.buffer, self.config_.buffer_capacity
                 k = jax.random.fold_in(key, done)
                 models = [mm, cm]
@@ -225,7 +261,7 @@ class GESRRegressor:
                         ).model
                 mm, cm = models
                 guide = (nnx.state(mm), nnx.state(cm))
-        if self.guided:
+        if guided:
             self.mutation_model_, self.crossover_model_ = mm, cm
         toks = np.concatenate([np.asarray(state.tokens), np.asarray(state.best_tokens)[None]])
         consts = np.concatenate([np.asarray(state.consts), np.asarray(state.best_consts)[None]])
@@ -324,7 +360,8 @@ class GESRRegressor:
     def load(cls, path: str | pathlib.Path) -> "GESRRegressor":
         path = pathlib.Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
-        params = meta["params"]
+        names = cls().get_params()  # files of older versions may carry removed settings
+        params = {k: v for k, v in meta["params"].items() if k in names}
         params["operators"] = tuple(params["operators"])
         est = cls(**params)
         est.n_features_in_ = meta["n_features_in"]
