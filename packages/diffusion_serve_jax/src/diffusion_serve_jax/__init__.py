@@ -28,6 +28,7 @@ from ._diffusion import make_schedule as make_schedule
 from ._diffusion import q_sample as q_sample
 from ._edit_service import EditJob as EditJob
 from ._edit_service import EditService as EditService
+from ._edit_service import template_builder as template_builder
 from ._editing import TemplateCache as TemplateCache
 from ._editing import block_plan as block_plan
 from ._editing import build_template_cache as build_template_cache
@@ -100,6 +101,7 @@ from ._step_batching import EditRequest as EditRequest
 from ._step_batching import EngineStats as EngineStats
 from ._template_store import StaleCacheError as StaleCacheError
 from ._template_store import TemplateStore as TemplateStore
+from ._template_store import image_template_id as image_template_id
 from ._training import Trainer as Trainer
 from ._training import TrainState as TrainState
 from ._training import classifier_trainer as classifier_trainer

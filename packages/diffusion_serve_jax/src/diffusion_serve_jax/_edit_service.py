@@ -6,6 +6,12 @@ field), refuses it with `Overloaded` when `queue_limit` requests already wait, o
 completes with the edited image or fails explicitly; nothing accepted is dropped. The engine
 runs in one worker thread, one denoising step per call: between steps waiting requests join
 the running batch (continuous batching) and finished ones leave.
+
+Uploaded templates: with `uploads` (a `template_builder`), `submit(req, image=...)` and
+`upload(image)` accept a template image instead of a registered id. The image is validated
+(shape, finite, in the model's range [-1, 1]) and content-addressed (`image_template_id`: a
+digest of its bytes and the weights version), so the same image uploaded again maps to the same
+id and reuses the cached activations; the cache is built on the first edit that uses it.
 """
 
 import asyncio
@@ -15,11 +21,36 @@ import dataclasses
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 
+import jax
 import numpy as np
 
+from ._editing import TemplateCache, build_template_cache
+from ._models import NULL_LABEL
 from ._requests import Overloaded, ShuttingDown, fail_future, wait_settled
 from ._step_batching import EditEngine, EditRequest
+from ._template_store import image_template_id
+
+
+def template_builder(dit, encode, schedule, *, label: int = NULL_LABEL, seed: int = 0):
+    """How an uploaded image becomes a template cache: `build(image, *, steps, version)` runs
+    the template's full pass (`build_template_cache`) under condition `label` (by default the
+    null label: an upload carries no class) with the noise of `jax.random.key(seed)`."""
+
+    def build(image: np.ndarray, *, steps: int, version: str) -> TemplateCache:
+        return build_template_cache(
+            dit,
+            encode,
+            schedule,
+            image,
+            label,
+            steps=steps,
+            key=jax.random.key(seed),
+            version=version,
+        )
+
+    return build
 
 
 @dataclasses.dataclass(eq=False)
@@ -42,10 +73,18 @@ class EditJob:
 class EditService:
     """Serves `EditRequest`s online on one `EditEngine` (one worker = one thread)."""
 
-    def __init__(self, engine: EditEngine, *, queue_limit: int = 64, keep_results: int = 10_000):
+    def __init__(
+        self,
+        engine: EditEngine,
+        *,
+        queue_limit: int = 64,
+        keep_results: int = 10_000,
+        uploads: Callable[..., TemplateCache] | None = None,
+    ):
         if queue_limit < 1:
             raise ValueError(f"queue_limit: expected >= 1, got {queue_limit}")
         self.engine, self.queue_limit, self._keep = engine, queue_limit, keep_results
+        self.uploads = uploads
         self._waiting: collections.deque[EditJob] = collections.deque()
         self._jobs: dict[str, EditJob] = {}
         self._by_idx: dict[int, EditJob] = {}
@@ -107,10 +146,62 @@ class EditService:
         rounds = 1 + len(self._waiting) // self.engine.max_batch
         return max(0.05, rounds * self.engine.steps * self._step_ewma)
 
-    def submit(self, req: EditRequest) -> EditJob:
+    def validate_image(self, image) -> np.ndarray:
+        """An uploaded template image as float32 (H, W); ValueError naming `image` otherwise."""
+        size = self.engine.dit.image_size
+        img = np.asarray(image)
+        if img.dtype.kind not in "iuf":
+            raise ValueError(f"image: expected numbers, got dtype {img.dtype}")
+        if img.shape != (size, size):
+            raise ValueError(f"image: expected shape ({size}, {size}), got {img.shape}")
+        img = img.astype(np.float32)
+        if not np.all(np.isfinite(img)):
+            raise ValueError("image: values must be finite (got NaN or infinity)")
+        if img.min() < -1 or img.max() > 1:
+            raise ValueError(
+                f"image: values must be in [-1, 1] (the model's range), "
+                f"got [{img.min():.4g}, {img.max():.4g}]"
+            )
+        return img
+
+    def upload(self, image) -> tuple[str, bool]:
+        """Register an uploaded template image under its content address; returns (template
+        id, True when new). A known image keeps its id and its cached activations."""
+        tid, new = self._register(image)
+        self.counts["uploads_new" if new else "uploads_known"] += 1
+        return tid, new
+
+    def _register(self, image) -> tuple[str, bool]:
+        if self.uploads is None:
+            raise ValueError("image: this service takes no uploaded templates (no `uploads`)")
+        img = self.validate_image(image)
+        store = self.engine.store
+        tid = image_template_id(img, store.version)
+        steps, build = self.engine.steps, self.uploads
+        new = store.register(
+            tid, lambda: build(img, steps=steps, version=store.version), upload=True
+        )
+        return tid, new
+
+    def submit(self, req: EditRequest, *, image=None) -> EditJob:
+        """Queue `req`; with `image` (an uploaded template, `req.template` empty) the request
+        edits that image, registered under its content address (`req.template` of the job)."""
         if self._closing:
             raise ShuttingDown("edit service is not running")
-        self.engine.validate(req)
+        if image is None:
+            self.engine.validate(req)
+        else:
+            if req.template:
+                raise ValueError("template, image: give exactly one")
+            tid, new = self._register(image)
+            req = dataclasses.replace(req, template=tid)
+            try:
+                self.engine.validate(req)
+            except Exception:
+                if new:  # an invalid request leaves no upload behind
+                    self.engine.store.forget(tid)
+                raise
+            self.counts["uploads_new" if new else "uploads_known"] += 1
         if len(self._waiting) >= self.queue_limit:
             self.counts["rejected"] += 1
             raise Overloaded(

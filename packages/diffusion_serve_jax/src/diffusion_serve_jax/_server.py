@@ -7,12 +7,20 @@
     GET  /v1/workflows, /v1/models, /healthz, /metrics (Prometheus text)
 
 With an `EditService` (InstGenIE editing):
-    POST /v1/edits               {"template", "mask" (HxW of 0/1), "label" | "prompt", "seed"?,
-                                  "wait"?} -> 202 {"id", "status"}; "wait": true -> 200 + image
+    POST /v1/edits               {"template" | "image", "mask" (HxW of 0/1), "label" | "prompt",
+                                  "seed"?, "wait"?} -> 202 {"id", "status", "template"};
+                                  "wait": true -> 200 + image
     GET  /v1/edits/{id}          -> status, and the edited image once done (poll)
+    POST /v1/templates           {"image"} -> 201 {"template", "version", "new": true}
+                                  (200 with "new": false when that image is already known)
     GET  /v1/templates           -> template ids and the weights version of their caches
 
-Bad requests get 400/404 with a message; overload gets 429 with `Retry-After`; a stopping
+An uploaded template "image" is a JSON nested list, H x W numbers in [-1, 1] (the model's image
+shape and value range); its id is the digest of its float32 bytes and the weights version
+(`image_template_id`), returned as "template" so later edits can send only the id. Edit and
+template bodies larger than `max_body_bytes` get 413.
+
+Bad requests get 400/404/413 with a message; overload gets 429 with `Retry-After`; a stopping
 server answers 503; an accepted request that fails returns 500 with the error. Shutdown is
 graceful: uvicorn stops accepting connections and lets open ones finish, then the app's
 lifespan refuses new requests (503) and drains the accepted ones for up to `drain_s` seconds
@@ -55,10 +63,28 @@ def _error(status: int, message: str, **headers: str) -> Response:
     return _json({"error": message}, status, headers or None)
 
 
-async def _body(request: HttpRequest):
-    """The parsed JSON body; ValueError when it is not JSON."""
+class BodyTooLarge(ValueError):
+    """The request body is over the server's `max_body_bytes` (HTTP 413)."""
+
+
+async def _body(request: HttpRequest, limit: int | None = None):
+    """The parsed JSON body; ValueError when it is not JSON, `BodyTooLarge` past `limit` bytes
+    (checked on the declared length, then while reading, so a large body is never buffered)."""
+    if limit is None:
+        raw = await request.body()
+    else:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"body: {declared} bytes, more than the limit of {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"body: over the limit of {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
     try:
-        return json.loads(await request.body())
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError("body: expected a JSON object") from e
 
@@ -119,10 +145,11 @@ async def _submit(request: HttpRequest) -> Response:
     )
 
 
-async def _accept(submit, *, wait, describe) -> Response:
+async def _accept(submit, *, wait, describe, accepted=None) -> Response:
     """Submit a request or edit, map refusals to 4xx/5xx, then answer 202 or wait for it.
 
-    `describe(job, done)` renders the job; `done` is False when it failed or was cut off.
+    `describe(job, done)` renders the job; `done` is False when it failed or was cut off;
+    `accepted(job)`, when given, adds fields to the 202 answer.
     """
     try:
         job = submit()
@@ -135,7 +162,9 @@ async def _accept(submit, *, wait, describe) -> Response:
     except ShuttingDown as e:
         return _error(503, str(e))
     if not wait:
-        return _json({"id": job.id, "status": job.status}, 202)
+        return _json(
+            {"id": job.id, "status": job.status, **(accepted(job) if accepted else {})}, 202
+        )
     try:
         await asyncio.shield(job.future)
     except ShuttingDown:
@@ -222,6 +251,14 @@ async def _metrics(request: HttpRequest) -> Response:
             lines.append(f'diffusion_edits_total{{status="{status}"}} {ed.counts[status]}')
         lines.append("# TYPE diffusion_edit_queue_depth gauge")
         lines.append(f"diffusion_edit_queue_depth {ed.queue_depth()}")
+        store = ed.engine.store
+        lines.append("# TYPE diffusion_template_uploads_total counter")
+        for outcome in ("new", "known"):
+            n = ed.counts[f"uploads_{outcome}"]
+            lines.append(f'diffusion_template_uploads_total{{outcome="{outcome}"}} {n}')
+        lines.append("# TYPE diffusion_template_cache_total counter")
+        for result, n in (("hit", store.hits), ("disk", store.disk_hits), ("miss", store.misses)):
+            lines.append(f'diffusion_template_cache_total{{result="{result}"}} {n}')
         text += "\n".join(lines) + "\n"
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -238,22 +275,45 @@ def _describe_edit(job: EditJob, *, with_output: bool) -> dict:
     return body
 
 
-def _parse_edit(body) -> EditRequest:
-    """The JSON body of POST /v1/edits as an `EditRequest`; ValueError names the bad field."""
+def _array(body: dict, field: str, what: str) -> np.ndarray:
+    """`body[field]` (nested JSON lists) as an array; ValueError naming `field` when ragged."""
+    try:
+        return np.asarray(body[field])
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"{field}: expected {what}, got a ragged list ({e})") from e
+
+
+def _parse_image(body) -> np.ndarray:
+    """The uploaded template image of a JSON body (an HxW nested list of numbers)."""
+    if "image" not in body:
+        raise ValueError("image: required (an HxW array of numbers in [-1, 1])")
+    return _array(body, "image", "an HxW array of numbers in [-1, 1]")  # checked by the service
+
+
+def _parse_edit(body) -> tuple[EditRequest, np.ndarray | None]:
+    """The JSON body of POST /v1/edits as an `EditRequest` and the uploaded template image
+    (None when the body names a template id); ValueError names the bad field."""
     if not isinstance(body, dict):
         raise ValueError(f"body: expected a JSON object, got {type(body).__name__}")
-    unknown = sorted(set(body) - {"template", "mask", "label", "prompt", "seed", "wait"})
+    fields = {"template", "image", "mask", "label", "prompt", "seed", "wait"}
+    unknown = sorted(set(body) - fields)
     if unknown:
         raise ValueError(f"body: unexpected fields {unknown}")
-    template = body.get("template")
-    if not isinstance(template, str):
-        raise ValueError(f"template: expected a template id (string), got {template!r}")
+    if ("template" in body) == ("image" in body):
+        raise ValueError(
+            "template, image: give exactly one (a template id, or the template image itself)"
+        )
+    image = None
+    if "image" in body:
+        image = _parse_image(body)
+        template = ""
+    else:
+        template = body["template"]
+        if not isinstance(template, str) or not template:
+            raise ValueError(f"template: expected a template id (string), got {template!r}")
     if "mask" not in body:
         raise ValueError("mask: required (an HxW array of 0/1)")
-    try:
-        mask = np.asarray(body["mask"])
-    except ValueError as e:  # ragged nested lists
-        raise ValueError(f"mask: expected an HxW array of numbers, got a ragged list ({e})") from e
+    mask = _array(body, "mask", "an HxW array of numbers")
     if mask.dtype.kind not in "biuf":
         raise ValueError(f"mask: expected numbers or booleans, got dtype {mask.dtype}")
     if ("label" in body) == ("prompt" in body):
@@ -274,19 +334,52 @@ def _parse_edit(body) -> EditRequest:
     seed = body.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    return EditRequest(template, mask.astype(np.float32), label, seed)
+    return EditRequest(template, mask.astype(np.float32), label, seed), image
+
+
+async def _edit_body(request: HttpRequest):
+    """The JSON body of an editing route, or the 400/413 answer refusing it."""
+    try:
+        return await _body(request, request.app.state.max_body_bytes), None
+    except BodyTooLarge as e:
+        return None, _error(413, str(e))
+    except ValueError as e:
+        return None, _error(400, str(e))
 
 
 async def _submit_edit(request: HttpRequest) -> Response:
     ed = _editor(request)
-    try:
-        body = await _body(request)
-    except ValueError as e:
-        return _error(400, str(e))
+    body, refused = await _edit_body(request)
+    if refused is not None:
+        return refused
+
+    def submit():
+        req, image = _parse_edit(body)
+        return ed.submit(req, image=image)
+
     return await _accept(
-        lambda: ed.submit(_parse_edit(body)),
+        submit,
         wait=isinstance(body, dict) and body.get("wait", False),
         describe=lambda job, done: _describe_edit(job, with_output=done),
+        accepted=lambda job: {"template": job.request.template},
+    )
+
+
+async def _upload_template(request: HttpRequest) -> Response:
+    ed = _editor(request)
+    body, refused = await _edit_body(request)
+    if refused is not None:
+        return refused
+    try:
+        if not isinstance(body, dict):
+            raise ValueError(f"body: expected a JSON object, got {type(body).__name__}")
+        if unknown := sorted(set(body) - {"image"}):
+            raise ValueError(f"body: unexpected fields {unknown}")
+        tid, new = ed.upload(_parse_image(body))
+    except ValueError as e:
+        return _error(400, str(e))
+    return _json(
+        {"template": tid, "version": ed.engine.store.version, "new": new}, 201 if new else 200
     )
 
 
@@ -307,14 +400,18 @@ def make_app(
     *,
     editor: EditService | None = None,
     drain_s: float = 30.0,
+    max_body_bytes: int = 4 << 20,
 ) -> Starlette:
     """A Starlette (ASGI) application serving `runtime` (workflows) and/or `editor` (edits).
     Its lifespan starts them, and at shutdown drains their accepted requests for up to
-    `drain_s` seconds (new ones get 503) before stopping them."""
+    `drain_s` seconds (new ones get 503) before stopping them. Editing bodies (an edit, an
+    uploaded template) over `max_body_bytes` get 413."""
     if runtime is None and editor is None:
         raise ValueError("runtime, editor: give at least one service to serve")
     if not (drain_s >= 0 and math.isfinite(drain_s)):
         raise ValueError(f"drain_s: expected a finite number of seconds >= 0, got {drain_s}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes: expected >= 1, got {max_body_bytes}")
     services = [svc for svc in (runtime, editor) if svc is not None]
 
     @contextlib.asynccontextmanager
@@ -340,10 +437,12 @@ def make_app(
             Route("/v1/edits", _submit_edit, methods=["POST"]),
             Route("/v1/edits/{id}", _poll_edit),
             Route("/v1/templates", _templates),
+            Route("/v1/templates", _upload_template, methods=["POST"]),
         ]
     routes += [Route("/healthz", _healthz), Route("/metrics", _metrics)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime, app.state.editor = runtime, editor
+    app.state.max_body_bytes = max_body_bytes
     return app
 
 
@@ -373,10 +472,12 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     drain_s: float = 30.0,
+    max_body_bytes: int = 4 << 20,
 ) -> ServerHandle:
-    """Start uvicorn serving `make_app(runtime, editor=..., drain_s=...)` in the running event
-    loop, on a real socket; port 0 picks a free port. Returns once the app has started."""
-    app = make_app(runtime, editor=editor, drain_s=drain_s)
+    """Start uvicorn serving `make_app(runtime, editor=..., drain_s=..., max_body_bytes=...)` in
+    the running event loop, on a real socket; port 0 picks a free port. Returns once the app
+    has started."""
+    app = make_app(runtime, editor=editor, drain_s=drain_s, max_body_bytes=max_body_bytes)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

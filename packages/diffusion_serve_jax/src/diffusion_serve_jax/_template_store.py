@@ -1,4 +1,5 @@
-"""Template activation caches in host memory (byte-bounded LRU) with a versioned disk tier."""
+"""Template activation caches in host memory (byte-bounded LRU) with a versioned disk tier;
+uploaded template images are content-addressed (`image_template_id`) and bounded in number."""
 
 import collections
 import hashlib
@@ -17,6 +18,16 @@ class StaleCacheError(RuntimeError):
     """A cached template was built with different model weights."""
 
 
+def image_template_id(image: np.ndarray, version: str) -> str:
+    """The content address of an uploaded template: a digest of the image's float32 bytes,
+    its shape and the weights version, so the same image under the same weights always maps
+    to the same cache, and other weights to another one."""
+    img = np.ascontiguousarray(image, np.float32)
+    h = hashlib.sha256(f"{version}|{img.shape}|".encode())
+    h.update(img.tobytes())
+    return f"img-{h.hexdigest()[:24]}"
+
+
 class TemplateStore:
     """Template caches in host memory, bounded in bytes with least-recently-used eviction,
     optionally spilled to a disk tier.
@@ -27,26 +38,75 @@ class TemplateStore:
     its next use instead of being rebuilt; without a disk tier it is rebuilt. A cache whose
     `version` differs from the store's (other weights) is never served: a stale file on disk
     is deleted and the template rebuilt, a stale build raises `StaleCacheError`.
+
+    Templates registered with `upload=True` (uploaded images) are also bounded in number: past
+    `max_uploads` the least recently registered or used upload is forgotten (its builder, its
+    cache and its disk file); templates registered in code are never forgotten.
     """
 
-    def __init__(self, *, max_bytes: int, version: str, spill_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        version: str,
+        spill_dir: str | os.PathLike | None = None,
+        max_uploads: int = 1024,
+    ):
         if max_bytes <= 0:
             raise ValueError(f"max_bytes: expected a positive byte budget, got {max_bytes}")
+        if max_uploads < 1:
+            raise ValueError(f"max_uploads: expected >= 1, got {max_uploads}")
         if not re.fullmatch(r"[A-Za-z0-9_-]*", version):
             raise ValueError(f"version: expected an [A-Za-z0-9_-] tag, got {version!r}")
-        self.max_bytes, self.version = max_bytes, version
+        self.max_bytes, self.version, self.max_uploads = max_bytes, version, max_uploads
         self.spill_dir = None if spill_dir is None else pathlib.Path(spill_dir)
         if self.spill_dir is not None:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._builders: dict[str, Callable[[], TemplateCache]] = {}
         self._lru: collections.OrderedDict[str, TemplateCache] = collections.OrderedDict()
+        self._uploads: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.RLock()
         self.hits = self.misses = self.evictions = 0
         self.spills = self.disk_hits = self.stale_dropped = 0
+        self.uploads_forgotten = 0
 
-    def register(self, template_id: str, builder: Callable[[], TemplateCache]) -> None:
+    def register(
+        self, template_id: str, builder: Callable[[], TemplateCache], *, upload: bool = False
+    ) -> bool:
+        """Register (or re-register) `template_id`; True when it was not known before. An
+        upload that is already known keeps its cache (the point of content addressing)."""
         with self._lock:
-            self._builders[template_id] = builder
+            new = template_id not in self._builders
+            if upload:
+                if not new and template_id not in self._uploads:
+                    raise ValueError(
+                        f"template: {template_id!r} is registered in code, not uploaded"
+                    )
+                if new:
+                    self._builders[template_id] = builder
+                self._uploads[template_id] = None
+                self._uploads.move_to_end(template_id)
+                while len(self._uploads) > self.max_uploads:
+                    self.forget(next(iter(self._uploads)))
+                    self.uploads_forgotten += 1
+            else:
+                self._builders[template_id] = builder
+            return new
+
+    def forget(self, template_id: str) -> None:
+        """Drop `template_id`: its builder, its cache in memory and its file on disk."""
+        with self._lock:
+            self._builders.pop(template_id, None)
+            self._uploads.pop(template_id, None)
+            self._lru.pop(template_id, None)
+            path = self.spill_path(template_id)
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    @property
+    def uploads(self) -> list[str]:
+        """The uploaded templates' ids, least recently registered or used first."""
+        return list(self._uploads)
 
     def __contains__(self, template_id: str) -> bool:
         return template_id in self._builders
@@ -100,9 +160,15 @@ class TemplateStore:
 
     # -- lookup ----------------------------------------------------------------------------
     def get(self, template_id: str) -> TemplateCache:
-        if template_id not in self._builders:
-            raise KeyError(f"template: unknown {template_id!r}; known {sorted(self._builders)}")
-        with self._lock:
+        with self._lock:  # an upload may be forgotten from another thread
+            if template_id not in self._builders:
+                named = sorted(t for t in self._builders if t not in self._uploads)
+                raise KeyError(
+                    f"template: unknown {template_id!r}; "
+                    f"known {named} and {len(self._uploads)} uploads"
+                )
+            if template_id in self._uploads:
+                self._uploads.move_to_end(template_id)
             if template_id in self._lru:
                 self.hits += 1
                 self._lru.move_to_end(template_id)
