@@ -3,12 +3,13 @@
 `pretrain_guides` runs plain GP (seeds vmapped, one compiled engine) on random target
 expressions, records the point mutations and crossovers it makes with their fitness gains
 (`pretrain_edits`), keeps the edits a variant trains on (`select_edits`) and fits both BERTs
-on them (`fit_guides`). Nothing in it sees the problem a guide pair is later used on, so one
-pair serves every problem with the same primitive set: save it with `save_model`, restore it
-with `load_model` and pass it to the engine or to `GESRRegressor`.
+on them (`fit_guides`). It sees only input points `x` (the targets are random expressions,
+never a problem's), so one pair serves every problem with the same primitive set: save it
+with `save_model`, restore it with `load_model` and pass it to the engine or to
+`GESRRegressor`.
 
 `shipped_guides(pset)` loads the pairs bundled under ``symreg_jax/guides/`` (made by
-``packages/symreg_jax/scripts/make_guides.py`` with `pretrain_guides`), where one exists for
+``packages/symreg_jax/benchmarks/make_guides.py`` with `pretrain_guides`), where one exists for
 ``pset`` (the default operators, ``max_len=32``, 1 to 4 variables), without network access.
 """
 
