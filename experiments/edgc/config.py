@@ -42,6 +42,7 @@ def get_config(arg=None):
     c.window = 10
     c.period = 2  # entropy every 2 steps (alpha = 1/2)
     c.fraction = 0.05  # on 5% of the gradient (beta)
+    c.entropy_block = 1  # single entries: at 0.15 M parameters a 5% sample is a few runs of 256
     c.bins = 256
     c.hysteresis_bits = 0.02
     c.loss_tolerance = 0.03  # EDGC must stay within 3% of the uncompressed validation loss

@@ -78,6 +78,7 @@ def edgc_options(config, start: int) -> dict:
         window=config.window,
         period=config.period,
         fraction=config.fraction,
+        block=config.entropy_block,
         bins=config.bins,
         hysteresis_bits=config.hysteresis_bits,
         start_step=start,

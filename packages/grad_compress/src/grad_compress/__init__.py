@@ -16,6 +16,9 @@ from ._codecs import randomk as randomk
 from ._codecs import sign_sgd as sign_sgd
 from ._codecs import topk as topk
 from ._codecs import unpack_signs as unpack_signs
+from ._combine import PartitionState as PartitionState
+from ._combine import by_shape as by_shape
+from ._combine import partition as partition
 from ._comm_model import H100_CLUSTER as H100_CLUSTER
 from ._comm_model import V100_CLUSTER as V100_CLUSTER
 from ._comm_model import Network as Network
@@ -42,6 +45,7 @@ from ._policy import low_rank_policy as low_rank_policy
 from ._policy import matrix_shape as matrix_shape
 from ._policy import size_policy as size_policy
 from ._powersgd import PowerSGDState as PowerSGDState
+from ._powersgd import bucket_sizes as bucket_sizes
 from ._powersgd import orthogonalize as orthogonalize
 from ._powersgd import powersgd as powersgd
 from ._rank_model import eckart_young_curve as eckart_young_curve

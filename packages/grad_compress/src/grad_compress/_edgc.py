@@ -2,9 +2,10 @@
 
 Each `update` (every device, inside `jax.shard_map`):
 1. every `period` steps (EDGC's 1/alpha) from `start_step` on, estimate each stage's gradient
-   entropy from a `fraction` (beta) subsample over fixed bins (edges calibrated once, at the first
-   measurement, from the sample's standard deviation, then frozen); the per-stage entropies are
-   averaged over the data-parallel axis so every device takes the same decision;
+   entropy from a `fraction` (beta) subsample (single entries, or runs of `block` entries) over
+   fixed bins (edges calibrated once, at the first measurement, from the sample's standard
+   deviation averaged over devices, then frozen); the per-stage entropies are averaged over the
+   data-parallel axis so every device takes the same decision;
 2. the window controller turns entropy trends into one rank per stage;
 3. PowerSGD compresses each stage's matrices at that stage's rank (masked, no recompilation).
 """
@@ -56,6 +57,7 @@ def edgc(
     window: int = 10,
     period: int = 1,
     fraction: float = 0.05,
+    block: int = 1,
     bins: int = 256,
     edge_width: float = 4.0,
     hysteresis_bits: float = 0.05,
@@ -68,6 +70,8 @@ def edgc(
 
     `stage_fn(path, shape) -> stage id` assigns each parameter to a pipeline stage (default: all 0).
     `curve` is "mp" (Marchenko-Pastur) or "mc" (Monte Carlo) for the stage's largest matrix.
+    The entropy sample is a `fraction` of each stage's compressed entries, drawn as single entries
+    (`block=1`) or as contiguous runs of `block` entries (`subsample`'s cheaper block sampler).
     """
     if not isinstance(num_stages, int) or num_stages < 1:
         raise ValueError(f"num_stages: expected a positive int, got {num_stages!r}")
@@ -75,6 +79,8 @@ def edgc(
         raise ValueError(f"period: expected a positive int, got {period!r}")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction: expected a number in (0, 1], got {fraction!r}")
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block: expected a positive int, got {block!r}")
     if curve not in ("mp", "mc"):
         raise ValueError(f"curve: expected 'mp' or 'mc', got {curve!r}")
     if not isinstance(bins, int) or bins < 2:
@@ -122,17 +128,30 @@ def edgc(
         return EDGCState(psgd.init(params), _controller(params).init(), z, z)
 
     def _measure(stage_leaves, scale, key, axis_name):
-        bits, scales = [], []
-        for s, (leaves, k) in enumerate(
-            zip(stage_leaves, jax.random.split(key, num_stages), strict=True)
-        ):
-            sample = subsample(leaves, fraction=fraction, key=k)
-            std = _stats.pmean(jnp.std(sample), axis_name)
-            sc = jnp.where(scale[s] > 0, scale[s], jnp.maximum(std, 1e-30))
-            bits.append(uniform_histogram_entropy(sample, -edge_width * sc, edge_width * sc, bins))
-            scales.append(sc)
+        """(per-stage bits, bin scales, whether the bins were calibrated now)."""
+        samples = [
+            subsample(leaves, fraction=fraction, key=k, block=block)
+            for leaves, k in zip(stage_leaves, jax.random.split(key, num_stages), strict=True)
+        ]
+        calibrate = jnp.any(scale <= 0)
+        # the bins' scale: the sample std, averaged over devices once (one tiny all-reduce)
+        scale = lax.cond(
+            calibrate,
+            lambda: jnp.where(
+                scale > 0,
+                scale,
+                jnp.maximum(
+                    _stats.pmean(jnp.stack([jnp.std(x) for x in samples]), axis_name), 1e-30
+                ),
+            ),
+            lambda: scale,
+        )
+        bits = [
+            uniform_histogram_entropy(x, -edge_width * sc, edge_width * sc, bins)
+            for x, sc in zip(samples, scale, strict=True)
+        ]
         # one tiny all-reduce so every device takes the same rank decision
-        return _stats.pmean(jnp.stack(bits), axis_name), jnp.stack(scales)
+        return _stats.pmean(jnp.stack(bits), axis_name), scale, calibrate
 
     def update(grads: PyTree, state: EDGCState, *, key: Key | None = None, axis_name=None):
         if key is None:
@@ -147,20 +166,19 @@ def edgc(
         # Entropy is measured once compression starts: bins are calibrated on the first
         # compressed step's gradients (early-training gradients are unrepresentative).
         measured = (step % period == 0) & (step >= start_step)
-        bits, scale = lax.cond(
+        bits, scale, calibrated = lax.cond(
             measured,
             lambda: _measure(stage_leaves, state.edge_scale, key, axis_name),
-            lambda: (state.bits, state.edge_scale),
+            lambda: (state.bits, state.edge_scale, jnp.zeros((), bool)),
         )
         cstate = ctrl.update(state.controller, bits, measured)
         leaf_ranks = cstate.ranks[jnp.asarray(ids)]
         out, pstate, stats = psgd.update(
             grads, state.powersgd, axis_name=axis_name, ranks=leaf_ranks
         )
-        # the entropy pmean, sent only on measurement steps
-        stats = stats + _stats.allreduce_stats(
-            jnp.where(measured, 4 * num_stages, 0), messages=jnp.where(measured, 1, 0)
-        )
+        # the entropy pmean, sent only on measurement steps; the std pmean once, to calibrate
+        sent = measured.astype(jnp.int32) + calibrated.astype(jnp.int32)
+        stats = stats + _stats.allreduce_stats(4 * num_stages * sent, messages=sent)
         return out, EDGCState(pstate, cstate, scale, bits), stats
 
     return Compressor(init, update)

@@ -8,15 +8,20 @@ previous step (warm start):
 
 Both P and Q are linear in M, so they are all-reduced with `psum` (mean) inside `jax.shard_map`.
 Ranks may change between steps (EDGC): factors are stored with `max_rank` columns and columns
-beyond a tensor's current rank are masked to zero, so one compiled step serves every rank. A
-column that becomes active again restarts from a fixed random draw. Bytes are counted for the
-active columns only, r (n + m) x itemsize per tensor: the size of the sliced P and Q.
+beyond a tensor's current rank are masked to zero. A column that becomes active again restarts
+from a fixed random draw. Only the active columns travel: every leaf's first r_i columns are
+packed back to back into one flat payload, which is cut to the smallest of a few static sizes
+("buckets", `lax.switch` over them, so one compiled step serves every rank without recompiling)
+that holds them, and that cut payload is what `pmean` gets and what `CommStats` counts. With
+the default `2 * max_rank` buckets a uniform rank r sends exactly r (n + m) values per matrix;
+mixed per-leaf ranks pad the payload by less than half a rank-1 payload.
 """
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from . import _stats
@@ -49,6 +54,59 @@ def orthogonalize(p: Matrix, *, mask=None, eps: float = 1e-6) -> Matrix:
     return jnp.where(keep[None, :], q * sign[None, :], 0.0)
 
 
+def bucket_sizes(total: int, buckets: int) -> tuple[int, ...]:
+    """`buckets` increasing payload sizes, ceil(j * total / buckets) for j = 1..buckets."""
+    return tuple(sorted({-(-j * total // buckets) for j in range(1, buckets + 1)}))
+
+
+def packed_pmean(
+    factors: list[Float[Array, "k r"]], ranks, axis_name: str | None, sizes: tuple[int, ...]
+) -> tuple[list[Float[Array, "k r"]], jax.Array]:
+    """Mean over `axis_name` of each factor's first `ranks[i]` columns (the others must be zero).
+
+    The active columns (column-major, leaf after leaf) are packed into one flat buffer, which is
+    cut to the smallest size in `sizes` that holds them: that cut payload is the only thing sent
+    (one collective). `ranks` may be traced (`lax.switch` over the sizes) or Python ints (the
+    size is chosen while tracing). Returns the means and the bytes sent.
+    """
+    dtype = jnp.result_type(*factors)
+    max_rank = factors[0].shape[1]
+    lengths = [f.shape[0] for f in factors]
+    total = max_rank * sum(lengths)
+    static = all(isinstance(r, int) for r in ranks)
+    xp = np if static else jnp
+    used = [r * k for r, k in zip(ranks, lengths, strict=True)]
+    sizes_arr = xp.asarray(sizes)
+    index = xp.minimum(xp.searchsorted(sizes_arr, sum(used)), len(sizes) - 1)
+    nbytes = sizes_arr[index] * jnp.dtype(dtype).itemsize
+    if axis_name is None:  # one worker: nothing is sent, the mean is the factor itself
+        return list(factors), nbytes
+    offsets = [0]
+    for u in used[:-1]:
+        offsets.append(offsets[-1] + u)
+    buf = jnp.zeros((total,), dtype)
+    for f, o in zip(factors, offsets, strict=True):
+        # the columns beyond the rank are zero; the next leaf's segment overwrites them
+        buf = lax.dynamic_update_slice(buf, f.T.reshape(-1).astype(dtype), (o,))
+
+    def send(size: int):
+        def branch(buf):
+            sent = _stats.pmean(buf[:size], axis_name)
+            return jnp.concatenate([sent, jnp.zeros((total - size,), dtype)])
+
+        return branch
+
+    if static:
+        buf = send(sizes[int(index)])(buf)
+    else:
+        buf = lax.switch(index, [send(n) for n in sizes], buf)
+    outs = []
+    for f, o, r, k in zip(factors, offsets, ranks, lengths, strict=True):
+        seg = lax.dynamic_slice(buf, (o,), (max_rank * k,)).reshape(max_rank, k).T
+        outs.append(jnp.where(jnp.arange(max_rank)[None, :] < r, seg, 0.0).astype(f.dtype))
+    return outs, nbytes
+
+
 def low_rank_round(
     m: Matrix, q: Float[Array, "m r"], rank, *, axis_name: str | None
 ) -> tuple[Matrix, Float[Array, "m r"]]:
@@ -72,6 +130,7 @@ def powersgd(
     policy: Policy | None = None,
     error_feedback: bool = True,
     seed: int = 0,
+    buckets: int | None = None,
 ) -> Compressor:
     """PowerSGD compressor.
 
@@ -82,6 +141,8 @@ def powersgd(
       policy: which tensors to compress; default PowerSGD's rule for `max_rank`.
       error_feedback: keep the residual M - P Q^T and add it to the next gradient.
       seed: seed of the fixed random initial Q (identical on every worker).
+      buckets: how many static payload sizes the P (and the Q) all-reduce is cut to (default
+        `2 * max_rank`: uniform ranks are sent exactly; mixed ranks pad < half a rank-1 payload).
 
     `update(grads, state, *, key=None, axis_name=None, ranks=None)`: `ranks` is an int array with
     one rank per leaf of `grads` (ignored for leaves not compressed), each in [1, max_rank].
@@ -94,6 +155,9 @@ def powersgd(
         raise ValueError(f"rank: expected <= max_rank={max_rank}, got {rank}")
     if not isinstance(start_step, int) or start_step < 0:
         raise ValueError(f"start_step: expected a non-negative int, got {start_step!r}")
+    buckets = 2 * max_rank if buckets is None else buckets
+    if not isinstance(buckets, int) or buckets < 1:
+        raise ValueError(f"buckets: expected a positive int, got {buckets!r}")
     policy = policy or low_rank_policy(max_rank)
 
     def init(params: PyTree) -> PowerSGDState:
@@ -126,8 +190,11 @@ def powersgd(
                     "state built by init"
                 )
 
-    def _compressed(leaves, state: PowerSGDState, ranks: Ranks, axis_name):
-        """Batched PowerSGD: all P factors in one all-reduce, all Q factors in another."""
+    def _compressed(leaves, state: PowerSGDState, ranks, axis_name):
+        """Batched PowerSGD: all P factors in one all-reduce, all Q factors in another.
+
+        `ranks`: one rank per leaf, Python ints (static) or a traced int array.
+        """
         low = [i for i, e in enumerate(state.error) if e.shape[0]]
         full = [i for i, e in enumerate(state.error) if not e.shape[0]]
         outs, errs, qs = list(leaves), list(state.error), list(state.q)
@@ -151,12 +218,16 @@ def powersgd(
             q = jnp.where(jnp.sum(q * q, axis=0, keepdims=True) == 0, state.q_init[i], q)
             masks[i] = jnp.arange(max_rank) < ranks[i]
             masked[i] = q * masks[i].astype(q.dtype)[None, :]
-        ps = _stats.pmean_bucket([mats[i] @ masked[i] for i in low], axis_name)
-        ps = [orthogonalize(p, mask=masks[i]) for i, p in zip(low, ps, strict=True)]
-        new_qs = _stats.pmean_bucket(
-            [mats[i].T @ p for i, p in zip(low, ps, strict=True)], axis_name
+        low_ranks = [ranks[i] for i in low]
+        sizes_p = bucket_sizes(max_rank * sum(mats[i].shape[0] for i in low), buckets)
+        sizes_q = bucket_sizes(max_rank * sum(mats[i].shape[1] for i in low), buckets)
+        ps, bytes_p = packed_pmean(
+            [mats[i] @ masked[i] for i in low], low_ranks, axis_name, sizes_p
         )
-        nbytes = 0
+        ps = [orthogonalize(p, mask=masks[i]) for i, p in zip(low, ps, strict=True)]
+        new_qs, bytes_q = packed_pmean(
+            [mats[i].T @ p for i, p in zip(low, ps, strict=True)], low_ranks, axis_name, sizes_q
+        )
         for i, p, q_new in zip(low, ps, new_qs, strict=True):
             g = leaves[i]
             approx = p @ q_new.T
@@ -164,12 +235,10 @@ def powersgd(
             if error_feedback:
                 errs[i] = (mats[i] - approx).reshape(-1).astype(state.error[i].dtype)
             qs[i] = q_new
-            n, m = mats[i].shape
-            nbytes = nbytes + ranks[i] * (n + m) * jnp.dtype(g.dtype).itemsize
-        stats = stats + _stats.allreduce_stats(nbytes, messages=2)
+        stats = stats + _stats.allreduce_stats(bytes_p + bytes_q, messages=2)
         return outs, tuple(errs), tuple(qs), stats
 
-    def _uncompressed(leaves, state: PowerSGDState, ranks: Ranks, axis_name):
+    def _uncompressed(leaves, state: PowerSGDState, ranks, axis_name):
         del ranks
         outs = _stats.pmean_bucket(list(leaves), axis_name)
         nbytes = sum(_stats.payload_nbytes(g) for g in leaves)
@@ -186,12 +255,13 @@ def powersgd(
         del key
         leaves, treedef = jax.tree.flatten(grads)
         _check(leaves, state)
-        if ranks is None:
-            ranks = jnp.full((len(leaves),), rank, jnp.int32)
-        ranks = jnp.asarray(ranks)
-        if ranks.shape != (len(leaves),):
-            raise ValueError(f"ranks: expected shape ({len(leaves)},), got {ranks.shape}")
-        ranks = jnp.clip(ranks, 1, max_rank).astype(jnp.int32)
+        if ranks is None:  # static: the payload size is fixed while tracing
+            ranks = [rank] * len(leaves)
+        else:
+            ranks = jnp.asarray(ranks)
+            if ranks.shape != (len(leaves),):
+                raise ValueError(f"ranks: expected shape ({len(leaves)},), got {ranks.shape}")
+            ranks = jnp.clip(ranks, 1, max_rank).astype(jnp.int32)
         if start_step > 0:
             outs, errs, qs, stats = lax.cond(
                 state.step < start_step,

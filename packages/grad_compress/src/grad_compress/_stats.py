@@ -60,11 +60,21 @@ def axis_size(axis_name: str | None) -> int:
     return 1 if axis_name is None else lax.axis_size(axis_name)
 
 
+def _pmean_collective(x: PyTree, axis_name: str) -> PyTree:
+    """Every all-reduce this package issues goes through here (tests wrap it to check bytes)."""
+    return lax.pmean(x, axis_name)
+
+
+def _all_gather_collective(x: PyTree, axis_name: str) -> PyTree:
+    """Every all-gather this package issues goes through here (tests wrap it to check bytes)."""
+    return lax.all_gather(x, axis_name)
+
+
 def pmean(x: PyTree, axis_name: str | None) -> PyTree:
     """Mean over the data-parallel axis (identity on one worker)."""
     if axis_name is None:
         return x
-    return lax.pmean(x, axis_name)
+    return _pmean_collective(x, axis_name)
 
 
 def psum(x: PyTree, axis_name: str | None) -> PyTree:
@@ -77,7 +87,7 @@ def all_gather(x: PyTree, axis_name: str | None) -> PyTree:
     """Stack every worker's payload along a new leading axis (a length-1 axis on one worker)."""
     if axis_name is None:
         return jax.tree.map(lambda a: a[None], x)
-    return lax.all_gather(x, axis_name)
+    return _all_gather_collective(x, axis_name)
 
 
 def fold_in_device(key, axis_name: str | None):
@@ -97,7 +107,7 @@ def pmean_bucket(arrays: list[jax.Array], axis_name: str | None) -> list[jax.Arr
         return list(arrays)
     dtype = jnp.result_type(*arrays)
     flat = jnp.concatenate([a.reshape(-1).astype(dtype) for a in arrays])
-    flat = lax.pmean(flat, axis_name)
+    flat = _pmean_collective(flat, axis_name)
     out, offset = [], 0
     for a in arrays:
         out.append(flat[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
