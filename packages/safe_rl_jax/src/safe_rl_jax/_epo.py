@@ -65,8 +65,20 @@ def fixed_grid(
     return jnp.concatenate([grid, pad], 0), mask
 
 
-def make_epo(env, controller, ppo: PPOConfig | None = None, cfg: EPOConfig | None = None):
-    """Returns `(init(key, mode), iteration(state) -> (state, metrics), trainer)`."""
+def make_epo(
+    env,
+    controller,
+    ppo: PPOConfig | None = None,
+    cfg: EPOConfig | None = None,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+):
+    """Returns `(init(key, mode), iteration(state) -> (state, metrics), trainer)`.
+
+    With `mesh` (Auto axis types), the inner PPO-Lagrangian updates shard the environment axis
+    over the mesh's first axis, as `make_trainer(mesh=...)`; the worst-violation search (its
+    `check_episodes` rollouts, under 1% of an iteration) runs replicated.
+    """
     ppo = PPOConfig() if ppo is None else ppo
     cfg = EPOConfig() if cfg is None else cfg
     if cfg.eta < 0:
@@ -80,6 +92,7 @@ def make_epo(env, controller, ppo: PPOConfig | None = None, cfg: EPOConfig | Non
         num_costs=cfg.capacity,
         index_dim=env.index_dim,
         cost_fn=indexed_cost_fn(env),
+        mesh=mesh,
     )
     Y = env.index_set
     fixed, grid_mask = fixed_grid(Y, cfg.capacity)
