@@ -9,6 +9,8 @@ iteration are jitted separately and timed (best of `--repeats`, compile excluded
 on SprayField, each its own compiled program over `--seeds` vmapped seeds: wall time to reach
 a common violation level, the larger of the two methods' final median max-violations
 ("equal final violation"); target: EPO faster.
+Every time is given twice: wall (`time.perf_counter`) and process CPU time
+(`time.process_time`, all threads, user + sys), the steadier number on a shared machine.
 """
 
 import argparse
@@ -22,13 +24,14 @@ import safe_rl_jax as srl
 
 
 def _best(f, *args, repeats):
+    """(wall s, CPU s) of one call, each the best of `repeats` (compile excluded)."""
     jax.block_until_ready(f(*args))
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(f(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    return wall, cpu
 
 
 def _program(env, ppo, cfg, mode, seeds):
@@ -97,40 +100,50 @@ def main():
     curves = {}
     for name, mode, cap in (("epo", srl.EPO, a.capacity), ("dense_grid", srl.FIXED_GRID, a.dense)):
         st, stp, _ = _program(env, ppo, cfg._replace(capacity=cap), mode, a.seeds)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(stp(st))  # compile (and discard)
-        compile_s = time.perf_counter() - t
-        elapsed, viol = 0.0, []
+        compile_s, compile_cpu = time.perf_counter() - t, time.process_time() - c
+        elapsed, cpu, viol = 0.0, 0.0, []
         for _ in range(a.outer):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             st, _ = stp(st)
             jax.block_until_ready(st)
             elapsed += time.perf_counter() - t
+            cpu += time.process_time() - c
             v = float(np.median(np.asarray(check(st.train.params, jax.random.key(7)))))
-            viol.append((elapsed, v))
-        curves[name] = {"compile_s": compile_s, "curve": viol}
-    level = max(min(v for _, v in c["curve"][-3:]) for c in curves.values())
+            viol.append((elapsed, v, cpu))  # (wall s, violation, CPU s) after each outer
+        curves[name] = {"compile_s": compile_s, "compile_cpu_s": compile_cpu, "curve": viol}
+    level = max(min(p[1] for p in c["curve"][-3:]) for c in curves.values())
 
-    def time_to(curve):
-        return next((t for t, v in curve if v <= level), float("nan"))
+    def time_to(curve, col=0):
+        return next((p[col] for p in curve if p[1] <= level), float("nan"))
 
     rows = {
-        "search_s": t_search,
-        "iteration_s": t_iter,
-        "search_share": t_search / t_iter,
+        "search_s": t_search[0],
+        "iteration_s": t_iter[0],
+        "search_share": t_search[0] / t_iter[0],
+        "search_cpu_s": t_search[1],
+        "iteration_cpu_s": t_iter[1],
+        "search_share_cpu": t_search[1] / t_iter[1],
         "violation_level": level,
         **{
             f"{n}_{k}": val
             for n, c in curves.items()
             for k, val in (
                 ("s_per_outer", c["curve"][-1][0] / a.outer),
+                ("cpu_s_per_outer", c["curve"][-1][2] / a.outer),
                 ("time_to_level_s", time_to(c["curve"])),
+                ("cpu_time_to_level_s", time_to(c["curve"], 2)),
                 ("final_violation", c["curve"][-1][1]),
                 ("compile_s", c["compile_s"]),
+                ("compile_cpu_s", c["compile_cpu_s"]),
             )
         },
     }
     rows["epo_speedup_to_level"] = rows["dense_grid_time_to_level_s"] / rows["epo_time_to_level_s"]
+    rows["epo_speedup_to_level_cpu"] = (
+        rows["dense_grid_cpu_time_to_level_s"] / rows["epo_cpu_time_to_level_s"]
+    )
     print(f"{'quantity':<34}{'value':>12}")
     for k, v in rows.items():
         print(f"{k:<34}{v:>12.4f}")
