@@ -13,7 +13,9 @@ random Q0; no error feedback, activations are not accumulated across steps); the
 P Qt^T. The activation gradient goes back through the same compression at the same boundary's
 rank (a `custom_vjp`). With r = min(rows, features) the link is exact up to float rounding.
 Ranks are masked at `max_rank` columns, so one compiled step serves every rank; bytes count the
-active columns, r (rows + features) x itemsize per send.
+active columns, r (rows + features) x itemsize per send. Known gap: unlike PowerSGD's bucketed
+all-reduce, the `ppermute` here still sends all `max_rank` columns (the inactive ones zero), so
+the counted bytes are those of a sender that slices P and Qt, not those of this compiled step.
 """
 
 import functools
