@@ -18,6 +18,14 @@ EPO_CFG = srl.EPOConfig(
 )
 EPO_INIT, EPO_ITERATION, _ = srl.make_epo(SPRAY, srl.lagrangian(0.5), EPO_PPO, EPO_CFG)
 EPO_STEP = jax.jit(EPO_ITERATION)
+
+
+def _epo_state(seed):
+    """A fresh EPO state committed to one device, as restored checkpoints and `EPO_STEP`'s
+    outputs are: jit keys its cache on committedness, so all these calls share one compile."""
+    return jax.device_put(EPO_INIT(jax.random.key(seed), srl.EPO), jax.devices()[0])
+
+
 _add = jax.jit(lambda ws, c, v: srl.add_violated(ws, c, v, eta=0.1, min_distance=0.01))
 
 
@@ -94,7 +102,7 @@ def test_spray_violation_map_matches_numpy_reference():
 
 
 def test_epo_iteration_fills_working_set_within_capacity():
-    state = EPO_INIT(jax.random.key(0), srl.EPO)
+    state = _epo_state(0)
     assert int(state.train.mask.sum()) == 0
     state, m = EPO_STEP(state)
     assert 1 <= int(m["working_set_size"]) <= 4  # the initial policy under-sprays somewhere
@@ -107,7 +115,7 @@ def test_epo_iteration_fills_working_set_within_capacity():
 def test_epo_checkpoint_resume_equals_uninterrupted(tmp_path):
     """Save after one outer iteration, restore into an abstract state: the next iteration
     (search, exchange, PPO updates, drop) equals the uninterrupted run's, key included."""
-    half, _ = EPO_STEP(EPO_INIT(jax.random.key(4), srl.EPO))
+    half, _ = EPO_STEP(_epo_state(4))
     straight, m_straight = EPO_STEP(half)
     with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
         mngr.save(1, args=ocp.args.StandardSave(half))
@@ -124,8 +132,8 @@ def test_epo_sharded_envs_equal_single_device():
         srl.make_epo(SPRAY, srl.lagrangian(), EPO_PPO, EPO_CFG, mesh=jax.make_mesh((8,), ("e",)))
     mesh = jax.make_mesh((8,), ("envs",), axis_types=(jax.sharding.AxisType.Auto,))
     _, sharded, _ = srl.make_epo(SPRAY, srl.lagrangian(0.5), EPO_PPO, EPO_CFG, mesh=mesh)
-    st = EPO_INIT(jax.random.key(5), srl.EPO)
-    a, ma = EPO_STEP(st)
+    st = EPO_INIT(jax.random.key(5), srl.EPO)  # uncommitted: the mesh program places it
+    a, ma = EPO_STEP(jax.device_put(st, jax.devices()[0]))
     lowered = jax.jit(sharded).lower(st)
     assert '[{"envs"}' in lowered.as_text()  # the env axis is really constrained to the mesh
     b, mb = lowered.compile()(st)
