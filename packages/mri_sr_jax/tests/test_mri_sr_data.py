@@ -47,6 +47,19 @@ def test_slab_split_errors():
         msr.slab_split(10, [(5, 20)])
 
 
+def test_train_val_test_split_keeps_both_held_out_sets_apart(template):
+    train, test, val, train_idx, test_idx, val_idx = msr.train_val_test_split(
+        template, [(90, 96)], [(70, 74)], gap=2, val_stride=2, crop=(48, 48)
+    )
+    assert set(test_idx) == set(range(90, 96)) and list(val_idx) == [70, 72]
+    held = set(range(68, 76)) | set(range(88, 98))  # slabs plus their gaps
+    assert not held & set(train_idx.tolist())
+    assert train[0].shape == (len(train_idx), 48, 48) and val[0].shape == (2, 48, 48)
+    np.testing.assert_array_equal(test[0], msr.axial_slices(template, test_idx, (48, 48))[0])
+    with pytest.raises(ValueError, match="val_stride"):
+        msr.train_val_test_split(template, [(90, 96)], [(70, 74)], val_stride=0)
+
+
 def test_held_out_split_keeps_test_slabs_out_of_training(template):
     (t1, gm, wm), (t1_test, _, _), train_idx, test_idx = msr.held_out_split(
         template, [(90, 96)], gap=3, min_brain=0.3, train_stride=4, test_stride=2, crop=(32, 32)

@@ -15,6 +15,7 @@ from ._data import load_mni152 as load_mni152
 from ._data import mni152_path as mni152_path
 from ._data import region_masks as region_masks
 from ._data import slab_split as slab_split
+from ._data import train_val_test_split as train_val_test_split
 from ._degrade import DegradeConfig as DegradeConfig
 from ._degrade import Degraded as Degraded
 from ._degrade import bias_field as bias_field

@@ -156,6 +156,53 @@ def held_out_split(
     )
 
 
+def train_val_test_split(
+    template: Template,
+    test_slabs: list[tuple[int, int]],
+    val_slabs: list[tuple[int, int]],
+    *,
+    gap: int = 2,
+    min_brain: float = 0.0,
+    train_stride: int = 1,
+    test_stride: int = 1,
+    val_stride: int = 1,
+    crop: tuple[int, int] | None = None,
+):
+    """`held_out_split` with validation slabs: `(train, test, val, train_idx, test_idx, val_idx)`.
+
+    Each of train/test/val is a `(t1, gm, wm)` tuple. Validation slabs are held out of training
+    with the same `gap` as the test slabs, for model choices and early stopping, so the test
+    slabs serve only the final numbers. Strides thin each set after the split.
+    """
+    if min(train_stride, test_stride, val_stride) < 1:
+        raise ValueError(
+            "train_stride/test_stride/val_stride: expected >= 1, got "
+            f"{train_stride}/{test_stride}/{val_stride}"
+        )
+    test_slabs, val_slabs = [tuple(s) for s in test_slabs], [tuple(s) for s in val_slabs]
+    brain = (template.t1 > 0.1).mean(axis=(0, 1))
+    train_idx, held_idx = slab_split(
+        template.t1.shape[2], test_slabs + val_slabs, gap=gap, valid=brain > min_brain
+    )
+
+    def inside(slabs, stride):
+        keep = np.zeros(len(held_idx), bool)
+        for start, stop in slabs:
+            keep |= (held_idx >= start) & (held_idx < stop)
+        return held_idx[keep][::stride]
+
+    train_idx = train_idx[::train_stride]
+    test_idx, val_idx = inside(test_slabs, test_stride), inside(val_slabs, val_stride)
+    return (
+        axial_slices(template, train_idx, crop),
+        axial_slices(template, test_idx, crop),
+        axial_slices(template, val_idx, crop),
+        train_idx,
+        test_idx,
+        val_idx,
+    )
+
+
 def _smooth_field(key: Key, shape: tuple[int, int], grid: int) -> Array:
     coarse = jax.random.normal(key, (grid, grid))
     return jax.image.resize(coarse, shape, "cubic")
