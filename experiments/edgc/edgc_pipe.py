@@ -7,8 +7,14 @@ GPipe forward/backward over "pp" (`gc.gpipe`, activations and activation gradien
 `ppermute`), then each stage compresses its own gradients before the data-parallel all-reduce
 over "dp" (EDGC's rank per pipeline stage), and with EDGC the inter-stage links are low-rank
 at a rank set per boundary by `gc.link_controller` from the activations' entropy.
+
+The pipeline stage alone (the same runs as in `main.py`, printed, not written to a report):
+
+    python experiments/edgc/edgc_pipe.py --preset=small --workdir=/tmp/edgc_pipe
 """
 
+import argparse
+import os
 import pathlib
 import time
 
@@ -267,3 +273,33 @@ def _val_batches(val_data, config):
         starts = rng.integers(0, val_data.shape[0] - config.seq - 1, size=16)
         win = val_data[starts[:, None] + np.arange(config.seq + 1)[None, :]]
         yield jnp.asarray(win[:, :-1]), jnp.asarray(win[:, 1:])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--workdir", default="/tmp/edgc_pipe")
+    args = ap.parse_args()
+    # 8 simulated devices; read when the CPU backend starts (below), so setting it here works
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
+    jax.config.update("jax_platforms", "cpu")
+    import config as edgc_config
+    import train
+
+    config = edgc_config.get_config(args.preset)
+    tokens = edgc_model.load_text_bytes()
+    split = int(0.9 * tokens.shape[0])
+    data, cache, runs = (tokens[:split], tokens[split:]), {}, []
+    for seed in config.pipe_seeds:
+        for method in config.pipe_methods:
+            runs.append(run(method, seed, config, data, pathlib.Path(args.workdir), cache))
+    table, claim = train.pipeline_results(runs, config)
+    print(table.title)
+    for row in [table.columns, *table.rows]:
+        print(" | ".join(str(x) for x in row))
+    print(claim)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ from jax import P
 from jax.sharding import NamedSharding
 
 import grad_compress as gc
+from grad_compress import _pipeline
 from testkit import assert_trees_close
 
 DP, S, MICRO, MB, T, D = 2, 4, 3, 2, 4, 8  # micro-batch rows = MB * T = 8, features D = 8
@@ -44,12 +45,19 @@ def reference_loss(params, x, y):
     return jnp.mean((h @ params["out"] - y) ** 2)
 
 
-def pipelined_step(max_rank=None):
+def pipelined_step(max_rank=None, buckets=None):
     def local_loss(params, x, y, ranks):
         stage = jax.tree.map(lambda a: a[0], params["stages"])
         h = (x @ params["inp"]).reshape(MICRO, MB, T, D)
         out, stats = gc.gpipe(
-            stage_fn, stage, h, axis_name="pp", ranks=ranks, max_rank=max_rank, entropy_scale=0.0
+            stage_fn,
+            stage,
+            h,
+            axis_name="pp",
+            ranks=ranks,
+            max_rank=max_rank,
+            buckets=buckets,
+            entropy_scale=0.0,
         )
         last = jax.lax.axis_index("pp") == S - 1
         err = (out @ params["out"] - y.reshape(MICRO, MB, T, 3)) ** 2
@@ -106,12 +114,54 @@ def test_full_rank_links_reproduce_uncompressed_and_low_rank_counts_factor_bytes
     ranks = jnp.asarray([1, 2, 3, 1], jnp.int32)  # boundary s -> s+1 uses ranks[s]
     low_loss, low_grads, low_stats = COMPRESSED(*placed, ranks)
     assert abs(float(low_loss) - float(loss)) > 1e-3  # rank-1..3 links do lose information
-    rows = MB * T
-    fwd = [int(ranks[s]) if s < S - 1 else 0 for s in range(S)]
-    bwd = [int(ranks[s - 1]) if s > 0 else 0 for s in range(S)]
+    rows, width = MB * T, 3  # every send is cut to the largest boundary rank's width
+    fwd = [width if s < S - 1 else 0 for s in range(S)]
+    bwd = [width if s > 0 else 0 for s in range(S)]
     want = [MICRO * (f + b) * (rows + D) * 4 for f, b in zip(fwd, bwd, strict=True)]
     np.testing.assert_array_equal(np.asarray(low_stats.p2p_bytes)[0], want)
     np.testing.assert_array_equal(np.asarray(full_stats.p2p_messages)[0], [6, 12, 12, 6])
+
+
+def test_links_send_the_counted_bytes_and_cutting_changes_only_rounding(monkeypatch):
+    """Record every payload handed to the links' ppermute; compare with the counts and with
+    the uncut links (buckets=1: all max_rank columns travel, the pre-session-10 behaviour)."""
+    sent: list[tuple[int, int]] = []  # (sending stage, bytes), per device and send
+    link_send = _pipeline._link_send
+
+    def recorded(payload, axis_name, perm):
+        n = sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(payload))
+        sources = {src for src, _ in perm}
+        record = lambda i, _: sent.append((int(i), n)) if int(i) in sources else None
+        # the payload argument ties the callback to this send (a loop-invariant one is hoisted)
+        jax.debug.callback(record, jax.lax.axis_index(axis_name), payload[0][0, 0])
+        return link_send(payload, axis_name, perm)
+
+    monkeypatch.setattr(_pipeline, "_link_send", recorded)
+    params, x, y = make_problem(2)
+    placed = place(params, x, y)
+    cut, uncut = pipelined_step(max_rank=D), pipelined_step(max_rank=D, buckets=1)
+    rows, ticks = MB * T, MICRO + S - 1  # every tick sends (bubble ticks carry padding)
+    for ranks, width in (([1, 2, 3, 1], 3), ([2, 2, 2, 8], 2), ([D] * S, D)):
+        ranks = jnp.asarray(ranks, jnp.int32)  # ranks[S - 1] names no boundary: ignored
+        sent.clear()
+        loss, grads, stats = cut(*placed, ranks)
+        jax.effects_barrier()
+        per_send = width * (rows + D) * 4  # P (rows x w) and Qt (D x w), fp32
+        for s in range(S):
+            mine = [n for src, n in sent if src == s]
+            sends = (s < S - 1) + (s > 0)  # forward to s + 1, activation gradient to s - 1
+            assert mine == [per_send] * (DP * ticks * sends)
+            # counted: the MICRO real sends per direction (bubble ticks would send nothing)
+            np.testing.assert_array_equal(
+                np.asarray(stats.p2p_bytes)[:, s], [MICRO * sends * per_send] * DP
+            )
+        sent.clear()
+        loss_u, grads_u, stats_u = uncut(*placed, ranks)
+        jax.effects_barrier()
+        assert {n for _, n in sent} == {D * (rows + D) * 4}  # uncut: all max_rank columns
+        assert float(loss) == pytest.approx(float(loss_u), rel=1e-5)
+        assert_trees_close(grads, grads_u, rtol=1e-4, atol=1e-6)
+        assert np.all(np.asarray(stats_u.p2p_bytes) >= np.asarray(stats.p2p_bytes))
 
 
 LINK = jax.jit(
@@ -171,5 +221,7 @@ def test_bad_pipeline_inputs_raise_naming_the_argument():
     f = jax.shard_map(send, mesh=MESH, in_specs=P(), out_specs=P(), check_vma=False)
     with pytest.raises(ValueError, match="max_rank"):
         jax.jit(f)(jnp.zeros((MB, D)))
+    with pytest.raises(ValueError, match="buckets"):
+        pipelined_step(max_rank=D, buckets=0)(*placed, jnp.full((S,), 2, jnp.int32))
     with pytest.raises(ValueError, match="stages"):
         gc.link_controller(8, 8, stages=1, init_rank=2, max_rank=4)

@@ -12,10 +12,13 @@ features) is sent as rank-r factors, P = orth(X Q0) and Qt = X^T P (one power st
 random Q0; no error feedback, activations are not accumulated across steps); the receiver uses
 P Qt^T. The activation gradient goes back through the same compression at the same boundary's
 rank (a `custom_vjp`). With r = min(rows, features) the link is exact up to float rounding.
-Ranks are masked at `max_rank` columns, so one compiled step serves every rank; bytes count the
-active columns, r (rows + features) x itemsize per send. Known gap: unlike PowerSGD's bucketed
-all-reduce, the `ppermute` here still sends all `max_rank` columns (the inactive ones zero), so
-the counted bytes are those of a sender that slices P and Qt, not those of this compiled step.
+Ranks may change between steps without recompiling: P and Qt are computed at `max_rank` columns
+(the inactive ones zero) and cut, before the `ppermute`, to one of `buckets` static widths
+(`bucket_sizes(max_rank, buckets)`, `lax.switch` over them). One `ppermute` carries every
+boundary's send, so every stage cuts to the same width: the smallest bucket holding the largest
+boundary rank (ranks must be the same on every device of the pipeline axis). `PipelineStats`
+counts exactly that cut payload, w (rows + features) x 4 bytes per send; with the default
+`buckets = max_rank` a single boundary (or equal ranks) sends exactly its rank's columns.
 """
 
 import functools
@@ -29,7 +32,7 @@ from jax import lax
 
 from ._controller import RankController, window_controller
 from ._entropy import subsample, uniform_histogram_entropy
-from ._powersgd import orthogonalize
+from ._powersgd import bucket_sizes, orthogonalize
 from ._rank_model import mp_error_curve
 from ._types import Array, Float, Key, PyTree, Scalar, StageInts
 
@@ -59,35 +62,63 @@ def _backward_perm(stages: int) -> list[tuple[int, int]]:
     return [(s + 1, s) for s in range(stages - 1)]
 
 
-def _low_rank_transfer(x: jax.Array, rank, max_rank: int, axis_name: str, perm) -> jax.Array:
-    """Send x (..., m) as rank-`rank` factors over `perm`; the receiver rebuilds P Qt^T."""
+def _link_send(payload, axis_name: str, perm):
+    """Every inter-stage send goes through here (tests wrap it to check the bytes)."""
+    return lax.ppermute(payload, axis_name, perm)
+
+
+def _width_index(ranks, stages: int, widths: tuple[int, ...]) -> jax.Array:
+    """Index of the smallest width holding the largest boundary rank (the same on every stage)."""
+    largest = jnp.max(jnp.asarray(ranks)[: max(stages - 1, 1)])  # one stage: nothing is sent
+    return jnp.minimum(jnp.searchsorted(jnp.asarray(widths), largest), len(widths) - 1)
+
+
+def _low_rank_transfer(x: jax.Array, rank, width, axis_name: str, perm, widths) -> jax.Array:
+    """Send x (..., m) as rank-`rank` factors over `perm`, cut to `widths[width]` columns."""
     mat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    max_rank = widths[-1]
     q0 = jax.random.normal(jax.random.key(0), (mat.shape[1], max_rank), mat.dtype)
     mask = jnp.arange(max_rank) < rank
     p = orthogonalize(mat @ (q0 * mask.astype(q0.dtype)[None, :]), mask=mask)
     qt = mat.T @ p
-    p, qt = lax.ppermute((p, qt), axis_name, perm)
-    return (p @ qt.T).reshape(x.shape).astype(x.dtype)
+
+    def send(w: int):
+        def branch(p, qt):  # only the first w columns travel (the others are zero)
+            p_w, qt_w = _link_send((p[:, :w], qt[:, :w]), axis_name, perm)
+            return p_w @ qt_w.T
+
+        return branch
+
+    y = lax.switch(width, [send(w) for w in widths], p, qt)
+    return y.reshape(x.shape).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _compressed_send(x, fwd_rank, bwd_rank, axis_name: str, stages: int, max_rank: int):
-    return _low_rank_transfer(x, fwd_rank, max_rank, axis_name, _forward_perm(stages))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _compressed_send(x, fwd_rank, bwd_rank, width, axis_name: str, stages: int, widths):
+    return _low_rank_transfer(x, fwd_rank, width, axis_name, _forward_perm(stages), widths)
 
 
-def _compressed_send_fwd(x, fwd_rank, bwd_rank, axis_name, stages, max_rank):
-    y = _low_rank_transfer(x, fwd_rank, max_rank, axis_name, _forward_perm(stages))
-    return y, (fwd_rank, bwd_rank)
+def _compressed_send_fwd(x, fwd_rank, bwd_rank, width, axis_name, stages, widths):
+    y = _low_rank_transfer(x, fwd_rank, width, axis_name, _forward_perm(stages), widths)
+    return y, (fwd_rank, bwd_rank, width)
 
 
-def _compressed_send_bwd(axis_name, stages, max_rank, res, ct):
-    fwd_rank, bwd_rank = res
-    ct_x = _low_rank_transfer(ct, bwd_rank, max_rank, axis_name, _backward_perm(stages))
+def _compressed_send_bwd(axis_name, stages, widths, res, ct):
+    fwd_rank, bwd_rank, width = res
+    ct_x = _low_rank_transfer(ct, bwd_rank, width, axis_name, _backward_perm(stages), widths)
     zero = lambda r: jnp.zeros(r.shape, jax.dtypes.float0)
-    return ct_x, zero(fwd_rank), zero(bwd_rank)
+    return ct_x, zero(fwd_rank), zero(bwd_rank), zero(width)
 
 
 _compressed_send.defvjp(_compressed_send_fwd, _compressed_send_bwd)
+
+
+def _link_widths(max_rank: int, buckets: int | None = None) -> tuple[int, ...]:
+    """The static factor widths a low-rank link may send (default `buckets = max_rank`: all)."""
+    buckets = max_rank if buckets is None else buckets
+    if not isinstance(buckets, int) or buckets < 1:
+        raise ValueError(f"buckets: expected a positive int, got {buckets!r}")
+    return bucket_sizes(max_rank, min(buckets, max_rank))
 
 
 def stage_send(
@@ -96,10 +127,13 @@ def stage_send(
     axis_name: str,
     ranks: StageInts | None = None,
     max_rank: int | None = None,
+    buckets: int | None = None,
 ) -> jax.Array:
     """Stage s -> s + 1 `ppermute` of `x` (stage 0 receives zeros); gradients flow back s+1 -> s.
 
     `ranks[s]` is the rank of the boundary s -> s + 1 (both directions); None sends `x` as is.
+    The factors travel cut to the smallest of `buckets` static widths (default: all `max_rank`)
+    holding the largest boundary rank (`ranks` must be equal on every device of `axis_name`).
     """
     stages = lax.axis_size(axis_name)
     if ranks is None:
@@ -108,7 +142,9 @@ def stage_send(
     s = lax.axis_index(axis_name)
     fwd_rank = ranks[jnp.minimum(s, stages - 1)]
     bwd_rank = ranks[jnp.maximum(s - 1, 0)]
-    return _compressed_send(x, fwd_rank, bwd_rank, axis_name, stages, max_rank)
+    widths = _link_widths(max_rank, buckets)
+    width = _width_index(ranks, stages, widths)
+    return _compressed_send(x, fwd_rank, bwd_rank, width, axis_name, stages, widths)
 
 
 def _check_ranks(ranks, stages: int, max_rank: int | None, rows: int, feats: int) -> int:
@@ -136,6 +172,7 @@ def gpipe(
     axis_name: str,
     ranks: StageInts | None = None,
     max_rank: int | None = None,
+    buckets: int | None = None,
     entropy_scale: Scalar | None = None,
     bins: int = 256,
     edge_width: float = 4.0,
@@ -152,6 +189,8 @@ def gpipe(
       ranks: int array, one link rank per stage boundary (`ranks[s]`: s -> s + 1); None sends
         activations uncompressed.
       max_rank: factor columns compiled in (>= every rank), with `ranks`.
+      buckets: how many static widths, ceil(j * max_rank / buckets) for j = 1..buckets, the
+        factors may be cut to (default `max_rank`: every width, the largest rank sent exactly).
       entropy_scale: if given, measure the entropy of this stage's first sent activation over
         `bins` fixed bins on [-edge_width * scale, edge_width * scale], on a `fraction` subsample
         (`key` needed if fraction < 1).
@@ -179,7 +218,8 @@ def gpipe(
         fresh = lax.dynamic_index_in_dim(inputs, jnp.minimum(t, micro - 1), 0, keepdims=False)
         x = jnp.where(s == 0, fresh, received)
         y = stage_fn(params, x)
-        return stage_send(y, axis_name=axis_name, ranks=ranks, max_rank=max_rank), y
+        sent = stage_send(y, axis_name=axis_name, ranks=ranks, max_rank=max_rank, buckets=buckets)
+        return sent, y
 
     _, ys = lax.scan(tick, jnp.zeros_like(inputs[0]), jnp.arange(micro + stages - 1))
     outputs = jnp.where(s == stages - 1, lax.dynamic_slice_in_dim(ys, stages - 1, micro, 0), 0.0)
@@ -189,8 +229,10 @@ def gpipe(
         per_send, msgs = jnp.float32(rows * feats * itemsize), 1.0
         fwd_bytes = bwd_bytes = per_send
     else:
-        fwd_bytes = ranks[jnp.minimum(s, stages - 1)] * (rows + feats) * 4.0
-        bwd_bytes = ranks[jnp.maximum(s - 1, 0)] * (rows + feats) * 4.0
+        # every send carries the same cut width: the bucket of the largest boundary rank
+        widths = _link_widths(max_rank, buckets)
+        width = jnp.asarray(widths)[_width_index(ranks, stages, widths)]
+        fwd_bytes = bwd_bytes = (width * (rows + feats) * 4).astype(jnp.float32)
         msgs = 2.0  # P and Qt
     sends_fwd = jnp.where(s < stages - 1, micro, 0).astype(jnp.float32)
     sends_bwd = jnp.where(s > 0, micro, 0).astype(jnp.float32)
