@@ -4,10 +4,25 @@
         --workdir=/tmp/sr_distill
 """
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 PAPER = "Distillation-driven multi-scale MRI SR, 1.5T -> 7T-like (arXiv 2501.18736)"
 ORDER = 61
+
+
+def moediff_config(preset):
+    """The `moediff_sr` experiment's config of the same preset (its `config.py`, loaded by path:
+    both experiments name their config `config`). sr_distill uses its model, loss, optimiser,
+    batch and sampler fields; its data fields (crop, slabs, degradation) are not used: the
+    MoEDiff-SR models train on sr_distill's pool like the teacher."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "moediff_sr" / "config.py"
+    spec = importlib.util.spec_from_file_location("moediff_sr_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
 
 
 def get_config(arg=None):
@@ -23,6 +38,10 @@ def get_config(arg=None):
     # data: axial MNI152 slices at 1 mm, held-out slabs for test, dipy's real slice as OOD test
     c.crop = (64, 64)
     c.test_slabs = [(70, 76), (92, 98)]
+    # validation slab (between the test slabs, held out from training with the same gap, as in
+    # moediff_sr): every setting is chosen on it; the test slabs give the final numbers only
+    c.val_slabs = [(82, 88)]
+    c.val_stride = 1
     c.slab_gap = 3
     c.min_brain = 0.3
     c.train_stride = 2
@@ -60,21 +79,13 @@ def get_config(arg=None):
     c.curriculum_sigma_max = 1.5
     c.feature_layers = ("enc1", "mid", "dec1")
     c.feature_weight = 0.1
-    # the MoEDiff-SR issue's models (library public API) on the same data, side by side
+    # the MoEDiff-SR issue's models as that experiment builds, trains and samples them: its
+    # config of the same preset (`small`: shared 3-block trunk of width 26, log high-pass gate
+    # input over 16 px, linear gate upsampling, scaled input, zero-init FiLM, identical expert
+    # init, gated losses with the region-informed gate target, trained at t = 1 only, 150 steps
+    # of batch 16, DDIM 1 step), on sr_distill's pool and conditioning
     c.baselines = True
-    c.moe = ml_collections.ConfigDict()
-    c.moe.num_experts = 3
-    c.moe.expert_width = 10
-    c.moe.expert_depth = 3
-    c.moe.feature_dim = 16
-    c.moe.patch_sizes = (4, 8)
-    c.moe.emb_dim = 16
-    c.moe.parameterisation = "x0"
-    c.moe.train_levels = 2
-    c.moe.level_fraction = 0.75
-    c.moe.sample_steps = 2
-    c.moe.train_steps = 100
-    c.moe.learning_rate = 2e-3
+    c.moe = moediff_config(preset)
     # evaluation
     c.teacher_one_step = True  # also the teacher's 1-step DDIM (its x0 estimate at t = 1)
     c.dipy_eval = True
@@ -104,12 +115,8 @@ def get_config(arg=None):
         c.time_repeats = 1
         c.log_every = 10
         c.teacher_one_step = False
-        c.moe.expert_width = 6
-        c.moe.feature_dim = 8
-        c.moe.emb_dim = 8
-        c.moe.train_levels = 1
-        c.moe.sample_steps = 1
-        c.moe.train_steps = 10
+        c.val_stride = 3  # 2 slices
+        c.moe.train_steps = 10  # moediff_sr smoke: 20; halved to keep this smoke under a minute
     elif preset == "full":
         c.crop = (192, 192)
         c.train_stride = 1
@@ -127,14 +134,6 @@ def get_config(arg=None):
         c.teacher_lr = 2e-4
         c.stages = 7  # 64 -> 1 steps
         c.stage_steps = 10_000
-        c.moe.expert_width = 48
-        c.moe.expert_depth = 6
-        c.moe.feature_dim = 96
-        c.moe.patch_sizes = (4, 8, 16)
-        c.moe.emb_dim = 64
-        c.moe.train_steps = 50_000
-        c.moe.learning_rate = 2e-4
-        c.moe.sample_steps = 4
         c.student_lr = 2e-4
         c.time_repeats = 5
         c.log_every = 500

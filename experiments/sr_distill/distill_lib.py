@@ -27,16 +27,36 @@ def fieldsim_config(config, scale) -> msr.FieldSimConfig:
 
 
 def load_split(config):
-    """HR slices (n, h, w) + GM/WM maps of the training slabs and the held-out test slabs."""
-    return msr.held_out_split(
+    """HR slices (n, h, w) and GM/WM maps of the training, held-out test and validation slabs.
+
+    Returns `(train, test, val, train_idx, test_idx, val_idx)`, each of train/test/val a
+    `(t1, gm, wm)` tuple (as `moediff_sr`'s `load_split`). The validation slabs
+    (`config.val_slabs`, every `config.val_stride`-th slice) are held out from training like
+    the test slabs (same gap) and serve every choice of settings; the test slabs (every
+    `config.test_stride`-th slice) give the final numbers only.
+    """
+    test_slabs = [tuple(s) for s in config.test_slabs]
+    val_slabs = [tuple(s) for s in config.get("val_slabs", [])]
+    train, held, train_idx, held_idx = msr.held_out_split(
         msr.load_mni152(),
-        config.test_slabs,
+        test_slabs + val_slabs,
         gap=config.slab_gap,
         min_brain=config.min_brain,
         train_stride=config.train_stride,
-        test_stride=config.test_stride,
+        test_stride=1,
         crop=tuple(config.crop),
     )
+
+    def select(slabs, stride):
+        inside = np.zeros(len(held_idx), bool)
+        for start, stop in slabs:
+            inside |= (held_idx >= start) & (held_idx < stop)
+        pos = np.flatnonzero(inside)[::stride]
+        return tuple(jnp.take(a, pos, axis=0) for a in held), held_idx[pos]
+
+    test, test_idx = select(test_slabs, config.test_stride)
+    val, val_idx = select(val_slabs, config.get("val_stride", 1))
+    return train, test, val, train_idx, test_idx, val_idx
 
 
 _upsample = jax.jit(msr.upsample, static_argnums=1)
@@ -55,14 +75,18 @@ def simulate(t1, gm, wm, config, scale, *, key):
 
 
 def build_pool(train, config, *, key):
-    """Training pool on the HR grid: hr, corrected lr_up, log-bias, displacement (n, h, w)."""
+    """Training pool on the HR grid: hr, corrected lr_up, log-bias, displacement (n, h, w)
+    and the region label map (n, h, w) of `msr.region_masks` (0 none, i + 1 region i; only
+    the MoEDiff-SR models' region-informed gate target uses it, no network sees it)."""
     t1, gm, wm = train
+    masks = msr.region_masks(gm, wm)
+    labels = (masks * jnp.arange(1, masks.shape[-1] + 1)).max(-1).astype(jnp.int32)
     parts = []
     for r in range(config.pool_repeats):
         for scale in config.train_scales:
             k = jax.random.fold_in(key, 7 * r + int(10 * scale))
             hr, _, base, g = simulate(t1, gm, wm, config, scale, key=k)
-            parts.append((hr, base, g[..., 0], g[..., 1]))
+            parts.append((hr, base, g[..., 0], g[..., 1], labels))
     return tuple(jnp.concatenate(x) for x in zip(*parts, strict=True))
 
 
@@ -83,9 +107,11 @@ def sample_patches(pool, patch: int, batch: int, *, key):
     return tuple(c[keep] for c in crops)
 
 
-def to_batch(patches, config) -> msr.SRBatch:
-    hr, up, lb, disp = patches
-    return msr.make_batch(hr, up, (lb, disp), residual_scale=config.residual_scale)
+def to_batch(patches, config, *, regions: int = 0) -> msr.SRBatch:
+    """SRBatch of pool patches; `regions` = k > 0 adds the k one-hot region masks."""
+    hr, up, lb, disp, labels = patches
+    masks = jax.nn.one_hot(labels - 1, regions) if regions else None
+    return msr.make_batch(hr, up, (lb, disp), residual_scale=config.residual_scale, regions=masks)
 
 
 def make_nets(config, cond_channels: int = 3):

@@ -1,12 +1,20 @@
-"""The MoEDiff-SR issue's models on sr_distill's data, through mri_sr_jax's public API only.
+"""The MoEDiff-SR issue's models on sr_distill's data, as the `moediff_sr` experiment makes them.
 
 MoEDiff-SR (token-gated mixture of conv experts) and the single-expert diffusion model of the
-same parameter count, built, trained and sampled with the library's public functions (the
-`moediff_sr` experiment is not imported), so whatever MoEDiff-SR training the library ships is
-what is compared. They see exactly the teacher's inputs: the same training pool (x2/x3/x4
-1.5T-like simulations), the same conditioning [corrected bicubic, log bias, displacement] and
-the same residual target (HR - corrected bicubic) / residual_scale.
+same parameter count are built, initialised, trained and sampled by `moediff_sr`'s own
+functions (`moediff_lib.make_models`, `loss_for`, `optimizer`, `predict`) from its config of
+the same preset (`config.moe`, read from `experiments/moediff_sr/config.py`), so the comparison
+follows that experiment's current recipe. They see exactly the teacher's inputs: the same
+training pool (x2/x3/x4 1.5T-like simulations), the same conditioning [corrected bicubic, log
+bias, displacement] and the same residual target (HR - corrected bicubic) / residual_scale;
+the region masks of the MoE's region-informed gate target come from the training slices'
+GM/WM maps, as in `moediff_sr`. Not carried over: `moediff_sr`'s data (clean / noisy
+degradations, elastic augmentation) and its validation-based checkpoint selection (here the
+last step is used, as for the teacher and the student).
 """
+
+import importlib.util
+import pathlib
 
 import distill_lib as lib
 import jax
@@ -17,61 +25,54 @@ import mri_sr_jax as msr
 NAMES = ("single_expert", "moediff_sr")
 
 
-def make_models(config, cond_channels: int = 3) -> dict:
-    """MoEDiff-SR and a ConvDenoiser widened to (about) its parameter count."""
-    m = config.moe
-    moe = msr.init_fast(
-        lambda: msr.MoEDiffSR(
-            cond_channels,
-            num_experts=m.num_experts,
-            expert_width=m.expert_width,
-            expert_depth=m.expert_depth,
-            feature_dim=m.feature_dim,
-            patch_sizes=tuple(m.patch_sizes),
-            emb_dim=m.emb_dim,
-            rngs=nnx.Rngs(0),
-        ),
-        seed=config.seed + 3,
-    )
-    target = msr.count_params(moe)
-    width = msr.conv_denoiser_width(cond_channels, m.expert_depth, m.emb_dim, target)
-    single = msr.init_fast(
-        lambda: msr.ConvDenoiser(cond_channels, width, m.expert_depth, m.emb_dim, rngs=nnx.Rngs(0)),
-        seed=config.seed + 4,
-    )
-    return {"single_expert": single, "moediff_sr": moe}
+def _moediff_lib():
+    path = pathlib.Path(__file__).resolve().parents[1] / "moediff_sr" / "moediff_lib.py"
+    spec = importlib.util.spec_from_file_location("moediff_lib", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def loss_for(name, config, schedule):
+mlib = _moediff_lib()
+
+
+def _check(config) -> None:
     m = config.moe
-    levels = dict(num_levels=m.train_levels, level_fraction=m.level_fraction)
-    if name == "moediff_sr":
-        return lambda model, b, k: msr.moe_loss(
-            model, b, k, schedule=schedule, parameterisation=m.parameterisation, **levels
+    if m.residual_scale != config.residual_scale:
+        raise ValueError(
+            f"moe.residual_scale: expected sr_distill's {config.residual_scale} (one residual "
+            f"target for all models), got {m.residual_scale}"
         )
-    return lambda model, b, k: msr.diffusion_loss(
-        model, b, k, schedule=schedule, parameterisation=m.parameterisation, **levels
-    )
+    if m.get("region_warmup", 0) or m.get("region_anneal", 0):
+        raise ValueError("moe.region_warmup / region_anneal: staged routing is not run here")
 
 
-def train(name, model, sample, config, schedule, workdir, *, key):
+def make_models(config, cond_channels: int = 3) -> dict:
+    """MoEDiff-SR and the ConvDenoiser matched to its parameter count (`moediff_sr`'s)."""
+    _check(config)
+    models = mlib.make_models(config.moe, cond_channels)
+    return {name: models[name] for name in NAMES}
+
+
+def train(name, model, pool, config, workdir, *, key):
     """Train (or resume) one model on the shared pool; returns (graphdef, params, s/step)."""
+    m = config.moe
+    schedule = msr.make_schedule(m.schedule)
     gd, params = nnx.split(model)
-    steps = config.moe.train_steps
-    trainer = msr.make_trainer(
-        gd, loss_for(name, config, schedule), lib.adam(config.moe.learning_rate, steps)
-    )
+    trainer = msr.make_trainer(gd, mlib.loss_for(name, m, schedule), mlib.optimizer(m))
+    sample = jax.jit(lambda k: lib.sample_patches(pool, m.patch, m.batch_size, key=k))
+    regions = m.num_experts if name == "moediff_sr" else 0
 
     def inputs(k):
         k1, k2 = jax.random.split(k)
-        return lib.to_batch(sample(k1), config), k2
+        return lib.to_batch(sample(k1), config, regions=regions), k2
 
     state, sec = lib.run_loop(
         name,
         trainer.init(params),
         lambda s, step, b, k: trainer.update(s, b, k),
         inputs,
-        steps,
+        m.train_steps,
         workdir,
         config,
         key=key,
@@ -79,21 +80,10 @@ def train(name, model, sample, config, schedule, workdir, *, key):
     return gd, state.params, sec
 
 
-def predictor(gd, config, schedule):
-    """Jitted (params, cond, key) -> HR estimate: base + residual_scale * DDIM residual."""
+def predictor(name, gd, config):
+    """Jitted (params, cond, key) -> HR estimate: base + residual_scale * sampled residual."""
     m = config.moe
-
-    def predict(params, cond, key):
-        res = msr.sample_residual(
-            gd,
-            params,
-            cond,
-            key=key,
-            schedule=schedule,
-            sampler="ddim",
-            num_steps=m.sample_steps,
-            parameterisation=m.parameterisation,
-        )
-        return cond[..., 0] + config.residual_scale * res[..., 0]
-
-    return jax.jit(predict)
+    schedule = msr.make_schedule(m.schedule)
+    return jax.jit(
+        lambda params, cond, key: mlib.predict(name, gd, params, cond, m, schedule, key=key)
+    )

@@ -6,11 +6,12 @@
    each batch on the noise levels of its DDIM grid).
 3. Distil stage by stage into a ~4x cheaper student: stage 0 at the teacher's steps, then each
    stage halves the steps; feature matching at teacher layers + a sharpening target curriculum.
-4. Train the MoEDiff-SR issue's models (MoEDiff-SR, single expert) on the same pool through the
-   library's public API (`sr_distill_baselines`).
+4. Train the MoEDiff-SR issue's models (MoEDiff-SR, single expert) on the same pool with the
+   `moediff_sr` experiment's configuration and functions (`sr_distill_baselines`).
 5. Evaluate bicubic, bicubic + correction maps, the teacher (its steps and 1 step), every
-   student stage and the MoEDiff-SR models at x2, x3, x4 and the unseen x2.5 on held-out slabs
-   and dipy's real T1 slice; FLOPs, params, sampling time (wall and CPU).
+   student stage and the MoEDiff-SR models at x2, x3, x4 and the unseen x2.5 on the
+   validation slab (where settings are chosen), the held-out test slabs and dipy's real T1
+   slice (final numbers); FLOPs, params, sampling time (wall and CPU).
 """
 
 import os
@@ -110,18 +111,26 @@ def distil(tg, tp, sg, sp, ag, ap, sample, config, schedule, workdir, *, key):
     return out
 
 
-def eval_batch(test, config):
-    """Held-out slices plus (if enabled) dipy's real slice, centre-cropped, as one batch."""
-    t1, gm, wm = test
-    if not config.dipy_eval:
-        return t1, gm, wm, t1.shape[0]
-    dipy = msr.load_dipy_t1_slice()
-    ch, cw = config.crop
-    top, left = (dipy.shape[0] - ch) // 2, (dipy.shape[1] - cw) // 2
-    d = jnp.asarray(dipy[top : top + ch, left : left + cw])[None]
-    z = jnp.zeros_like(d)  # no tissue maps: no contrast change is simulated for dipy
-    cat = jnp.concatenate
-    return cat([t1, d]), cat([gm, z]), cat([wm, z]), t1.shape[0]
+def eval_batch(test, val, config):
+    """Test slices, (if enabled) dipy's real slice, centre-cropped, and the validation slices
+    as one batch (one compiled sampler per model); returns (t1, gm, wm, {split: rows})."""
+    parts = [test]
+    if config.dipy_eval:
+        dipy = msr.load_dipy_t1_slice()
+        ch, cw = config.crop
+        top, left = (dipy.shape[0] - ch) // 2, (dipy.shape[1] - cw) // 2
+        d = jnp.asarray(dipy[top : top + ch, left : left + cw])[None]
+        z = jnp.zeros_like(d)  # no tissue maps: no contrast change is simulated for dipy
+        parts.append((d, z, z))
+    parts.append(val)
+    n_test, n_dipy, n_val = test[0].shape[0], int(config.dipy_eval), val[0].shape[0]
+    rows = {
+        "test": slice(0, n_test),
+        "dipy": slice(n_test, n_test + n_dipy),
+        "val": slice(n_test + n_dipy, n_test + n_dipy + n_val),
+    }
+    t1, gm, wm = (jnp.concatenate(x) for x in zip(*parts, strict=True))
+    return t1, gm, wm, rows
 
 
 def train_and_evaluate(config, workdir):
@@ -131,10 +140,14 @@ def train_and_evaluate(config, workdir):
     key = jax.random.key(config.seed)
     k_pool, k_teacher, k_student, k_eval, k_sample = jax.random.split(key, 5)
     schedule = msr.make_schedule(config.schedule)
-    train, test, train_idx, test_idx = lib.load_split(config)
+    train, test, val, train_idx, test_idx, val_idx = lib.load_split(config)
     pool = lib.build_pool(train, config, key=k_pool)
     logging.info(
-        "train slices %d, test %d, pool %d", len(train_idx), len(test_idx), pool[0].shape[0]
+        "train slices %d, test %d, validation %d, pool %d",
+        len(train_idx),
+        len(test_idx),
+        len(val_idx),
+        pool[0].shape[0],
     )
     sample = jax.jit(lambda k: lib.sample_patches(pool, config.patch, config.batch_size, key=k))
 
@@ -149,7 +162,7 @@ def train_and_evaluate(config, workdir):
         for i, (name, model) in enumerate(bl.make_models(config).items()):
             params[name] = msr.count_params(model)
             trained[name] = bl.train(
-                name, model, sample, config, schedule, workdir, key=jax.random.fold_in(key, 100 + i)
+                name, model, pool, config, workdir, key=jax.random.fold_in(key, 100 + i)
             )
 
     samplers = {}
@@ -170,13 +183,13 @@ def train_and_evaluate(config, workdir):
             )
         return samplers[(gd, steps)]
 
-    t1, gm, wm, n_test = eval_batch(test, config)
+    t1, gm, wm, split = eval_batch(test, val, config)
     methods = {"teacher": (sampler(tg, config.teacher_steps), tp, config.teacher_steps)}
     if config.teacher_one_step:
         methods[TEACHER_1] = (sampler(tg, 1), tp, 1)
     methods["student"] = (sampler(sg, final_steps), final_p, final_steps)
     for name, (gd, p, _) in trained.items():
-        methods[name] = (bl.predictor(gd, config, schedule), p, config.moe.sample_steps)
+        methods[name] = (bl.predictor(name, gd, config), p, config.moe.sample_steps)
     results, stage_rows, images, timing, cpu_timing = {}, {}, {}, {}, {}
     for scale in config.eval_scales:
         k = jax.random.fold_in(k_eval, int(10 * scale))
@@ -187,14 +200,20 @@ def train_and_evaluate(config, workdir):
             preds[name] = fn(p, cond, k_sample)
         rows = {m: lib.slice_metrics(x, hr) for m, x in preds.items()}
         results[scale] = {
-            "test": {m: lib.medians(r[:n_test]) for m, r in rows.items()},
-            "dipy": {m: r[n_test] for m, r in rows.items()} if config.dipy_eval else None,
+            where: {m: lib.medians(r[split[where]]) for m, r in rows.items()}
+            for where in ("test", "val")
         }
+        results[scale]["dipy"] = (
+            {m: r[split["dipy"]][0] for m, r in rows.items()} if config.dipy_eval else None
+        )
         images[scale] = (hr[0], {m: x[0] for m, x in preds.items()})
         for j, (steps, _, p, _) in enumerate(stages[:-1] if config.stage_eval else []):
             x = sampler(sg, steps)(p, cond, k_sample)
-            stage_rows[(j, scale)] = lib.medians(lib.slice_metrics(x, hr)[:n_test])
-        stage_rows[(len(stages) - 1, scale)] = results[scale]["test"]["student"]
+            r = lib.slice_metrics(x, hr)
+            stage_rows[(j, scale)] = {w: lib.medians(r[split[w]]) for w in ("test", "val")}
+        stage_rows[(len(stages) - 1, scale)] = {
+            w: results[scale][w]["student"] for w in ("test", "val")
+        }
         if scale == max(config.eval_scales):
             for name, (fn, p, _) in methods.items():
                 _, sec, cpu = lib.timed(fn, p, cond, k_sample, repeats=config.time_repeats)
@@ -227,20 +246,25 @@ def train_and_evaluate(config, workdir):
         tables=tables,
         figures=figures,
         notes=(
-            f"MNI152 1 mm axial slices, crop {tuple(config.crop)}, train/test = disjoint slabs "
-            f"{list(config.test_slabs)}; 1.5T-like inputs simulated (noise {config.noise_sigma}, "
+            f"MNI152 1 mm axial slices, crop {tuple(config.crop)}, test slabs "
+            f"{list(config.test_slabs)} (final numbers only), validation slabs "
+            f"{list(config.val_slabs)} (settings are chosen on them), both disjoint from the "
+            f"training slices; 1.5T-like inputs simulated (noise {config.noise_sigma}, "
             f"bias {config.bias_strength}, warp {config.warp_strength}, contrast loss "
             f"{config.contrast_reduction}); trained on x{list(config.train_scales)}, x2.5 unseen. "
             f"Teacher {config.teacher_train_steps} steps; distillation {config.stages} stages x "
-            f"{config.stage_steps} steps; MoEDiff-SR and the single expert (library public API, "
-            f"same pool and conditioning) {config.moe.train_steps} steps each, DDIM "
-            f"{config.moe.sample_steps} steps. 'teacher (1 step)': the teacher's one-step "
-            "estimate. Timings on this machine's CPU, one run. PSNR on a "
+            f"{config.stage_steps} steps; MoEDiff-SR and the single expert (moediff_sr's "
+            f"{config.preset} configuration, same pool and conditioning) "
+            f"{config.moe.train_steps} steps of batch {config.moe.batch_size} each, DDIM "
+            f"{config.moe.sample_steps} step(s). 'teacher (1 step)': the teacher's one-step "
+            "estimate. Timings on this machine's CPU, one run, per slice of the evaluation "
+            "batch (test + dipy + validation slices). PSNR on a "
             "template brain is not comparable with the paper's 1.5T/7T numbers (not retrievable)."
         ),
         extra={
             "train_slices": train_idx.tolist(),
             "test_slices": test_idx.tolist(),
+            "val_slices": val_idx.tolist(),
             "params": params,
         },
     )
@@ -316,8 +340,8 @@ def _tables(
             continue
         srows.append(
             [f"student stage {k}", steps, substeps, round(sec, 4)]
-            + [round(stage_rows[(k, s)]["psnr"], 3) for s in config.eval_scales]
-            + [round(stage_rows[(k, s4)][m], 4) for m in ("ssim", "hfen")]
+            + [round(stage_rows[(k, s)]["test"]["psnr"], 3) for s in config.eval_scales]
+            + [round(stage_rows[(k, s4)]["test"][m], 4) for m in ("ssim", "hfen")]
         )
     tables.append(
         xplib.Table(
@@ -328,7 +352,37 @@ def _tables(
             srows,
         )
     )
+    tables.append(_validation_table(config, results, stages, stage_rows, names, steps_of))
     return tables
+
+
+def _validation_table(config, results, stages, stage_rows, names, steps_of):
+    """PSNR on the validation slab: every method and every student stage (settings are
+    compared on this table only)."""
+    s4 = max(config.eval_scales)
+    rows = []
+    for m in names:
+        rows.append(
+            [m, steps_of.get(m, "-")]
+            + [round(results[s]["val"][m]["psnr"], 3) for s in config.eval_scales]
+            + [round(results[s4]["val"][m][k], 4) for k in ("ssim", "hfen")]
+        )
+    for k, (steps, _, _, _) in enumerate(stages):
+        if (k, config.eval_scales[0]) not in stage_rows:
+            continue
+        rows.append(
+            [f"student stage {k}", steps]
+            + [round(stage_rows[(k, s)]["val"]["psnr"], 3) for s in config.eval_scales]
+            + [round(stage_rows[(k, s4)]["val"][m], 4) for m in ("ssim", "hfen")]
+        )
+    return xplib.Table(
+        f"validation slab {list(config.val_slabs)} (settings are chosen here, never on the "
+        f"test slabs): PSNR medians over slices per scale, SSIM / HFEN at x{s4:g}",
+        ["method", "sampling steps"]
+        + [f"psnr x{s:g}" for s in config.eval_scales]
+        + [f"ssim x{s4:g}", f"hfen x{s4:g}"],
+        rows,
+    )
 
 
 def _claims(config, results, timing, steps_of):
@@ -420,7 +474,7 @@ def _stage_figure(workdir, stages, stage_rows, results, config):
     done = [k for k in range(len(stages)) if (k, config.eval_scales[0]) in stage_rows]
     steps = [stages[k][0] for k in done]
     for scale in config.eval_scales:
-        ys = [stage_rows[(k, scale)]["psnr"] for k in done]
+        ys = [stage_rows[(k, scale)]["test"]["psnr"] for k in done]
         line = ax.plot(steps, ys, "o-", label=f"student x{scale:g}")[0]
         ax.axhline(
             results[scale]["test"]["teacher"]["psnr"], color=line.get_color(), ls="--", lw=0.8
