@@ -35,28 +35,17 @@ def load_split(config):
     the test slabs (same gap) and serve every choice of settings; the test slabs (every
     `config.test_stride`-th slice) give the final numbers only.
     """
-    test_slabs = [tuple(s) for s in config.test_slabs]
-    val_slabs = [tuple(s) for s in config.get("val_slabs", [])]
-    train, held, train_idx, held_idx = msr.held_out_split(
+    return msr.train_val_test_split(
         msr.load_mni152(),
-        test_slabs + val_slabs,
+        config.test_slabs,
+        config.get("val_slabs", []),
         gap=config.slab_gap,
         min_brain=config.min_brain,
         train_stride=config.train_stride,
-        test_stride=1,
+        test_stride=config.test_stride,
+        val_stride=config.get("val_stride", 1),
         crop=tuple(config.crop),
     )
-
-    def select(slabs, stride):
-        inside = np.zeros(len(held_idx), bool)
-        for start, stop in slabs:
-            inside |= (held_idx >= start) & (held_idx < stop)
-        pos = np.flatnonzero(inside)[::stride]
-        return tuple(jnp.take(a, pos, axis=0) for a in held), held_idx[pos]
-
-    test, test_idx = select(test_slabs, config.test_stride)
-    val, val_idx = select(val_slabs, config.get("val_stride", 1))
-    return train, test, val, train_idx, test_idx, val_idx
 
 
 _upsample = jax.jit(msr.upsample, static_argnums=1)
