@@ -6,6 +6,7 @@ store keeps its byte bound (and its upload bound) with uploads."""
 
 import asyncio
 import contextlib
+import threading
 
 import aiohttp
 import jax
@@ -258,3 +259,44 @@ def test_store_keeps_its_byte_bound_and_upload_bound_with_uploads(model, tmp_pat
         store.register("code", lambda: cache, upload=True)
     with pytest.raises(ValueError, match="max_uploads"):
         TemplateStore(max_bytes=10, version=ver, max_uploads=0)
+
+
+def test_store_builds_outside_its_lock_and_once_per_template(model):
+    """A template's build (seconds on a real model) does not hold the store: while one thread
+    is inside a builder, another registers an upload and gets another template; a second
+    `get` of the template being built waits for that build instead of starting its own."""
+    dit, enc, ver, image = model
+    cache = build_template_cache(
+        dit, enc, SCHED, image, NULL_LABEL, steps=STEPS, key=jax.random.key(0), version=ver
+    )
+    inside, release, builds = threading.Event(), threading.Event(), []
+
+    def slow():
+        builds.append("slow")
+        inside.set()
+        assert release.wait(10)
+        return cache
+
+    store = TemplateStore(max_bytes=10**8, version=ver)
+    store.register("slow", slow)
+    store.register("fast", lambda: cache)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(store.get("slow"))) for _ in range(2)]
+    threads[0].start()
+    assert inside.wait(10)
+    threads[1].start()
+    # the store answers while "slow" is being built (a build under the lock would block here)
+    answered = []
+    other = threading.Thread(
+        target=lambda: answered.append(
+            (store.register("up", lambda: cache, upload=True), store.get("fast"))
+        )
+    )
+    other.start()
+    other.join(10)
+    assert answered == [(True, cache)] and "up" in store.uploads
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert got == [cache, cache] and builds == ["slow"]
+    assert store.misses == 2 and store.hits == 1  # "fast" and "slow" built once, one wait hit

@@ -66,6 +66,7 @@ class TemplateStore:
         self._lru: collections.OrderedDict[str, TemplateCache] = collections.OrderedDict()
         self._uploads: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.RLock()
+        self._building: dict[str, threading.Lock] = {}  # per-template build locks
         self.hits = self.misses = self.evictions = 0
         self.spills = self.disk_hits = self.stale_dropped = 0
         self.uploads_forgotten = 0
@@ -160,38 +161,68 @@ class TemplateStore:
 
     # -- lookup ----------------------------------------------------------------------------
     def get(self, template_id: str) -> TemplateCache:
+        """The cache of `template_id`: from memory, else from disk, else built. A build (the
+        template's full pass, seconds) runs outside the store's lock, so registering an upload
+        or serving another template never waits for it; one build per template at a time."""
         with self._lock:  # an upload may be forgotten from another thread
-            if template_id not in self._builders:
-                named = sorted(t for t in self._builders if t not in self._uploads)
-                raise KeyError(
-                    f"template: unknown {template_id!r}; "
-                    f"known {named} and {len(self._uploads)} uploads"
-                )
-            if template_id in self._uploads:
-                self._uploads.move_to_end(template_id)
-            if template_id in self._lru:
-                self.hits += 1
-                self._lru.move_to_end(template_id)
-                return self._lru[template_id]
-            cache = self._unspill(template_id)
+            cache = self._lookup(template_id)
             if cache is not None:
-                self.disk_hits += 1
-            else:
-                self.misses += 1
-                cache = self._builders[template_id]()
-            if cache.version != self.version:
-                raise StaleCacheError(
-                    f"template {template_id!r}: cache built for weights "
-                    f"{cache.version}, model is {self.version}"
-                )
-            if cache.nbytes > self.max_bytes:
-                raise ValueError(
-                    f"max_bytes: one template needs {cache.nbytes} bytes, "
-                    f"more than the budget {self.max_bytes}"
-                )
-            self._lru[template_id] = cache
-            while self.nbytes > self.max_bytes:
-                evicted_id, evicted = self._lru.popitem(last=False)
-                self.evictions += 1
-                self._spill(evicted_id, evicted)
+                return cache
+            building = self._building.setdefault(template_id, threading.Lock())
+        with building:
+            with self._lock:  # another thread may have built it while we waited
+                cache = self._lookup(template_id)
+                if cache is not None:
+                    return cache
+                builder = self._builders[template_id]
+                cache = self._unspill(template_id)
+                if cache is not None:
+                    self.disk_hits += 1
+                else:
+                    self.misses += 1
+            try:
+                if cache is None:
+                    cache = builder()
+            finally:
+                with self._lock:
+                    self._building.pop(template_id, None)
+            with self._lock:
+                return self._admit(template_id, cache)
+
+    def _lookup(self, template_id: str) -> TemplateCache | None:
+        """The in-memory cache (counted as a hit) or None; KeyError for an unknown id. Holds
+        the lock."""
+        if template_id not in self._builders:
+            named = sorted(t for t in self._builders if t not in self._uploads)
+            raise KeyError(
+                f"template: unknown {template_id!r}; known {named} and {len(self._uploads)} uploads"
+            )
+        if template_id in self._uploads:
+            self._uploads.move_to_end(template_id)
+        if template_id not in self._lru:
+            return None
+        self.hits += 1
+        self._lru.move_to_end(template_id)
+        return self._lru[template_id]
+
+    def _admit(self, template_id: str, cache: TemplateCache) -> TemplateCache:
+        """Check a loaded or built cache and keep it in memory (evicting); holds the lock. A
+        template forgotten during its build is served once but not kept."""
+        if cache.version != self.version:
+            raise StaleCacheError(
+                f"template {template_id!r}: cache built for weights "
+                f"{cache.version}, model is {self.version}"
+            )
+        if cache.nbytes > self.max_bytes:
+            raise ValueError(
+                f"max_bytes: one template needs {cache.nbytes} bytes, "
+                f"more than the budget {self.max_bytes}"
+            )
+        if template_id not in self._builders:
             return cache
+        self._lru[template_id] = cache
+        while self.nbytes > self.max_bytes:
+            evicted_id, evicted = self._lru.popitem(last=False)
+            self.evictions += 1
+            self._spill(evicted_id, evicted)
+        return cache
