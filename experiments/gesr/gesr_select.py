@@ -7,9 +7,14 @@ initial populations on the development problems, paired by seed. Prints, per var
 solved and the censored paired comparison of evaluations to solution (unsolved = more than
 the budget). Used to pick the variant of `config.py` (development seeds 100-129) and, with
 fresh seeds, to confirm it (`--seed0=5000 --seeds=100`); the numbers are in the README.
+"shipped-*" variants use the experiment's guides (experiments/gesr/guides), "package-*" the
+pairs shipped inside symreg_jax (`sr.shipped_guides`, what `GESRRegressor` uses by default);
+neither needs the pre-training data, which is then not recorded.
 
 python experiments/gesr/gesr_select.py --seeds=30 --out=/tmp/gesr_select.json
 python experiments/gesr/gesr_select.py --seeds=100 --seed0=5000 --variants=screen4-policy-xo
+python experiments/gesr/gesr_select.py --seeds=50 --seed0=8000 \
+    --variants=package-screen4-xo,shipped-screen4-xo
 """
 
 import argparse
@@ -39,6 +44,9 @@ VARIANTS = {
     "shipped": dict(record="improving", sharpness=None, guide_rate=1.0, temperature=1.0),
     "shipped-mix0.5": dict(record="improving", sharpness=None, guide_rate=0.5, temperature=1.0),
     "shipped-screen4-xo": dict(record="improving", screen=4, screen_mutation=False),
+    # Session 11: the same with the package's own guides (sr.shipped_guides: random targets
+    # on inputs uniform in [-3, 3], never a benchmark problem), GESRRegressor's default.
+    "package-screen4-xo": dict(record="improving", screen=4, screen_mutation=False),
     # Session 5: model pre-screen of K candidate edits per guided slot (only the best-scored
     # child is evaluated). "value": the guides trained on all edits to predict "improved".
     "screen4-policy-xo": dict(record="improving", screen=4, screen_mutation=False),
@@ -78,6 +86,7 @@ def main():
         (min(p.ranges[j][0] for p in problems), max(p.ranges[j][1] for p in problems))
         for j in range(nv)
     ]
+    print("input ranges of the problems:", {p.name: p.ranges for p in problems})
     pset = sr.PrimitiveSet(tuple(config.operators), nv, config.max_len)
     base = train.gp_config(config)
     key = jax.random.key(args.seed0)
@@ -86,13 +95,17 @@ def main():
     cm = sr.CrossoverModel(pset, **train._model_kw(config), rngs=nnx.Rngs(config.seed + 1))
     rec = train._Runner(pset, dataclasses.replace(base, record="all"), mm, cm)
     t0 = time.process_time()
-    data = train._pretrain_data(rec, pset, ranges, n_train, config, key)
-    print(
-        f"pretraining data: {len(data['mut_gain'])} mutations, {len(data['xo_gain'])} "
-        f"crossovers ({time.process_time() - t0:.0f} CPU s)"
-    )
+    variants = args.variants.split(",")
+    if all(n.startswith(("shipped", "package")) for n in variants):
+        data = None  # pre-trained guides only: no recorded edits needed
+    else:
+        data = train._pretrain_data(rec, pset, ranges, n_train, config, key)
+        print(
+            f"pretraining data: {len(data['mut_gain'])} mutations, {len(data['xo_gain'])} "
+            f"crossovers ({time.process_time() - t0:.0f} CPU s)"
+        )
     out, gp_runs = {}, {}
-    for name in args.variants.split(","):
+    for name in variants:
         v = DEFAULTS | VARIANTS[name]
         t0 = time.process_time()
         cfg = dataclasses.replace(
@@ -114,6 +127,13 @@ def main():
         elif name.startswith("shipped"):
             m2, c2m, info = train._shipped_guides(pset, c2, (mm, cm))
             rows, losses = [info["rows_mutation"]], [info["loss_mutation"]]
+        elif name.startswith("package"):
+            g = sr.shipped_guides(pset)
+            if g is None:
+                raise SystemExit(f"symreg_jax ships no guide pair for {pset}")
+            m2, c2m, box = g.mutation, g.crossover, g.info["x"]
+            rows, losses = [g.info["rows_mutation"]], [g.info["loss_mutation"]]
+            print(f"package guides nv{nv}: inputs uniform in [{box['low']}, {box['high']}]")
         else:
             d = sr.select_edits(data, v["record"])
             (m2, c2m), rows, losses = train._fit_guides(
