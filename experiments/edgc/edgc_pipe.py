@@ -11,6 +11,11 @@ at a rank set per boundary by `gc.link_controller` from the activations' entropy
 The pipeline stage alone (the same runs as in `main.py`, printed, not written to a report):
 
     python experiments/edgc/edgc_pipe.py --preset=small --workdir=/tmp/edgc_pipe
+
+The links send a boundary's activation as is where its rank-r factors would be as many bytes or
+more (`gc.gpipe(raw_when_cheaper=True)`: ranks >= 32 of 64 in `small`, i.e. the full-rank links of
+the warm-up); `--raw_when_cheaper=0` (config key `link_raw_when_cheaper`) sends factors at every
+rank, as before session 11.
 """
 
 import argparse
@@ -84,6 +89,7 @@ def build(config, gds, method: str, start: int, mesh):
         kw = edgc_model.edgc_options(config, start)
         comp_stage, comp_shared = gc.edgc(**kw), gc.edgc(**kw)
     links = method == "edgc"
+    raw_when_cheaper = bool(config.get("link_raw_when_cheaper", True))
     link_ctrl = gc.link_controller(
         config.pipe_batch // micro * config.seq,
         config.dim,
@@ -112,6 +118,7 @@ def build(config, gds, method: str, start: int, mesh):
                 axis_name="pp",
                 ranks=ranks,
                 max_rank=config.dim if links else None,
+                raw_when_cheaper=raw_when_cheaper,
                 entropy_scale=link["scale"][s],
             )
             loss = _ce(head(shared, out), y.reshape(micro, -1, config.seq))
@@ -279,6 +286,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="small")
     ap.add_argument("--workdir", default="/tmp/edgc_pipe")
+    ap.add_argument("--raw_when_cheaper", type=int, default=1, choices=(0, 1))
     args = ap.parse_args()
     # 8 simulated devices; read when the CPU backend starts (below), so setting it here works
     flags = os.environ.get("XLA_FLAGS", "")
@@ -288,6 +296,7 @@ def main():
     import train
 
     config = edgc_config.get_config(args.preset)
+    config.link_raw_when_cheaper = bool(args.raw_when_cheaper)
     tokens = edgc_model.load_text_bytes()
     split = int(0.9 * tokens.shape[0])
     data, cache, runs = (tokens[:split], tokens[split:]), {}, []

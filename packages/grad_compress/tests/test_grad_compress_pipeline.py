@@ -45,7 +45,7 @@ def reference_loss(params, x, y):
     return jnp.mean((h @ params["out"] - y) ** 2)
 
 
-def pipelined_step(max_rank=None, buckets=None):
+def pipelined_step(max_rank=None, buckets=None, raw_when_cheaper=False):
     def local_loss(params, x, y, ranks):
         stage = jax.tree.map(lambda a: a[0], params["stages"])
         h = (x @ params["inp"]).reshape(MICRO, MB, T, D)
@@ -57,6 +57,7 @@ def pipelined_step(max_rank=None, buckets=None):
             ranks=ranks,
             max_rank=max_rank,
             buckets=buckets,
+            raw_when_cheaper=raw_when_cheaper,
             entropy_scale=0.0,
         )
         last = jax.lax.axis_index("pp") == S - 1
@@ -104,6 +105,14 @@ def test_pipeline_loss_and_grads_equal_unpipelined_model():
     assert np.all(np.asarray(stats.bits) > 0) and np.all(np.asarray(stats.std) > 0)
 
 
+def link_bytes(width):
+    """One send of boundary factors cut to `width` columns (P: rows x w, Qt: D x w, fp32)."""
+    return width * (MB * T + D) * 4
+
+
+RAW = MB * T * D * 4  # one send of the (MB*T, D) fp32 activation itself
+
+
 def test_full_rank_links_reproduce_uncompressed_and_low_rank_counts_factor_bytes():
     params, x, y = make_problem(1)
     placed = place(params, x, y)
@@ -114,54 +123,102 @@ def test_full_rank_links_reproduce_uncompressed_and_low_rank_counts_factor_bytes
     ranks = jnp.asarray([1, 2, 3, 1], jnp.int32)  # boundary s -> s+1 uses ranks[s]
     low_loss, low_grads, low_stats = COMPRESSED(*placed, ranks)
     assert abs(float(low_loss) - float(loss)) > 1e-3  # rank-1..3 links do lose information
-    rows, width = MB * T, 3  # every send is cut to the largest boundary rank's width
-    fwd = [width if s < S - 1 else 0 for s in range(S)]
-    bwd = [width if s > 0 else 0 for s in range(S)]
-    want = [MICRO * (f + b) * (rows + D) * 4 for f, b in zip(fwd, bwd, strict=True)]
+    # stage s sends its boundary's width forward and boundary s - 1's width backward
+    want = [MICRO * link_bytes(w) for w in (1, 1 + 2, 2 + 3, 3)]
     np.testing.assert_array_equal(np.asarray(low_stats.p2p_bytes)[0], want)
     np.testing.assert_array_equal(np.asarray(full_stats.p2p_messages)[0], [6, 12, 12, 6])
 
 
-def test_links_send_the_counted_bytes_and_cutting_changes_only_rounding(monkeypatch):
-    """Record every payload handed to the links' ppermute; compare with the counts and with
-    the uncut links (buckets=1: all max_rank columns travel, the pre-session-10 behaviour)."""
-    sent: list[tuple[int, int]] = []  # (sending stage, bytes), per device and send
+@pytest.fixture
+def sends(monkeypatch):
+    """Every payload the links hand to `ppermute`, as (sending stage, receiving stage, bytes),
+    recorded where the send actually runs (bubble ticks and unused branches record nothing)."""
+    sent: list[tuple[int, int, int]] = []
     link_send = _pipeline._link_send
 
     def recorded(payload, axis_name, perm):
         n = sum(a.size * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(payload))
-        sources = {src for src, _ in perm}
-        record = lambda i, _: sent.append((int(i), n)) if int(i) in sources else None
+        (src, dst), *others = perm
+        assert not others  # one boundary per ppermute
+        record = lambda i, _: sent.append((src, dst, n)) if int(i) == src else None
         # the payload argument ties the callback to this send (a loop-invariant one is hoisted)
-        jax.debug.callback(record, jax.lax.axis_index(axis_name), payload[0][0, 0])
+        tie = jax.tree.leaves(payload)[0].reshape(-1)[0]
+        jax.debug.callback(record, jax.lax.axis_index(axis_name), tie)
         return link_send(payload, axis_name, perm)
 
     monkeypatch.setattr(_pipeline, "_link_send", recorded)
+    return sent
+
+
+def check_sends(sent, stats, per_boundary):
+    """Each boundary b sends exactly `per_boundary[b]` bytes MICRO times per direction and dp
+    replica (no send on the bubble ticks), and `PipelineStats` counts exactly those payloads."""
+    for b, n in enumerate(per_boundary):
+        for src, dst in ((b, b + 1), (b + 1, b)):
+            got = sorted(m for s, d, m in sent if (s, d) == (src, dst))
+            assert got == [n] * (DP * MICRO), (src, dst)
+    assert {(s, d) for s, d, _ in sent} <= {(b, b + 1) for b in range(S - 1)} | {
+        (b + 1, b) for b in range(S - 1)
+    }
+    on_wire = [sum(m for s, _, m in sent if s == stage) / DP for stage in range(S)]
+    np.testing.assert_array_equal(np.asarray(stats.p2p_bytes)[0], on_wire)
+    np.testing.assert_array_equal(np.asarray(stats.p2p_bytes)[1], on_wire)
+
+
+@pytest.mark.parametrize(
+    "buckets, ranks, widths",
+    [
+        (None, [1, 2, 3, 1], [1, 2, 3]),  # unequal ranks: each boundary sends its own width
+        (None, [2, 2, 2, 8], [2, 2, 2]),  # ranks[S - 1] names no boundary: ignored
+        (2, [1, 5, 2, 1], [4, 8, 4]),  # buckets (4, 8): the smallest holding each rank
+    ],
+)
+def test_each_boundary_sends_its_own_width_only_on_real_ticks(sends, buckets, ranks, widths):
     params, x, y = make_problem(2)
-    placed = place(params, x, y)
-    cut, uncut = pipelined_step(max_rank=D), pipelined_step(max_rank=D, buckets=1)
-    rows, ticks = MB * T, MICRO + S - 1  # every tick sends (bubble ticks carry padding)
-    for ranks, width in (([1, 2, 3, 1], 3), ([2, 2, 2, 8], 2), ([D] * S, D)):
-        ranks = jnp.asarray(ranks, jnp.int32)  # ranks[S - 1] names no boundary: ignored
-        sent.clear()
-        loss, grads, stats = cut(*placed, ranks)
-        jax.effects_barrier()
-        per_send = width * (rows + D) * 4  # P (rows x w) and Qt (D x w), fp32
-        for s in range(S):
-            mine = [n for src, n in sent if src == s]
-            sends = (s < S - 1) + (s > 0)  # forward to s + 1, activation gradient to s - 1
-            assert mine == [per_send] * (DP * ticks * sends)
-            # counted: the MICRO real sends per direction (bubble ticks would send nothing)
-            np.testing.assert_array_equal(
-                np.asarray(stats.p2p_bytes)[:, s], [MICRO * sends * per_send] * DP
-            )
-        sent.clear()
-        loss_u, grads_u, stats_u = uncut(*placed, ranks)
-        jax.effects_barrier()
-        assert {n for _, n in sent} == {D * (rows + D) * 4}  # uncut: all max_rank columns
+    loss, grads, stats = pipelined_step(max_rank=D, buckets=buckets)(
+        *place(params, x, y), jnp.asarray(ranks, jnp.int32)
+    )
+    jax.effects_barrier()
+    check_sends(sends, stats, [link_bytes(w) for w in widths])
+    if widths == [1, 2, 3]:  # cut links == uncut ones (all max_rank columns) up to rounding
+        loss_u, grads_u, _ = pipelined_step(max_rank=D, buckets=1)(
+            *place(params, x, y), jnp.asarray(ranks, jnp.int32)
+        )
         assert float(loss) == pytest.approx(float(loss_u), rel=1e-5)
         assert_trees_close(grads, grads_u, rtol=1e-4, atol=1e-6)
-        assert np.all(np.asarray(stats_u.p2p_bytes) >= np.asarray(stats.p2p_bytes))
+
+
+def test_uncompressed_links_send_the_activation_only_on_real_ticks(sends):
+    params, x, y = make_problem(3)
+    _, _, stats = pipelined_step()(*place(params, x, y), None)  # traced with the recorder
+    jax.effects_barrier()
+    check_sends(sends, stats, [RAW] * (S - 1))
+    np.testing.assert_array_equal(np.asarray(stats.p2p_messages)[0], [3, 6, 6, 3])
+
+
+def test_raw_when_cheaper_sends_the_activation_at_and_above_break_even(sends):
+    """rows = features = 8: rank-r factors cost r * 16 values, the activation 64, so ranks >= 4
+    send the activation itself (exact: full-rank raw links == uncompressed)."""
+    params, x, y = make_problem(4)
+    placed = place(params, x, y)
+    loss, grads, stats = UNCOMPRESSED(*placed, None)
+    sends.clear()
+    raw_links = pipelined_step(max_rank=D, raw_when_cheaper=True)  # traced with the recorder
+    raw_loss, raw_grads, raw_stats = raw_links(*placed, jnp.full((S,), D, jnp.int32))
+    jax.effects_barrier()
+    check_sends(sends, raw_stats, [RAW] * (S - 1))
+    assert float(raw_loss) == pytest.approx(float(loss), rel=1e-6)
+    assert_trees_close(raw_grads, grads, rtol=1e-5, atol=1e-7)
+    for field in ("p2p_bytes", "p2p_messages"):
+        np.testing.assert_array_equal(getattr(raw_stats, field), getattr(stats, field))
+    sends.clear()
+    ranks = jnp.asarray([4, 3, 2, 8], jnp.int32)  # raw at the break-even rank 4, then factors
+    mixed_loss, _, mixed_stats = raw_links(*placed, ranks)
+    jax.effects_barrier()
+    check_sends(sends, mixed_stats, [RAW, link_bytes(3), link_bytes(2)])
+    np.testing.assert_array_equal(np.asarray(mixed_stats.p2p_messages)[0], [3, 3 + 6, 6 + 6, 6])
+    factor_loss, _, _ = COMPRESSED(*placed, ranks)  # rank 4 as factors: lossy, so different
+    assert float(mixed_loss) != float(factor_loss)
 
 
 LINK = jax.jit(
