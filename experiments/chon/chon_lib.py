@@ -25,24 +25,44 @@ def batches(data: np.ndarray, rng: np.random.Generator, batch: int, seq: int) ->
     return np.stack([data[s : s + seq + 1] for s in starts])
 
 
-def policies(name: str, hcp_k: int, default: fq.MatmulRecipe):
-    """(policy, structure) of a variant; the structure fixes the compiled graph."""
-    structure = fq.PrecisionPolicy(default=default, hcp_k=hcp_k)  # every switch present
+def ends(n_layers: int) -> tuple[int, ...]:
+    """The NVIDIA recipe's high-precision blocks at this depth: the first and the last."""
+    return tuple(sorted({0, n_layers - 1}))
+
+
+def policies(name: str, hcp_k: int, recipe: fq.MatmulRecipe, n_layers: int):
+    """(policy, structure) of a variant in the group compiled for `recipe`; the structure
+    fixes the compiled graph (every switch the group's variants need), the policy sets the
+    runtime gates."""
+    # HCP state only in the NVIDIA-recipe graph (CHON's); the MXFP4 graph has no variant using it.
+    structure = fq.PrecisionPolicy(default=recipe, hcp_k=hcp_k if recipe == fq.NVIDIA_NVFP4 else 0)
     table = {
         "f32": fq.high_precision_policy(),
         "plain_nvfp4": fq.plain_nvfp4_policy(),
-        "nvfp4": fq.PrecisionPolicy(default=default),
-        "hcp_only": fq.PrecisionPolicy(default=default, hcp_k=hcp_k),
-        "postqk_only": fq.PrecisionPolicy(default=default, high_precision_names=fq.POST_QK),
-        "chon": fq.chon_policy(hcp_k, default=default),
+        "plain_mxfp4": fq.PrecisionPolicy(default=fq.PLAIN_MXFP4),
+        "nvfp4": fq.PrecisionPolicy(default=recipe),
+        "nvfp4_ends": fq.nvidia_policy(high_precision_layers=ends(n_layers)),
+        "hcp_only": fq.PrecisionPolicy(default=recipe, hcp_k=hcp_k),
+        "postqk_only": fq.PrecisionPolicy(default=recipe, high_precision_names=fq.POST_QK),
+        "chon": fq.chon_policy(hcp_k, default=recipe),
     }
     return table[name], structure
 
 
+# Variants whose format differs from the NVIDIA recipe's (no runtime gate switches the format):
+# each such format is a group of its own, i.e. one more compiled training step.
+OTHER_FORMATS = {"plain_mxfp4": fq.PLAIN_MXFP4}
+
+
 def variant_groups(variants: list[str]) -> list[tuple[fq.MatmulRecipe, list[str]]]:
-    """Variants sharing one graph: the NVIDIA recipe's; f32 (quantization off) and plain NVFP4
-    (SR, RHT and 2-D weight blocks off) ride along through runtime gates."""
-    return [(fq.NVIDIA_NVFP4, list(variants))]
+    """Variants sharing one graph: the NVIDIA recipe's (f32, i.e. quantization off, plain NVFP4,
+    i.e. SR, RHT and 2-D weight blocks off, and the recipe with its first/last blocks in high
+    precision ride along through runtime gates), then one group per other format."""
+    groups = [(fq.NVIDIA_NVFP4, [v for v in variants if v not in OTHER_FORMATS])]
+    for name, recipe in OTHER_FORMATS.items():
+        if name in variants:
+            groups.append((recipe, [name]))
+    return groups
 
 
 def build_runs(cfg, arch: str, recipe, names: list[str], n_seeds: int, seed: int):
@@ -60,7 +80,7 @@ def build_runs(cfg, arch: str, recipe, names: list[str], n_seeds: int, seed: int
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.01))
     states, graphdef = [], None
     for name in names:
-        policy, structure = policies(name, cfg.hcp_k, recipe)
+        policy, structure = policies(name, cfg.hcp_k, recipe, cfg.n_layers)
         for s in range(n_seeds):
             model = fq.DecoderLM(mcfg, policy, rngs=nnx.Rngs(seed + s), structure=structure)
             g, st = fq.init_train_state(model, opt)
@@ -101,17 +121,32 @@ def planted_check(key, trials: int, hcp_k: int = 4) -> dict[str, float]:
     }
 
 
+_LINEAR = re.compile(r"\['blocks'\]\[(\d+)\]\['(\w+)'\]")
+
+
 def layer_stats(inputs: dict, k: int) -> dict[str, dict]:
-    """Per-linear kurtosis, top-k hot channels and flush-to-zero rate of its input."""
+    """Per linear (`L<layer>.<projection>`): kurtosis of its input, the top-k hot channels
+    (largest mean |x|), their share of the input's energy (sum of squares; k / channels if
+    the energy were spread evenly) and the flush-to-zero rate under NVFP4."""
     out = {}
     for path, v in inputs.items():
         x = v[0] if isinstance(v, tuple) else v
         x = x.reshape(-1, x.shape[-1])
-        skip = ("inputs", "value", "value0")
-        name = ".".join(p for p in re.findall(r"\w+", path) if p not in skip)
-        out[name] = {
+        layer, proj = _LINEAR.search(path).groups()
+        top = fq.top_k_channels(x, k)
+        energy = fq.channel_stats(x)["rms"] ** 2
+        out[f"L{layer}.{proj}"] = {
+            "layer": int(layer),
+            "proj": proj,
+            "channels": int(x.shape[-1]),
             "kurtosis": float(fq.kurtosis(x)),
-            "top": np.asarray(fq.top_k_channels(x, k)),
+            "top": np.asarray(top),
+            "share": float(jnp.sum(energy[top]) / jnp.maximum(jnp.sum(energy), 1e-30)),
             "ftz": float(fq.flush_to_zero_rate(x, fq.NVIDIA_NVFP4)),
         }
-    return out
+    return dict(
+        sorted(out.items(), key=lambda kv: (kv[1]["layer"], PROJ_ORDER.index(kv[1]["proj"])))
+    )
+
+
+PROJ_ORDER = ["qkv_proj", "gk_proj", "gk_proj2", "o_proj", "up_gate_proj", "down_proj"]

@@ -1,8 +1,9 @@
 """Train tiny byte-level LMs (GLA / softmax attention) in f32, NVFP4 and CHON side by side.
 
-All variants of one architecture share one compiled training step: the model graph is CHON's
-(NVIDIA recipe + HCP state everywhere) and each variant is realised by runtime precision gates,
-so `jax.vmap` runs variants x paired seeds in one call.
+All NVFP4 variants of one architecture (and f32) share one compiled training step: the model
+graph is CHON's (NVIDIA recipe + HCP state everywhere) and each variant is realised by runtime
+precision gates (per projection and per block), so `jax.vmap` runs variants x paired seeds in
+one call. A variant in another format (plain MXFP4) compiles one more, smaller step.
 """
 
 import pathlib
@@ -33,7 +34,8 @@ def _train_group(cfg, workdir, arch, gi, recipe, names, data, logger):
     step_fn = jax.jit(jax.vmap(fq.make_train_step(graphdef, opt, jit=False)))
     eval_fn = jax.jit(jax.vmap(fq.make_eval_loss(graphdef, jit=False), in_axes=(0, None)))
     collect = fq.make_collect_inputs(graphdef)
-    stats_run = names.index("nvfp4") * S if "nvfp4" in names else 0
+    # Outlier statistics from the NVIDIA-recipe run (its group only).
+    stats_run = names.index("nvfp4") * S if "nvfp4" in names else None
     eval_tokens = _eval_tokens(eval_data, cfg)
     keys = jnp.stack([jax.random.key(cfg.seed + s) for _ in names for s in range(S)])
 
@@ -74,7 +76,7 @@ def _train_group(cfg, workdir, arch, gi, recipe, names, data, logger):
                     for v, n in enumerate(names)
                 },
             )
-        if done % cfg.stats_every == 0 or done == cfg.steps:
+        if stats_run is not None and (done % cfg.stats_every == 0 or done == cfg.steps):
             inputs = collect(
                 chon_lib.unstack(state, stats_run), jnp.asarray(eval_tokens[0][:, :-1])
             )
@@ -102,7 +104,14 @@ def _spread(a) -> str:
 def _paired_rows(arch, losses):
     """Method vs baseline on the same seeds: per-seed difference of the gaps to f32."""
     rows = []
-    for method, base in (("nvfp4", "plain_nvfp4"), ("chon", "nvfp4"), ("chon", "plain_nvfp4")):
+    for method, base in (
+        ("nvfp4", "plain_nvfp4"),
+        ("plain_nvfp4", "plain_mxfp4"),
+        ("nvfp4_ends", "nvfp4"),
+        ("chon", "nvfp4"),
+        ("chon", "nvfp4_ends"),
+        ("chon", "plain_nvfp4"),
+    ):
         if method in losses and base in losses:
             diff = _gaps(losses, method) - _gaps(losses, base)
             wins = int(np.sum(diff < 0))
@@ -138,14 +147,51 @@ def _figures(workdir, cfg, all_curves, all_stats):
             axes[1].plot(steps, overlap, marker=".", label=f"{arch}:{lname}")
     axes[0].set(title="input kurtosis per projection (nvfp4 run)", xlabel="step", yscale="log")
     axes[1].set(title="top-k hot-channel overlap with final set", xlabel="step", ylim=(0, 1.05))
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=5, ncol=2)
     figs.append(xplib.save_figure(fig, workdir, "outlier_dynamics"))
+    figs.append(_layer_figure(workdir, all_stats))
     return figs
+
+
+def _layer_figure(workdir, all_stats):
+    """Heatmaps layer x projection of the last step's input kurtosis and top-k energy share."""
+    archs = [a for a, st in all_stats.items() if st]
+    fig, axes = plt.subplots(2, len(archs), figsize=(5.5 * len(archs), 6), squeeze=False)
+    for col, arch in enumerate(archs):
+        last = all_stats[arch][-1][1]
+        layers = sorted({st["layer"] for st in last.values()})
+        projs = [p for p in chon_lib.PROJ_ORDER if any(st["proj"] == p for st in last.values())]
+        for row, (key, title) in enumerate(
+            (("kurtosis", "input kurtosis (log colour)"), ("share", "top-k energy share"))
+        ):
+            grid = np.full((len(layers), len(projs)), np.nan)
+            for st in last.values():
+                grid[layers.index(st["layer"]), projs.index(st["proj"])] = st[key]
+            ax = axes[row, col]
+            ax.imshow(np.log10(grid) if key == "kurtosis" else grid, cmap="viridis", aspect="auto")
+            for (i, j), val in np.ndenumerate(grid):
+                ax.text(j, i, f"{val:.3g}", ha="center", va="center", color="w", fontsize=7)
+            ax.set_xticks(range(len(projs)), projs, rotation=30, fontsize=7)
+            ax.set_yticks(range(len(layers)), [f"layer {i}" for i in layers])
+            ax.set_title(f"{arch}: {title} (nvfp4 run, last step)", fontsize=9)
+    return xplib.save_figure(fig, workdir, "outliers_per_layer")
+
+
+def _merge_curves(a, b):
+    """Curves of two groups of one arch on their common eval steps (names concatenated)."""
+    (na, ca), (nb, cb) = a, b
+    at = dict(cb)
+    return na + nb, [(step, np.concatenate([ev, at[step]])) for step, ev in ca if step in at]
 
 
 def train_and_evaluate(config, workdir):
     t_start = time.time()
     cfg = config
+    if "nvfp4_ends" in cfg.variants and cfg.n_layers < 3:
+        raise ValueError(
+            "config.n_layers: nvfp4_ends keeps the first and last blocks in high precision, "
+            f"so it needs >= 3 layers to quantize any block, got {cfg.n_layers}"
+        )
     data = chon_lib.corpus()
     logger = xplib.MetricLogger(workdir)
     all_losses, all_curves, all_stats, walls = {}, {}, {}, {}
@@ -160,6 +206,8 @@ def train_and_evaluate(config, workdir):
             if gi == 0:
                 all_curves[arch] = (names, curve)
                 all_stats[arch] = stats
+            else:
+                all_curves[arch] = _merge_curves(all_curves[arch], (names, curve))
     planted = chon_lib.planted_check(jax.random.key(cfg.seed), cfg.planted_trials, cfg.hcp_k)
     figures = _figures(workdir, cfg, all_curves, all_stats)
 
@@ -216,9 +264,11 @@ def train_and_evaluate(config, workdir):
             stat_rows.append(
                 [
                     arch,
-                    lname,
+                    st["layer"],
+                    st["proj"],
                     round(st["kurtosis"], 2),
                     round(st["ftz"], 4),
+                    f"{st['share']:.3f} ({cfg.hcp_k / st['channels']:.3f})",
                     round(float(np.mean(pers)), 3),
                 ]
             )
@@ -234,12 +284,14 @@ def train_and_evaluate(config, workdir):
             paired,
         ),
         xplib.Table(
-            "Outliers of the NVFP4 run's projection inputs (last step)",
+            "Outliers of the NVFP4 run's projection inputs per layer (last step)",
             [
                 "arch",
+                "layer",
                 "projection",
                 "kurtosis",
                 "flush-to-zero rate",
+                f"top-{cfg.hcp_k} channels' energy share (if even)",
                 "mean top-k overlap with final set",
             ],
             stat_rows,
@@ -250,14 +302,23 @@ def train_and_evaluate(config, workdir):
             [[planted["plain"], planted["hcp"], planted["found"]]],
         ),
     ]
+    described = {
+        "plain_nvfp4": "1x16 blocks, nearest rounding, no RHT",
+        "plain_mxfp4": "MXFP4 (32-blocks, E8M0 scales), nearest rounding, no RHT (its own "
+        "compiled step)",
+        "nvfp4": "NVIDIA recipe (16x16 weight blocks, stochastic rounding of gradients, RHT on "
+        "wgrad) on every projection",
+        "nvfp4_ends": f"nvfp4 with the first and last blocks (layers {chon_lib.ends(cfg.n_layers)})"
+        " in high precision, the recipe's rule",
+        "chon": f"nvfp4 + HCP (k={cfg.hcp_k}, re-selected every {cfg.hcp_period} steps) + "
+        "o_proj/gk_proj in high precision",
+    }
     notes = (
         f"Byte-level LM on pydoc_data.topics; d_model {cfg.d_model}, {cfg.n_layers} layer(s), "
         f"seq {cfg.seq_len}, batch {cfg.batch}, {cfg.steps} steps, {cfg.n_seeds} paired seed(s). "
-        "f32 stands in for BF16. plain_nvfp4 = 1x16 blocks, nearest rounding, no RHT; "
-        "nvfp4 = NVIDIA recipe (16x16 weight blocks, stochastic rounding "
-        "of gradients, RHT on wgrad) on every projection; chon = nvfp4 + HCP "
-        f"(k={cfg.hcp_k}, re-selected every {cfg.hcp_period} steps) + o_proj/gk_proj in high "
-        "precision. At this scale the gap is dominated by few-step noise; the paper's gap is "
+        "f32 stands in for BF16. "
+        + "; ".join(f"{n} = {d}" for n, d in described.items() if n in cfg.variants)
+        + ". At this scale the gap is dominated by few-step noise; the paper's gap is "
         f"after 60B tokens. Wall time {time.time() - t_start:.0f} s."
     )
     xplib.write_results(
