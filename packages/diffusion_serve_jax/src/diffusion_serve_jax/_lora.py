@@ -85,7 +85,12 @@ class _RowLoRA:
 
 
 def lora_rows_module(
-    dit_graphdef, dit_state: nnx.State, stack: dict, idx: jax.Array, *, scale: float = 1.0
+    dit_graphdef,
+    dit_state: nnx.State,
+    stack: dict,
+    idx: jax.Array | np.ndarray,
+    *,
+    scale: float = 1.0,
 ) -> DiT:
     """The DiT with row r of each batch using adapter `idx[r]` of `stack`, unmerged (SGMV /
     Punica style): every adapted layer computes the shared base output `x @ W` once for the

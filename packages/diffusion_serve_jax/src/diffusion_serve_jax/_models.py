@@ -14,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
@@ -55,7 +56,7 @@ class Block(nnx.Module):
             width, 6 * width, kernel_init=nnx.initializers.zeros_init(), rngs=rngs
         )
 
-    def modulation(self, c: Float[Array, "batch width"]) -> tuple[Array, ...]:
+    def modulation(self, c: Float[Array, "batch hidden"]) -> tuple[Array, ...]:
         return tuple(m[:, None, :] for m in jnp.split(self.ada(nnx.silu(c)), 6, axis=-1))
 
     def attention_inputs(self, h: Tokens, mods: tuple[Array, ...]) -> tuple[Array, Array, Array]:
@@ -116,7 +117,7 @@ class DiT(nnx.Module):
         )
 
     # -- token <-> image ------------------------------------------------------------------
-    def patchify(self, x: Images) -> Float[Array, "batch tokens patch_dim"]:
+    def patchify(self, x: Images) -> Float[Array | np.ndarray, "batch tokens patch_dim"]:
         b, p, g = x.shape[0], self.patch, self.grid
         return x.reshape(b, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
 
@@ -125,15 +126,15 @@ class DiT(nnx.Module):
         return t.reshape(b, g, g, p, p).transpose(0, 1, 3, 2, 4).reshape(b, g * p, g * p)
 
     # -- pieces shared by the full and the masked forward -----------------------------------
-    def conditioning(self, t: Timesteps, c: CondVec) -> Float[Array, "batch width"]:
+    def conditioning(self, t: Timesteps, c: CondVec) -> Float[Array, "batch hidden"]:
         temb = self.t2(nnx.silu(self.t1(timestep_embedding(t, self.width))))
         return temb + self.cproj(c)
 
-    def embed_patches(self, patches: Array, token_ids: Array) -> Tokens:
+    def embed_patches(self, patches: Array | np.ndarray, token_ids: Array) -> Tokens:
         """Embed (batch, m, patch_dim) patches sitting at `token_ids` (batch, m)."""
         return self.patch_in(patches) + self.pos[...][token_ids]
 
-    def head(self, h: Tokens, cvec: Float[Array, "batch width"]) -> Array:
+    def head(self, h: Tokens, cvec: Float[Array, "batch hidden"]) -> Array:
         shift, scale = jnp.split(self.final_ada(nnx.silu(cvec)), 2, axis=-1)
         return self.out(self.final_norm(h) * (1 + scale[:, None]) + shift[:, None])
 
@@ -179,7 +180,7 @@ class Upscaler(nnx.Module):
         self.c2 = nnx.Conv(channels, channels, kernel_size=(3, 3), rngs=rngs)
         self.c3 = nnx.Conv(channels, 1, kernel_size=(3, 3), rngs=rngs)
 
-    def __call__(self, x: Images) -> Images:
+    def __call__(self, x: Images) -> Float[Array, "batch up_height up_width"]:
         up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)[..., None]
         h = nnx.silu(self.c1(up))
         h = nnx.silu(self.c2(h))

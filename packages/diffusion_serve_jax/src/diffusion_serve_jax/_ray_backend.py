@@ -111,7 +111,7 @@ class ActorGroup:
 
     def __init__(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | CompiledWorkflow,
         *,
         replicas: int = 1,
         buckets: tuple[int, ...] = (1, 2, 4, 8, 16),

@@ -1,11 +1,15 @@
 """Shape aliases shared by the modules (jaxtyping)."""
 
-from jaxtyping import Array, Float, Int
+import numpy as np
+from jaxtyping import Array, Float, Int, Real
 
-Images = Float[Array, "batch height width"]
+# Inputs may come as host (numpy) arrays; outputs are device arrays.
+Images = Float[Array | np.ndarray, "batch height width"]
 Labels = Int[Array, "batch"]
-Tokens = Float[Array, "batch tokens width"]
-CondVec = Float[Array, "batch dim"]
-Timesteps = Int[Array, "batch"]
+# `hidden` is the model width, not the image width of `Images`.
+Tokens = Float[Array | np.ndarray, "batch tokens hidden"]
+CondVec = Float[Array | np.ndarray, "batch dim"]
+Timesteps = Int[Array | np.ndarray, "batch"]
 TimeGrid = Float[Array, "T"]
-BatchScalars = Float[Array, "batch"]
+# Integer timesteps or float times.
+BatchScalars = Real[Array | np.ndarray, "batch"]

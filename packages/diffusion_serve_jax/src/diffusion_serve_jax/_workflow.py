@@ -27,7 +27,7 @@ class TensorSpec:
     def describe(self) -> str:
         return f"{self.dtype}{list(self.shape)}"
 
-    def check(self, name: str, value: np.ndarray) -> np.ndarray:
+    def check(self, name: str, value: object) -> np.ndarray:
         """Validate one per-sample value (host side) and return it as a numpy array."""
         try:
             arr = np.asarray(value, dtype=self.dtype)
@@ -49,7 +49,7 @@ class ModelSpec:
     name: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
-    fn: Callable
+    fn: Callable | None  # None: a spec only planned or simulated, never run
     params: Any = None
 
     @property

@@ -8,7 +8,7 @@ Pallas kernel; it matches `astype(jnp.float4_e2m1fn)` bit for bit on finite inpu
 import jax
 import jax.numpy as jnp
 
-from ._types import Array, Codes, Float, PRNGKey, UInt8
+from ._types import Array, Codes, Float, Int, PRNGKey, UInt8
 
 E2M1_MAX = 6.0
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -22,7 +22,7 @@ def _inv_grid_step(a: Array) -> Array:
     return jnp.where(a < 2.0, 2.0, jnp.where(a < 4.0, 1.0, 0.5))
 
 
-def key_seed(key: PRNGKey, salt: int = 0) -> Array:
+def key_seed(key: PRNGKey, salt: int | Int[Array, ""] = 0) -> Array:
     """Two uint32 words from a typed or raw key, mixed with `salt` by cheap integer hashing
     (no threefry: derived streams for each GEMM operand cost nothing to compile)."""
     data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key

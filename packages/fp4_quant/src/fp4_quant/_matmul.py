@@ -216,7 +216,7 @@ def quantized_matmul(
     recipe: MatmulRecipe = NVIDIA_NVFP4,
     key: PRNGKey | None = None,
     hot_channels: Channels | None = None,
-    gates: Float[Array, "2"] | None = None,
+    gates: Float[Array, " gates"] | None = None,
 ) -> Float[Array, "*batch n"]:
     """`x @ w` with NVFP4/MXFP4 forward, dgrad and wgrad GEMMs per `recipe`.
 

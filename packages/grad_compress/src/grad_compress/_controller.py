@@ -34,7 +34,7 @@ class RankController(NamedTuple):
 
 
 def window_controller(
-    curves: Float[Array, "stages max_rank"],
+    curves: Float[Array | np.ndarray, "stages max_rank"],
     *,
     init_rank: int,
     min_rank: int = 1,

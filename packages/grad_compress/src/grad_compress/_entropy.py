@@ -49,7 +49,7 @@ def uniform_histogram_entropy(x: Vector, low, high, bins: int) -> Scalar:
     return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1.0)), 0.0))
 
 
-def subsample(tree: PyTree, *, fraction: float, key: Key, block: int = 1) -> Vector:
+def subsample(tree: PyTree, *, fraction: float, key: Key | None, block: int = 1) -> Vector:
     """About `fraction * size` entries of each leaf, concatenated (uniform, with replacement).
 
     `block=1` draws single entries; `block=B > 1` draws `ceil(fraction * size / B)` contiguous

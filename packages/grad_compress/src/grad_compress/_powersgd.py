@@ -60,8 +60,8 @@ def bucket_sizes(total: int, buckets: int) -> tuple[int, ...]:
 
 
 def packed_pmean(
-    factors: list[Float[Array, "k r"]], ranks, axis_name: str | None, sizes: tuple[int, ...]
-) -> tuple[list[Float[Array, "k r"]], jax.Array]:
+    factors: list[Float[Array, "_k r"]], ranks, axis_name: str | None, sizes: tuple[int, ...]
+) -> tuple[list[Float[Array, "_k r"]], jax.Array | np.integer]:
     """Mean over `axis_name` of each factor's first `ranks[i]` columns (the others must be zero).
 
     The active columns (column-major, leaf after leaf) are packed into one flat buffer, which is

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._types import PyTree, Scalar
+from ._types import Array, Int, PyTree, Scalar
 
 
 class CommStats(NamedTuple):
@@ -46,7 +46,7 @@ def payload_nbytes(payload: PyTree) -> int:
     return int(sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(payload)))
 
 
-def allreduce_stats(nbytes, messages: int = 1) -> CommStats:
+def allreduce_stats(nbytes, messages: int | Int[Array, ""] = 1) -> CommStats:
     z = jnp.zeros((), jnp.float32)
     return CommStats(jnp.asarray(nbytes, jnp.float32), jnp.asarray(messages, jnp.float32), z, z)
 

@@ -68,7 +68,7 @@ def load_dipy_t1_slice() -> np.ndarray:
     return data / data.max()
 
 
-def region_masks(gm: Array, wm: Array) -> Array:
+def region_masks(gm: Array | np.ndarray, wm: Array | np.ndarray) -> Array:
     """Boolean masks (..., 3) for the three expert regions of MoEDiff-SR.
 
     deep white matter (centrum semiovale): WM > 0.9; sulcal/gyral cortex: GM > 0.6 and WM < 0.1;
@@ -104,7 +104,11 @@ def slab_split(
     return np.flatnonzero(~near & valid), np.flatnonzero(test & valid)
 
 
-def axial_slices(template: Template, index: np.ndarray, crop: tuple[int, int] | None = None):
+def axial_slices(
+    template: Template,
+    index: np.ndarray | list[int] | tuple[int, ...],
+    crop: tuple[int, int] | None = None,
+):
     """Axial slices (n, x, y) of T1, GM, WM, center-cropped to `crop` (HR grid)."""
     index = np.asarray(index)
     out = []

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._types import Array, Key, Slice
+from ._types import Array, Float, Key, LowSlice, Slice
 
 
 class DegradeConfig(NamedTuple):
@@ -68,7 +68,7 @@ def gaussian_blur(image: Slice, sigma: float) -> Slice:
     return jax.vmap(lambda col: jnp.convolve(col, k, mode="valid"), in_axes=1, out_axes=1)(p)
 
 
-def blur_decimate(image: Slice, scale: int) -> Slice:
+def blur_decimate(image: Slice, scale: int) -> LowSlice:
     """Blur with FWHM = scale pixels, then sample LR pixel centres at s i + (s - 1) / 2."""
     if scale == 1:
         return image
@@ -77,7 +77,7 @@ def blur_decimate(image: Slice, scale: int) -> Slice:
     return jax.image.resize(blurred, (h // scale, w // scale), "linear", antialias=False)
 
 
-def kspace_truncate(image: Slice, scale: int) -> Slice:
+def kspace_truncate(image: Slice, scale: int) -> LowSlice:
     """Keep the central 1/scale of k-space along each axis (the LR acquisition), magnitude image."""
     if scale == 1:
         return image
@@ -104,7 +104,11 @@ def reduce_contrast(image: Slice, gm: Slice, wm: Slice, fraction: float) -> Slic
 
 
 def bias_field(
-    key: Key, shape: tuple[int, int], strength: float, order: int = 3, mean: str = "geometric"
+    key: Key,
+    shape: tuple[int, int],
+    strength: float | Float[Array, ""],
+    order: int = 3,
+    mean: str = "geometric",
 ) -> Slice:
     """exp(sum of random low-order Legendre-like polynomial terms).
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._degrade import bias_field, gaussian_blur, radial_warp, upsample
-from ._types import Array, Channels, Image, Key, Slice
+from ._types import Array, Channels, CondChannels, Float, Image, Key, LowSlice, Slice
 
 GUIDANCE = ("log_bias", "radial_displacement")
 
@@ -34,7 +34,7 @@ class FieldSimConfig(NamedTuple):
 
 
 class LowField(NamedTuple):
-    lr: Image  # (b, round(h / scale), round(w / scale)) low-field acquisition
+    lr: Float[Array, "batch low_height low_width"]  # (b, round(h / scale), round(w / scale))
     hr: Image  # (b, h, w) clean 1 mm target
     bias: Image  # (b, h, w) multiplicative bias field applied (positive, unit geometric mean)
     displacement: Image  # (b, h, w) signed radial displacement of the warp, pixels
@@ -46,7 +46,7 @@ def lowres_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     return tuple(max(int(round(n / scale)), 1) for n in shape)
 
 
-def lowres(image: Slice, scale: float) -> Slice:
+def lowres(image: Slice, scale: float) -> LowSlice:
     """Blur with FWHM = scale pixels, then resample onto the LR grid (any real scale).
 
     For an integer scale dividing the shape this is exactly `blur_decimate`.
@@ -173,7 +173,11 @@ def guidance_maps(sim: LowField, *, displacement_scale: float = 1.0) -> Channels
     return jnp.stack([jnp.log(sim.bias), sim.displacement / displacement_scale], axis=-1)
 
 
-def guided_condition(lr: Image, guidance: Channels, out_shape: tuple[int, int]) -> Channels:
+def guided_condition(
+    lr: Float[Array, "batch low_height low_width"],
+    guidance: Channels,
+    out_shape: tuple[int, int],
+) -> CondChannels:
     """Network conditioning (b, h, w, 1 + g): bicubic(lr) on the HR grid + guidance channels.
 
     `lr` may have any spatial size (x2, x3, x4, x2.5 ...): the student needs no retraining

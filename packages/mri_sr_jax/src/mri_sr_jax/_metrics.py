@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ._degrade import gaussian_blur
-from ._types import Array, Slice
+from ._types import Array, Float, Slice
 
 
 def _mask_mean(x: Array, mask: Array | None) -> Array:
@@ -25,7 +25,9 @@ def psnr(x: Slice, ref: Slice, *, data_range: float = 1.0, mask: Array | None = 
     return 10.0 * jnp.log10(data_range**2 / _mask_mean((x - ref) ** 2, mask))
 
 
-def _gauss_window(img: Slice, sigma: float = 1.5, radius: int = 5) -> Slice:
+def _gauss_window(
+    img: Slice, sigma: float = 1.5, radius: int = 5
+) -> Float[Array, "valid_height valid_width"]:
     t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     k = jnp.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
@@ -33,7 +35,9 @@ def _gauss_window(img: Slice, sigma: float = 1.5, radius: int = 5) -> Slice:
     return jax.vmap(lambda c: jnp.convolve(c, k, mode="valid"), in_axes=1, out_axes=1)(p)
 
 
-def ssim_map(x: Slice, ref: Slice, *, data_range: float = 1.0) -> Slice:
+def ssim_map(
+    x: Slice, ref: Slice, *, data_range: float = 1.0
+) -> Float[Array, "valid_height valid_width"]:
     """Local SSIM on the valid region (the map is 10 pixels smaller in each axis)."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = _gauss_window(x), _gauss_window(ref)

@@ -201,7 +201,7 @@ class NoiseRouting(nnx.Module):
         rows = emb_dim if kind == "embedding" else knots
         self.bias = nnx.Param(jnp.zeros((rows, num_experts)))
 
-    def basis(self, alpha_bar: NoiseLevel, emb: Array) -> Array:
+    def basis(self, alpha_bar: NoiseLevel, emb: Array | None) -> Array:
         """The (b, rows) inputs of the linear map: `emb`, or the hat functions of gamma."""
         if self.kind == "embedding":
             return emb
@@ -209,7 +209,7 @@ class NoiseRouting(nnx.Module):
         pos = jnp.sqrt(alpha_bar)[:, None] * (knots - 1)
         return nnx.relu(1.0 - jnp.abs(pos - jnp.arange(knots, dtype=pos.dtype)[None, :]))
 
-    def __call__(self, alpha_bar: NoiseLevel, emb: Array) -> Array:
+    def __call__(self, alpha_bar: NoiseLevel, emb: Array | None) -> Array:
         return self.basis(alpha_bar, emb) @ self.bias[...]
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._types import Array, Channels, NoiseLevel
+from ._types import Array, Channels, CondChannels, NoiseLevel
 
 
 def gamma_embedding(alpha_bar: NoiseLevel, dim: int) -> Array:
@@ -104,7 +104,11 @@ class GuidedUNet(nnx.Module):
         )
 
     def __call__(
-        self, x_t: Channels, cond: Channels, alpha_bar: NoiseLevel, return_features: bool = False
+        self,
+        x_t: Channels,
+        cond: CondChannels,
+        alpha_bar: NoiseLevel,
+        return_features: bool = False,
     ):
         div = 2 ** (len(self.widths) - 1)
         if x_t.ndim != 4 or x_t.shape[1] % div or x_t.shape[2] % div:

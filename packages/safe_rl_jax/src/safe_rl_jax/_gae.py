@@ -8,13 +8,13 @@ from ._types import Array, Float
 
 
 def gae(
-    rewards: Float[Array, "time ..."],
-    values: Float[Array, "time ..."],
-    bootstrap_value: Float[Array, "..."],
-    termination: Float[Array, "time ..."],
+    rewards: Float[Array | np.ndarray, "time ..."],
+    values: Float[Array | np.ndarray, "time ..."],
+    bootstrap_value: Float[Array | np.ndarray, "..."],
+    termination: Float[Array | np.ndarray, "time ..."],
     *,
-    discount: float,
-    lambda_: float,
+    discount: float | Float[Array, ""],
+    lambda_: float | Float[Array, ""],
 ) -> tuple[Float[Array, "time ..."], Float[Array, "time ..."]]:
     """GAE(λ) with `lax.scan` over time; trailing axes (envs, costs) are carried along.
 

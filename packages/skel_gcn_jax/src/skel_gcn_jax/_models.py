@@ -121,7 +121,7 @@ def _partitions() -> np.ndarray:
     return spatial_partitions_np()
 
 
-def _positions(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _positions(x: jax.Array | np.ndarray) -> tuple[jax.Array, jax.Array]:
     """`(N, 3, T, V, M)` -> positions `(N, M, T, V, 3)` and valid `(N, M, T, V)`."""
     return jnp.transpose(x, (0, 4, 2, 3, 1)), jnp.transpose(valid_mask(x)[:, 0], (0, 3, 1, 2))
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._graph import CENTER_JOINT, NTU_EDGES
-from ._types import Skeleton
+from ._types import SampledSkeleton, Skeleton
 
 # Bone parents for the bone stream: bone[v] = x[v] - x[parent[v]]; the centre joint has none.
 _BONE_PARENT = np.arange(25)
@@ -20,7 +20,7 @@ _BONE_PARENT[CENTER_JOINT] = CENTER_JOINT
 BONE_PARENT = _BONE_PARENT
 
 
-def _check(x: jax.Array, name: str = "x") -> None:
+def _check(x: jax.Array | np.ndarray, name: str = "x") -> None:
     if x.ndim < 4 or x.shape[-4] != 3 or x.shape[-2] != 25:
         raise ValueError(f"{name}: expected shape (..., 3, T, 25, M), got {x.shape}")
 
@@ -44,7 +44,7 @@ def centre_skeleton(x: Skeleton, *, joint: int = 1) -> Skeleton:
     return (x - origin[..., None, None]) * mask
 
 
-def sample_frames(x: Skeleton, num_frames: int, *, key: jax.Array | None = None) -> Skeleton:
+def sample_frames(x: Skeleton, num_frames: int, *, key: jax.Array | None = None) -> SampledSkeleton:
     """Resample T frames to `num_frames` by uniform segments (random offset inside each segment
     when `key` is given, the segment centre otherwise)."""
     _check(x)

@@ -6,10 +6,13 @@ Layout conventions:
 - Networks compute channels-last, `(N, T, V, C)`, so `nnx.Conv` and einsums read naturally.
 """
 
+import numpy as np
 from jaxtyping import Array, Float, Int
 
-Skeleton = Float[Array, "*batch 3 time joint person"]
-SkeletonBatch = Float[Array, "batch 3 time joint person"]
+# Preprocessing takes host (numpy) data as well as device arrays; it returns device arrays.
+Skeleton = Float[Array | np.ndarray, "*batch 3 time joint person"]
+SampledSkeleton = Float[Array, "*batch 3 frames joint person"]
+SkeletonBatch = Float[Array | np.ndarray, "batch 3 time joint person"]
 Features = Float[Array, "batch time joint channel"]
 Adjacency = Float[Array, "joint joint"]
 PartitionedAdjacency = Float[Array, "subset joint joint"]
