@@ -2,8 +2,8 @@
 
     python experiments/chon/main.py --config=experiments/chon/config.py:small --workdir=/tmp/chon
 
-Presets: smoke (CI, < 40 s), small (the CPU reproduction, ~100-170 s CPU on an idle 2-core
-machine), full (GPU scale).
+Presets: smoke (CI, < 40 s), small (the CPU reproduction: 3 layers, ~300 s CPU on a shared
+2-core AMD EPYC), full (GPU scale).
 """
 
 import ml_collections

@@ -132,22 +132,26 @@ def _figures(workdir, cfg, all_curves, all_stats):
         ax.legend()
     figs = [xplib.save_figure(fig, workdir, "loss_curves")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    archs = list(all_stats)
     for arch, stats in all_stats.items():
         if not stats:
             continue
         steps = [s for s, _ in stats]
-        for lname in stats[-1][1]:
+        for lname, last in stats[-1][1].items():
+            if last["proj"] not in ("o_proj", "down_proj"):  # the heavy-tailed inputs
+                continue
             kurt = [st[lname]["kurtosis"] for _, st in stats]
-            axes[0].plot(steps, kurt, marker=".", label=f"{arch}:{lname}")
+            style = {"marker": ".", "ls": "-" if arch == archs[0] else "--"}
+            axes[0].plot(steps, kurt, **style, label=f"{arch}:{lname}")
             final = stats[-1][1][lname]["top"]
             overlap = [
                 float(fq.topk_overlap(jnp.asarray(st[lname]["top"]), jnp.asarray(final)))
                 for _, st in stats
             ]
-            axes[1].plot(steps, overlap, marker=".", label=f"{arch}:{lname}")
-    axes[0].set(title="input kurtosis per projection (nvfp4 run)", xlabel="step", yscale="log")
+            axes[1].plot(steps, overlap, **style, label=f"{arch}:{lname}")
+    axes[0].set(title="o_proj / down_proj input kurtosis (nvfp4 run)", xlabel="step", yscale="log")
     axes[1].set(title="top-k hot-channel overlap with final set", xlabel="step", ylim=(0, 1.05))
-    axes[1].legend(fontsize=5, ncol=2)
+    axes[1].legend(fontsize=6, ncol=2)
     figs.append(xplib.save_figure(fig, workdir, "outlier_dynamics"))
     figs.append(_layer_figure(workdir, all_stats))
     return figs
