@@ -55,8 +55,9 @@ def test_dropout_levels_zero_nested_entries_of_the_same_sequences(data):
         np.testing.assert_array_equal(y, labels)
         kept = np.abs(x).sum(1, keepdims=True) > 0
         moved = np.broadcast_to(clean + _offset(x, clean), x.shape)
-        np.testing.assert_allclose(x[np.broadcast_to(kept, x.shape)],
-                                   moved[np.broadcast_to(kept, x.shape)], atol=1e-5)
+        np.testing.assert_allclose(
+            x[np.broadcast_to(kept, x.shape)], moved[np.broadcast_to(kept, x.shape)], atol=1e-5
+        )
         dropped.append(~kept & (np.abs(clean).sum(1, keepdims=True) > 0))
     assert 0.1 < dropped[0].mean() < dropped[1].mean()
     assert not (dropped[0] & ~dropped[1]).any()

@@ -1,5 +1,6 @@
 """DDPM training and DDIM sampling with classifier-free guidance, as pure functions."""
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -10,6 +11,10 @@ from jaxtyping import Array
 
 from ._models import NULL_LABEL, ConditionEncoder, DiT, EdgeAdapter
 from ._types import CondVec, Images, Labels, TimeGrid, Tokens
+
+# the noise predictor the samplers call as dit(x, t, cond, control): a `DiT`, or a
+# `SequenceParallelDiT` (its tokens split over devices), which this module cannot import
+Denoiser = Callable[..., Images]
 
 
 class Schedule(NamedTuple):
@@ -51,7 +56,7 @@ def ddim_update(schedule: Schedule, x: Images, eps: Images, t: Array, t_prev: Ar
 
 
 def guided_eps(
-    dit: DiT,
+    dit: Denoiser,
     x: Images,
     t: Array,
     cond: CondVec,
@@ -70,7 +75,7 @@ def guided_eps(
 
 
 def ddim_sample(
-    dit: DiT,
+    dit: Denoiser,
     cond: CondVec,
     uncond: CondVec,
     noise: Images,

@@ -11,6 +11,7 @@ over the devices).
 import copy
 import time
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -18,6 +19,16 @@ from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
 from ._workflow import ModelSpec
+
+
+class Executor(Protocol):
+    """What the runtime needs of a model's executor: a `NodeExecutor`, or anything shaped like
+    one (the Ray backend's `ActorGroup`)."""
+
+    spec: Any
+    buckets: tuple[int, ...]
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 def pick_bucket(n: int, buckets: Sequence[int]) -> int:

@@ -41,7 +41,7 @@ from typing import Any
 
 from ._autoscale import Autoscaler
 from ._batching import BatchPolicy, Planner, check_policy, key_profiles
-from ._executor import NodeExecutor
+from ._executor import Executor, NodeExecutor
 from ._memory_workers import MemoryWorkers
 from ._requests import Overloaded as Overloaded
 from ._requests import Request as Request
@@ -66,14 +66,14 @@ class ServingRuntime(ModelWorkers, MemoryWorkers, ScalingWorkers, SwapWorkers):
         replicas: Mapping[str, int] | None = None,
         default_slo_s: float = 1.0,
         slo_admission: bool = False,
-        executors: Mapping[str, NodeExecutor] | None = None,
+        executors: Mapping[str, Executor] | None = None,
         keep_results: int = 10_000,
         inline_below_s: float = 5e-4,
         memory_bytes: float | None = None,
         loader: Callable[[str], Any] | None = None,
         load_s: Mapping[str, float] | None = None,
         batching: BatchPolicy | None = None,
-        split_executors: Mapping[str, NodeExecutor] | None = None,
+        split_executors: Mapping[str, Executor] | None = None,
         autoscale: Autoscaler | None = None,
         workflow_executors: Mapping[str, Any] | None = None,
         variants: Mapping[str, Mapping[str, str]] | None = None,

@@ -28,7 +28,7 @@ from flax import nnx
 from ._samplers import ddim_sample
 from ._schedules import Schedule
 from ._train import SRBatch
-from ._types import Array, Channels, Image, Key
+from ._types import Array, Channels, CondChannels, Float, Image, Key
 
 BLUR_RADIUS = 6  # taps each side of the curriculum blur: exact for sigma <= 2
 
@@ -260,14 +260,15 @@ def _check_sample(cond, num_steps):
 def sample_sr(
     graphdef,
     params,
-    cond: Channels,
+    cond: Float[Array, "*batch height width cond_channels"],
     *,
     key: Key,
     schedule: Schedule,
     num_steps: int,
     residual_scale: float = 0.1,
-) -> Image:
-    """HR estimate (b, h, w) = bicubic + residual_scale * DDIM sample of the residual (v-net)."""
+) -> Float[Array, "*batch height width"]:
+    """HR estimate (b, h, w) = bicubic + residual_scale * DDIM sample of the residual (v-net);
+    one slice's (h, w, c) gives (h, w), as under vmap."""
     _check_sample(cond, num_steps)
     model = nnx.merge(graphdef, params)
     res = ddim_sample(
@@ -284,7 +285,7 @@ def sample_sr(
 def sample_sr_reference(
     graphdef,
     params,
-    cond: Channels,
+    cond: CondChannels,
     *,
     key: Key,
     schedule: Schedule,

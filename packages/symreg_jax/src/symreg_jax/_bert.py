@@ -16,6 +16,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from ._primitives import PrimitiveSet
+from ._types import HostOrDevice
 
 
 class _Block(nnx.Module):
@@ -30,7 +31,7 @@ class _Block(nnx.Module):
         self.fc1 = nnx.Linear(dim, 2 * dim, rngs=rngs)
         self.fc2 = nnx.Linear(2 * dim, dim, rngs=rngs)
 
-    def __call__(self, x: Float[Array, "b l d"], keep: Array) -> Float[Array, "b l d"]:
+    def __call__(self, x: Float[Array, "b l d"], keep: HostOrDevice) -> Float[Array, "b l d"]:
         b, length, d = x.shape
         h = self.heads
         q, k, v = jnp.split(self.qkv(self.ln1(x)), 3, axis=-1)
@@ -53,7 +54,7 @@ class Encoder(nnx.Module):
         self.blocks = nnx.List([_Block(dim, heads, rngs=rngs) for _ in range(depth)])
         self.ln = nnx.LayerNorm(dim, rngs=rngs)
 
-    def __call__(self, tokens: Int[Array, "b l"]) -> Float[Array, "b l d"]:
+    def __call__(self, tokens: Int[HostOrDevice, "b l"]) -> Float[Array, "b l d"]:
         keep = tokens != self.pad
         x = self.tok(tokens) + self.pos(jnp.arange(tokens.shape[-1]))[None]
         for blk in self.blocks:
@@ -76,7 +77,7 @@ class MutationModel(nnx.Module):
         self.encoder = Encoder(pset, dim, depth, heads, rngs=rngs)
         self.head = nnx.Linear(dim, pset.vocab_size, rngs=rngs)
 
-    def __call__(self, tokens: Int[Array, "b l"]) -> Float[Array, "b l vocab"]:
+    def __call__(self, tokens: Int[HostOrDevice, "b l"]) -> Float[Array, "b l vocab"]:
         return self.head(self.encoder(tokens))
 
 
@@ -99,7 +100,7 @@ class CrossoverModel(nnx.Module):
         self.score = nnx.Linear(dim, 2, rngs=rngs)
 
     def __call__(
-        self, parent: Int[Array, "b l"], donor: Int[Array, "b l"]
+        self, parent: Int[HostOrDevice, "b l"], donor: Int[HostOrDevice, "b l"]
     ) -> tuple[Float[Array, "b l"], Float[Array, "b l"]]:
         b = parent.shape[0]
         h = self.encoder(jnp.concatenate([parent, donor], axis=0))
@@ -112,13 +113,13 @@ class CrossoverModel(nnx.Module):
 
 
 def masked_point_logits(
-    logits: Float[Array, "b l vocab"], point: Int[Array, " b"], allowed: Array
+    logits: Float[Array, "b l vocab"], point: Int[HostOrDevice, " b"], allowed: HostOrDevice
 ) -> Float[Array, "b vocab"]:
     """Logits at each row's masked point, with disallowed tokens at ``-inf``."""
     at = jnp.take_along_axis(logits, point[:, None, None], axis=1)[:, 0]
     return jnp.where(allowed, at, -jnp.inf)
 
 
-def node_logits(scores: Float[Array, "b l"], tokens: Int[Array, "b l"], pad: int):
+def node_logits(scores: Float[Array, "b l"], tokens: Int[HostOrDevice, "b l"], pad: int):
     """Position scores with padding positions at ``-inf``."""
     return jnp.where(tokens != pad, scores, -jnp.inf)

@@ -96,16 +96,13 @@ def edit_weights(gain, sharpness: float = 3.0) -> np.ndarray:
     return (w / w.mean()).astype(np.float32)
 
 
-def merge_buffers(buffers: list[EditBuffer]) -> dict[str, Array]:
+def merge_buffers(buffers: list[EditBuffer]) -> dict[str, np.ndarray]:
     """Valid rows of several buffers (host side) concatenated into training arrays."""
-    import numpy as np
-
     out: dict[str, list] = {k: [] for k in EditBuffer._fields if not k.endswith("count")}
-    for b in buffers:
-        b = EditBuffer(*(np.asarray(x) for x in b))
-        nm = min(int(b.mut_count), b.mut_point.shape[0])
-        nx = min(int(b.xo_count), b.xo_point.shape[0])
+    for buf in buffers:
+        b = {k: np.asarray(v) for k, v in buf._asdict().items()}
+        nm = min(int(b["mut_count"]), b["mut_point"].shape[0])
+        nx = min(int(b["xo_count"]), b["xo_point"].shape[0])
         for k in out:
-            n = nm if k.startswith("mut") else nx
-            out[k].append(getattr(b, k)[:n])
+            out[k].append(b[k][: nm if k.startswith("mut") else nx])
     return {k: np.concatenate(v) for k, v in out.items()}

@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 
 from ._primitives import OPERATORS, PrimitiveSet
 from ._tree import subtree_end
-from ._types import Consts, Inputs, Predictions, Tokens
+from ._types import Consts, HostOrDevice, Inputs, Predictions, Tokens
 
 
 def _node_values(tok, a, b, const, xt, pset: PrimitiveSet):
@@ -73,7 +73,7 @@ def evaluate_population(
 
 
 def evaluate_reference(
-    tokens: np.ndarray, consts: np.ndarray, inputs: np.ndarray, pset: PrimitiveSet
+    tokens: HostOrDevice, consts: HostOrDevice, inputs: Inputs, pset: PrimitiveSet
 ) -> np.ndarray:
     """Plain numpy recursion over one expression (the oracle for tests): ``(points,)``."""
     tokens = [int(t) for t in np.asarray(tokens)]

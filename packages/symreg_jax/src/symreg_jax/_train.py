@@ -17,9 +17,10 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ._bert import CrossoverModel, MutationModel, masked_point_logits, node_logits
-from ._buffer import edit_weights
+from ._buffer import EditBuffer, edit_weights
 from ._keys import loop_key
 from ._primitives import PrimitiveSet
+from ._types import HostOrDevice
 
 
 def _mean(x, batch, name):
@@ -30,7 +31,7 @@ def _mean(x, batch, name):
     return jnp.sum(w * x) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def mutation_loss(model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+def mutation_loss(model: MutationModel, batch: Mapping[str, HostOrDevice], pset: PrimitiveSet):
     """Cross-entropy of the recorded gene among the tokens of its arity class (weighted by
     ``batch["mut_weight"]`` where present, e.g. `edit_weights` of the gains)."""
     cls = jnp.asarray(pset.token_classes())
@@ -41,7 +42,7 @@ def mutation_loss(model: MutationModel, batch: Mapping[str, jax.Array], pset: Pr
     return _mean(nll, batch, "mut_weight")
 
 
-def crossover_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+def crossover_loss(model: CrossoverModel, batch: Mapping[str, HostOrDevice], pset: PrimitiveSet):
     """Cross-entropy of the recorded crossover point (parent) and donor point (donor), weighted
     by ``batch["xo_weight"]`` where present."""
     sa, sb = model(batch["xo_parent"], batch["xo_donor"])
@@ -53,7 +54,7 @@ def crossover_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: 
 
 
 def mutation_edit_scores(
-    model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet, *, kind: str
+    model: MutationModel, batch: Mapping[str, HostOrDevice], pset: PrimitiveSet, *, kind: str
 ):
     """Score of each recorded point mutation (masked parent, point, new gene).
 
@@ -74,7 +75,7 @@ def mutation_edit_scores(
 
 
 def crossover_edit_scores(
-    model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet, *, kind: str
+    model: CrossoverModel, batch: Mapping[str, HostOrDevice], pset: PrimitiveSet, *, kind: str
 ):
     """Score of each recorded crossover (parent, donor and both points): ``"policy"``, the
     log-likelihood ratio of the two points against uniform ones; ``"value"``, the predicted
@@ -98,7 +99,9 @@ def _bce(logit, gain, batch, name):
     return _mean(optax.sigmoid_binary_cross_entropy(logit, label), batch, name)
 
 
-def mutation_value_loss(model: MutationModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+def mutation_value_loss(
+    model: MutationModel, batch: Mapping[str, HostOrDevice], pset: PrimitiveSet
+):
     """Binary cross-entropy of "this point mutation improved fitness" (``mut_gain > 0``) on
     ALL recorded edits (`GPConfig(record="all")`, `mutation_data(..., gain=True)`): the
     logit at the masked point for the new gene is the predicted log-odds."""
@@ -106,7 +109,9 @@ def mutation_value_loss(model: MutationModel, batch: Mapping[str, jax.Array], ps
     return _bce(score, batch["mut_gain"], batch, "mut_weight")
 
 
-def crossover_value_loss(model: CrossoverModel, batch: Mapping[str, jax.Array], pset: PrimitiveSet):
+def crossover_value_loss(
+    model: CrossoverModel, batch: Mapping[str, HostOrDevice], pset: PrimitiveSet
+):
     """Binary cross-entropy of "this crossover improved fitness" (``xo_gain > 0``)."""
     score = crossover_edit_scores(model, batch, pset, kind="value")
     return _bce(score, batch["xo_gain"], batch, "xo_weight")
@@ -142,7 +147,7 @@ def _train_run(
 def train_model(
     model: nnx.Module,
     loss_fn,
-    data: Mapping[str, np.ndarray],
+    data: Mapping[str, HostOrDevice],
     pset: PrimitiveSet,
     *,
     key: jax.Array,
@@ -190,7 +195,7 @@ def _fields(data, names, gain, weight, sharpness, with_gain=False):
 
 
 def mutation_data(
-    data: Mapping[str, Any], sharpness: float | None = None, *, gain: bool = False
+    data: EditBuffer | Mapping[str, Any], sharpness: float | None = None, *, gain: bool = False
 ) -> dict[str, Any]:
     """The mutation model's fields of an `EditBuffer` (or of `merge_buffers` output: valid rows
     only); with `sharpness`, plus ``mut_weight = edit_weights(mut_gain, sharpness)``; with
@@ -200,7 +205,7 @@ def mutation_data(
 
 
 def crossover_data(
-    data: Mapping[str, Any], sharpness: float | None = None, *, gain: bool = False
+    data: EditBuffer | Mapping[str, Any], sharpness: float | None = None, *, gain: bool = False
 ) -> dict[str, Any]:
     """The crossover model's fields of an `EditBuffer` (or of `merge_buffers` output: valid
     rows only); with `sharpness`, plus ``xo_weight = edit_weights(xo_gain, sharpness)``; with
