@@ -11,24 +11,27 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from ._types import HostOrDevice
+
 
 class EditBuffer(NamedTuple):
     """Recorded point mutations (masked parent, point, new token) and crossovers (parent,
     donor, both points), each with its gain (parent fitness minus child fitness: > 0 means
     the edit improved). ``*_count`` counts every insertion; the newest
-    ``min(count, capacity)`` rows are valid."""
+    ``min(count, capacity)`` rows are valid. Fields are jax arrays inside the engine and numpy
+    arrays once brought to the host (`jax.tree.map(np.asarray, buffer)`)."""
 
-    mut_tokens: Int[Array, "cap length"]
-    mut_point: Int[Array, " cap"]
-    mut_target: Int[Array, " cap"]
-    mut_gain: Float[Array, " cap"]
-    mut_count: Int[Array, ""]
-    xo_parent: Int[Array, "cap length"]
-    xo_donor: Int[Array, "cap length"]
-    xo_point: Int[Array, " cap"]
-    xo_donor_point: Int[Array, " cap"]
-    xo_gain: Float[Array, " cap"]
-    xo_count: Int[Array, ""]
+    mut_tokens: Int[HostOrDevice, "cap length"]
+    mut_point: Int[HostOrDevice, " cap"]
+    mut_target: Int[HostOrDevice, " cap"]
+    mut_gain: Float[HostOrDevice, " cap"]
+    mut_count: Int[HostOrDevice, ""] | np.integer
+    xo_parent: Int[HostOrDevice, "cap length"]
+    xo_donor: Int[HostOrDevice, "cap length"]
+    xo_point: Int[HostOrDevice, " cap"]
+    xo_donor_point: Int[HostOrDevice, " cap"]
+    xo_gain: Float[HostOrDevice, " cap"]
+    xo_count: Int[HostOrDevice, ""] | np.integer
 
 
 def empty_buffer(capacity: int, length: int) -> EditBuffer:
