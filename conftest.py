@@ -35,15 +35,17 @@ def pytest_report_header(config):
     return f"jax {jax.__version__}, devices: {len(jax.devices())} x {jax.devices()[0].platform}"
 
 
-@pytest.fixture
-def shape_checks_off():
-    """Turns jaxtyping's checks off for one test.
+@pytest.fixture(autouse=True)
+def _shape_checks_off(request):
+    """Turns jaxtyping's checks off for a test marked `shape_checks_off`.
 
     For tests of a library's own argument errors (a `ValueError` naming the argument, STYLE 13):
-    with the checks on, jaxtyping rejects the wrong shape before the library's check can run. A
-    package's `tests/conftest.py` names such tests in `SHAPE_CHECKS_OFF`; nothing else turns the
-    checks off.
+    with the checks on, jaxtyping rejects the wrong shape before the library's check can run.
+    Nothing else turns the checks off.
     """
+    if request.node.get_closest_marker("shape_checks_off") is None:
+        yield
+        return
     before = jaxtyping.config.jaxtyping_disable
     jaxtyping.config.update("jaxtyping_disable", True)
     yield

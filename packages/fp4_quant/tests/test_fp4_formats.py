@@ -177,6 +177,7 @@ def test_nonfinite_values_poison_their_block_not_hidden(bad):
         fq.check_finite(x, "x")
 
 
+@pytest.mark.shape_checks_off  # the library's own error, not jaxtyping's
 def test_bad_inputs_raise_named_errors():
     x = jnp.ones((16, 32))
     with pytest.raises(ValueError, match="x: the last"):

@@ -158,6 +158,7 @@ def test_policies_route_projections():
         fq.chon_policy(hcp_k=0)
 
 
+@pytest.mark.shape_checks_off  # the library's own error, not jaxtyping's
 def test_matmul_bad_inputs_raise_named_errors():
     with pytest.raises(ValueError, match="w: expected 64 rows"):
         fq.quantized_matmul(X, jnp.ones((32, 8)), recipe=fq.PLAIN_NVFP4)

@@ -179,6 +179,7 @@ def test_bone_stream_is_translation_invariant(dx, dy):
     np.testing.assert_allclose(sg.motion_stream(shifted), sg.motion_stream(x), atol=1e-4)
 
 
+@pytest.mark.shape_checks_off  # the library's own error, not jaxtyping's
 def test_streams_and_frame_sampling(dataset):
     x = jnp.asarray(dataset.x[:2])
     streams = sg.make_streams(x)

@@ -41,6 +41,7 @@ def test_fit_predict_score_export_save_load(tmp_path):
     assert est.set_params(generations=2).generations == 2
 
 
+@pytest.mark.shape_checks_off  # the library's own error, not jaxtyping's
 def test_bad_inputs_raise():
     est = sr.GESRRegressor(**KW)
     x = np.zeros((8, 1), np.float32)
